@@ -1,0 +1,90 @@
+"""Argument helpers shared by the sub-commands: dataset/teacher flags, progress bars, JSON output."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tqdm import tqdm
+
+from ifbeta.store import Store
+
+
+def add_dataset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="digits",
+                        help="digits | cifar10 | cifar100 | mnist | fashion-mnist | imagefolder:<path> (default digits)")
+    parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images and report them")
+    parser.add_argument("--pool", type=int, default=None,
+                        help="use a fixed class-stratified pool of this many training samples (seed 0)")
+
+
+def add_teacher(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", default="auto", help="checkpoint path, or 'auto' to find/train the default teacher")
+    parser.add_argument("--teacher-arch", default=None, help="teacher architecture when the checkpoint does not record it")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a fully pickled model (runs code from the file; only for files you trust)")
+
+
+def store_of(args) -> Store:
+    return Store(args.cache) if getattr(args, "cache", None) else Store()
+
+
+def load_splits(args):
+    """(train, test) splits, the train split reduced to --pool when given."""
+    from ifbeta import data
+
+    store = store_of(args)
+    train = data.load(args.dataset, "train", store=store, skip_corrupt=args.skip_corrupt)
+    test = data.load(args.dataset, "test", store=store, skip_corrupt=args.skip_corrupt)
+    for split in (train, test):
+        if split.skipped:
+            print(f"skipped {len(split.skipped)} unreadable {split.split} image(s): "
+                  f"{', '.join(split.skipped[:5])}{' ...' if len(split.skipped) > 5 else ''}", file=sys.stderr)
+    if getattr(args, "pool", None):
+        train = train.subset(data.stratified_pool(train.labels, args.pool), split="train")
+    return train, test
+
+
+def load_teacher(args, train, test):
+    from ifbeta.teachers import resolve_teacher
+
+    bar = ProgressBar("teacher")
+    teacher = resolve_teacher(args.teacher, train, store=store_of(args), arch=args.teacher_arch, test=test,
+                              trust_pickle=args.trust_pickle, on_step=bar)
+    bar.close()
+    return teacher
+
+
+class ProgressBar:
+    """An ``on_step`` callback drawing tqdm bars on stderr (batch events update, epoch events summarise)."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar: tqdm | None = None
+
+    def __call__(self, step: int, info: dict) -> None:
+        total = info.get("batches") or info.get("total")
+        if self.bar is None or (total and self.bar.total != total):
+            self.close()
+            self.bar = tqdm(total=total, desc=self.description, file=sys.stderr, leave=False, dynamic_ncols=True)
+        if info.get("event") == "epoch":
+            shown = {k: round(v, 4) for k, v in info.items() if k in ("train_loss", "train_acc", "test_top1")}
+            tqdm.write(f"{self.description} epoch {info['epoch']}/{info.get('epochs', '?')} {shown}", file=sys.stderr)
+            self.bar.reset()
+            return
+        position = info.get("batch", step)
+        self.bar.n = position
+        postfix = {k: f"{v:.4g}" for k, v in info.items() if k in ("loss", "J", "alpha", "beta") and isinstance(v, float)}
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def print_json(payload: dict) -> None:
+    """The last line printed: one JSON object."""
+    print(json.dumps(payload, default=float, sort_keys=True))

@@ -1,0 +1,72 @@
+"""Frozen configuration dataclasses shared by every step.
+
+One KD setting (tau, lam) is shared by the linear proxy (influence, bilevel) and by the real
+distillation, so the proxy optimises exactly the loss the student will be trained with.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Hinton KD loss: (1 - lam) * CE(student, y) + lam * tau^2 * KL(p_teacher^tau || p_student^tau)."""
+
+    tau: float = 4.0  # softmax temperature; > 1 softens the teacher's distribution
+    lam: float = 0.9  # weight of the KD term; 0 = plain cross-entropy, 1 = pure distillation
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The KD-aligned linear proxy of METHOD.md section 2."""
+
+    kd: KDConfig = field(default_factory=KDConfig)
+    mu: float | None = None  # ridge strength; None = choose by validation over mu_grid
+    mu_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    bias_damping: float = 1e-3  # eps: the bias ridge is mu * eps (shift invariance of KD)
+    tolerance: float = 1e-8  # stop the inner fit when ||grad|| < tolerance * (1 + ||grad_0||)
+    max_iterations: int = 100  # Newton / L-BFGS iterations
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class InfluenceConfig:
+    """Cross-fitted influence scoring (METHOD.md section 3)."""
+
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    solver: str = "direct"  # direct | cg | ekfac
+    folds: int = 2  # K of K-fold cross-fitting; no sample is scored by a fold that contains it
+    seed: int = 0
+    chunk_size: int = 8192  # samples per chunk when streaming features
+    materialise_fold: bool = True  # float64 copy of the training fold for the fit; False = re-read it every pass
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The bilevel Beta policy of METHOD.md sections 4-5; ``optimise_policy(..., **config.to_dict())``."""
+
+    estimator: str = "implicit"  # implicit | reinforce | grid (bilevel.ESTIMATORS)
+    axis: str = "influence"  # what the Beta ranks: influence scores | teacher entropy (bilevel.AXES)
+    steps: int = 40  # maximum outer steps (implicit, reinforce)
+    learning_rate: float = 0.1  # Adam step on (log alpha, log beta)
+    shrinkage: float = 1.0  # c in units of the dataset's J spread; rho(r) = c * r / (1 - r); 0 = J alone
+    stratify: bool = True  # ranks within class and per-class quotas
+    seed: int = 0  # split, samplers and the final subset
+    folds: int = 2  # 2 = cross-fitting (each half trains, the other validates); 1 = one split
+    val_fraction: float = 0.5  # validation share when folds == 1
+    init: tuple[float, float] = (1.0, 1.0)  # starting (alpha, beta); (1, 1) = uniform = random pruning
+    tolerance: float = 1e-4  # stop when the relative objective change stays below this ...
+    patience: int = 5  # ... for this many consecutive steps
+    reinforce_samples: int = 4  # subsets drawn per fold and step (reinforce)
+    grid_size: int = 7  # points per axis of the (alpha, beta) grid (grid estimator)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
