@@ -27,7 +27,7 @@ class ProxyConfig:
     mu: float | None = None  # ridge strength; None = choose by validation over mu_grid
     mu_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
     bias_damping: float = 1e-3  # eps: the bias ridge is mu * eps (shift invariance of KD)
-    tolerance: float = 1e-8  # stop the inner fit when ||grad|| < tolerance * (1 + ||grad_0||)
+    tolerance: float = 1e-8  # stop the inner fit when ||grad|| < tolerance * (1 + ||grad at theta = 0||)
     max_iterations: int = 100  # Newton / L-BFGS iterations
 
     def to_dict(self) -> dict:

@@ -10,6 +10,10 @@ import torch
 
 torch.set_num_threads(2)
 
+from ifbeta.runtime import limit_blas_threads  # noqa: E402
+
+limit_blas_threads()
+
 
 @pytest.fixture(scope="session")
 def session_store(tmp_path_factory):

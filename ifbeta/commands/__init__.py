@@ -1,8 +1,14 @@
 """Sub-commands of ``ifbeta`` (explicit dict: name -> module with HELP, add_arguments, run)."""
 from __future__ import annotations
 
-from ifbeta.commands import train_teacher
+from ifbeta.commands import distill, extract, prune, score, select, train_teacher, validate_influence
 
 COMMANDS = {
     "train-teacher": train_teacher,
+    "extract": extract,
+    "score": score,
+    "validate-influence": validate_influence,
+    "prune": prune,
+    "select": select,
+    "distill": distill,
 }

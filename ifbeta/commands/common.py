@@ -88,3 +88,35 @@ class ProgressBar:
 def print_json(payload: dict) -> None:
     """The last line printed: one JSON object."""
     print(json.dumps(payload, default=float, sort_keys=True))
+
+
+def workspace(args, *, description: str = "teacher"):
+    """Open the dataset, teacher and cached features from the shared flags."""
+    from ifbeta import pipeline
+
+    bar = ProgressBar(description)
+    try:
+        return pipeline.open_workspace(args.dataset, teacher=args.teacher, store=store_of(args),
+                                       pool=getattr(args, "pool", None), skip_corrupt=args.skip_corrupt,
+                                       teacher_arch=args.teacher_arch, trust_pickle=args.trust_pickle, on_step=bar)
+    finally:
+        bar.close()
+
+
+def check_ratio(ratio: float) -> float:
+    from ifbeta.cli import UserError
+
+    if not 0.0 < ratio < 1.0:
+        raise UserError(f"--ratio must lie strictly between 0 and 1 (the fraction pruned), got {ratio}")
+    return ratio
+
+
+def influence_config(args):
+    from ifbeta.config import InfluenceConfig
+
+    return InfluenceConfig(solver=getattr(args, "solver", "direct"))
+
+
+def add_influence(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--solver", default="direct", choices=["direct", "cg", "ekfac"],
+                        help="inverse-Hessian solver (direct: exact, cg: matrix-free, ekfac: approximate)")

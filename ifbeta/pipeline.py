@@ -1,0 +1,203 @@
+"""The cached steps every face shares: dataset -> teacher -> features -> scores -> policy -> subset.
+
+Each step goes through the artefact store, keyed by its config and the keys of its inputs, so a
+CLI run, an app session or a server restart never recomputes what exists. Results are plain
+dataclasses of numpy arrays (picklable; the app can hold them in ``st.cache_data``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ifbeta import data as data_module
+from ifbeta.config import InfluenceConfig, PolicyConfig
+from ifbeta.data import DatasetSplit
+from ifbeta.features import FeatureSet, teacher_features
+from ifbeta.store import Store
+from ifbeta.teachers import Teacher, resolve_teacher
+from ifbeta.train import OnStep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Workspace:
+    """A dataset's splits (train possibly reduced to a pool), its teacher, and the teacher's features."""
+
+    train: DatasetSplit
+    test: DatasetSplit
+    teacher: Teacher
+    features: FeatureSet
+    store: Store
+    pool: int | None = None
+
+    def teacher_record(self) -> dict:
+        return {"arch": self.teacher.info.arch, "checkpoint_sha256": self.teacher.info.sha256}
+
+
+def load_splits(dataset: str, *, store: Store, pool: int | None = None, skip_corrupt: bool = False
+                ) -> tuple[DatasetSplit, DatasetSplit]:
+    train = data_module.load(dataset, "train", store=store, skip_corrupt=skip_corrupt)
+    test = data_module.load(dataset, "test", store=store, skip_corrupt=skip_corrupt)
+    if pool:
+        train = train.subset(data_module.stratified_pool(train.labels, pool), split="train")
+    return train, test
+
+
+def open_workspace(dataset: str, *, teacher: str = "auto", store: Store | None = None, pool: int | None = None,
+                   skip_corrupt: bool = False, teacher_arch: str | None = None, trust_pickle: bool = False,
+                   on_step: OnStep | None = None) -> Workspace:
+    """Load (or decode once) the dataset, resolve the teacher (training ``auto`` when missing) and
+    extract its features for the training pool (cached)."""
+    store = store or Store()
+    train, test = load_splits(dataset, store=store, pool=pool, skip_corrupt=skip_corrupt)
+    if pool:  # the auto teacher is trained on the full training split, never on the pool alone
+        full_train, _ = load_splits(dataset, store=store, skip_corrupt=skip_corrupt)
+    else:
+        full_train = train
+    resolved = resolve_teacher(teacher, full_train, store=store, arch=teacher_arch, test=test,
+                               trust_pickle=trust_pickle, on_step=on_step)
+    features = teacher_features(resolved, train, store=store, on_step=on_step)
+    return Workspace(train, test, resolved, features, store, pool)
+
+
+# ---------------------------------------------------------------------------- influence
+def scores(workspace: Workspace, config: InfluenceConfig = InfluenceConfig(), *, on_step: OnStep | None = None):
+    """Cross-fitted influence scores and teacher-only scores for the pool (cached); -> InfluenceResult."""
+    from ifbeta import influence
+
+    features = workspace.features
+    settings = {"influence": config.to_dict()}
+
+    def compute():
+        result = influence.score(features.features, features.logits, features.labels, config=config, on_step=on_step)
+        arrays = {"scores": result.scores, "fold": result.fold}
+        arrays.update({f"teacher_{k}": v for k, v in result.teacher_scores.items()})
+        meta = {"mu": result.mu, "solver": result.solver, "seconds": result.seconds,
+                "grad_norms": [float(g) for g in result.grad_norms], "mu_table": result.mu_table}
+        return arrays, meta
+
+    arrays, meta, key = workspace.store.get_or_compute("scores", settings, [features.key], compute)
+    teacher_scores = {k[len("teacher_"):]: np.asarray(v) for k, v in arrays.items() if k.startswith("teacher_")}
+    result = influence.InfluenceResult(np.asarray(arrays["scores"]), np.asarray(arrays["fold"]), meta["mu"],
+                                       meta["solver"], teacher_scores, meta["seconds"], meta["grad_norms"],
+                                       meta["mu_table"])
+    return result, key
+
+
+# ---------------------------------------------------------------------------- policy
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value
+
+
+def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = PolicyConfig(), *,
+             influence_config: InfluenceConfig = InfluenceConfig(), on_step: OnStep | None = None) -> list:
+    """The learned Beta policy for each ratio (cached per ratio); -> list[bilevel.PolicyResult]."""
+    from ifbeta import bilevel
+
+    result, scores_key = scores(workspace, influence_config, on_step=on_step)
+    features = workspace.features
+    values = result.scores if config.axis == "influence" else -result.teacher_scores["entropy"]
+    out = []
+    for ratio in ratios:
+        settings = {"policy": asdict(config), "ratio": float(ratio), "kd": influence_config.proxy.kd.to_dict()}
+
+        def compute(ratio=ratio):
+            learned = bilevel.optimise_policy(features.features, features.logits, features.labels, ratios=[ratio],
+                                              axis_values=values, kd=influence_config.proxy.kd, on_step=on_step,
+                                              **asdict(config))[0]
+            document = {k: _json_ready(v) for k, v in asdict(learned).items() if k != "indices"}
+            return {"indices": learned.indices}, document
+
+        arrays, meta, _ = workspace.store.get_or_compute("policies", settings, [features.key, scores_key], compute)
+        out.append(bilevel.PolicyResult(**{**meta, "indices": np.asarray(arrays["indices"])}))
+    return out
+
+
+# ---------------------------------------------------------------------------- selection
+def selection_inputs(workspace: Workspace, influence_result=None, *, with_images: bool = False):
+    from ifbeta.selection import SelectionInputs
+
+    features = workspace.features
+    return SelectionInputs(features=features.features, teacher_logits=features.logits, labels=features.labels,
+                           influence=None if influence_result is None else influence_result.scores,
+                           teacher_scores=None if influence_result is None else influence_result.teacher_scores,
+                           images=workspace.train.images if with_images else None,
+                           num_classes=workspace.train.num_classes)
+
+
+POLICY_METHODS = {"ifbeta": "influence", "ifbeta-entropy": "entropy"}
+
+
+def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, options: dict | None = None,
+           policy_config: PolicyConfig = PolicyConfig(), influence_config: InfluenceConfig = InfluenceConfig(),
+           on_step: OnStep | None = None):
+    """Run a selection method on the pool (cached); -> selection.Selection.
+
+    For ``ifbeta`` / ``ifbeta-entropy`` the policy is learned once per ratio (seed of
+    ``policy_config``) and the subset is drawn from it with ``seed``."""
+    from ifbeta import selection
+
+    options = dict(options or {})
+    result, scores_key = scores(workspace, influence_config, on_step=on_step)
+    settings = {"method": method, "ratio": float(ratio), "seed": seed, "options": _json_ready(options)}
+    inputs_keys = [workspace.features.key, scores_key]
+    if method in POLICY_METHODS:
+        config = PolicyConfig(**{**asdict(policy_config), "axis": POLICY_METHODS[method]})
+        learned = policies(workspace, [ratio], config, influence_config=influence_config, on_step=on_step)[0]
+        settings["policy"] = asdict(config)
+        method_name, options = "ifbeta-fixed", {"alpha": learned.alpha, "beta": learned.beta,
+                                                "axis": config.axis, "stratify": config.stratify, **options}
+    else:
+        learned, method_name = None, method
+
+    def compute():
+        inputs = selection_inputs(workspace, result, with_images=method in ("el2n-train", "forgetting"))
+        chosen = selection.select(method_name, inputs, ratio, seed=seed, **options)
+        info = {**_json_ready(chosen.info), "method": method}
+        if learned is not None:
+            info.update(alpha=learned.alpha, beta=learned.beta, trace=_json_ready(learned.trace),
+                        policy_seconds=sum(step.get("seconds", 0.0) for step in learned.trace))
+        arrays = {"indices": chosen.indices}
+        if chosen.scores is not None:
+            arrays["scores"] = np.asarray(chosen.scores, dtype=np.float64)
+        return arrays, info
+
+    arrays, info, _ = workspace.store.get_or_compute("selections", settings, inputs_keys, compute)
+    return selection.Selection(np.asarray(arrays["indices"]), np.asarray(arrays["scores"]) if "scores" in arrays
+                               else None, info)
+
+
+def write_subset(workspace: Workspace, chosen, directory: str | Path, *, ratio: float, seed: int,
+                 influence_result=None) -> Path:
+    """Write a Selection as a subset directory (indices.npy, samples.csv, manifest.json)."""
+    from ifbeta import policy, subset
+
+    info = chosen.info
+    labels = workspace.train.labels
+    u = inclusion = None
+    if info.get("alpha") is not None and chosen.scores is not None:
+        u = policy.rank_normalise(chosen.scores, groups=labels)
+        k = len(chosen.indices)
+        inclusion = policy.policy_probabilities(u, labels, k, float(info["alpha"]), float(info["beta"]))
+    score_column = influence_result.scores if influence_result is not None else chosen.scores
+    extra = {k: v for k, v in info.items() if k not in ("trace",)}
+    extra["pool"] = workspace.pool
+    return subset.write(directory, indices=chosen.indices, dataset=workspace.train, method=info.get("method", "?"),
+                        ratio=ratio, seed=seed, alpha=info.get("alpha"), beta=info.get("beta"), scores=score_column,
+                        u=u, inclusion=inclusion, teacher=workspace.teacher_record(), extra=json.loads(
+                            json.dumps(_json_ready(extra), default=str)))
