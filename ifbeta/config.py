@@ -27,7 +27,7 @@ class ProxyConfig:
     mu: float | None = None  # ridge strength; None = choose by validation over mu_grid
     mu_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
     bias_damping: float = 1e-3  # eps: the bias ridge is mu * eps (shift invariance of KD)
-    tolerance: float = 1e-8  # stop the inner fit when ||grad|| < tolerance * (1 + ||grad at theta = 0||)
+    tolerance: float = 1e-8  # stop the inner fit when ||grad|| < tolerance * (1 + ||grad_0||)
     max_iterations: int = 100  # Newton / L-BFGS iterations
 
     def to_dict(self) -> dict:
@@ -44,6 +44,8 @@ class InfluenceConfig:
     seed: int = 0
     chunk_size: int = 8192  # samples per chunk when streaming features
     materialise_fold: bool = True  # float64 copy of the training fold for the fit; False = re-read it every pass
+    estimator: str = "first_order"  # first_order: s_i = g_V^T H^-1 grad l_i (METHOD) | newton: exact removal step
+    #   + L_V curvature (dense, C(d+1) <= 8000) | auto: newton with solver "direct" where it fits, else first_order
 
     def to_dict(self) -> dict:
         return asdict(self)

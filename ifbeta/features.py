@@ -78,14 +78,25 @@ def teacher_features(teacher: Teacher, data: DatasetSplit, *, store: Store | Non
                      on_step: OnStep | None = None) -> FeatureSet:
     """Cached :func:`extract`: keyed by the teacher's sha256 and the split's fingerprint."""
     store = store or Store()
-    config = {"teacher_sha256": teacher.info.sha256, "dataset": data.name, "split": data.split,
-              "fingerprint": data.fingerprint}
+    # content-addressed: the same images (fingerprint) and teacher give the same key on any machine/path
+    config = {"teacher_sha256": teacher.info.sha256, "split": data.split, "fingerprint": data.fingerprint}
+
+    # under torchrun, extract's all_gather must run on every rank and never inside the store's file lock
+    # (rank 0 would wait in all_gather for a rank waiting on the lock: a deadlock on a cold cache)
+    ready = None
+    if distributed_context()[1] > 1:
+        from ifbeta.store import make_key
+
+        missing = torch.tensor([0 if store.exists("features", make_key(config, [])) else 1])
+        torch.distributed.all_reduce(missing)
+        ready = extract(teacher, data, on_step=on_step) if missing.item() else None
 
     def compute():
-        features, logits = extract(teacher, data, on_step=on_step)
+        features, logits = ready if ready is not None else extract(teacher, data, on_step=on_step)
         if not (np.isfinite(features).all() and np.isfinite(logits).all()):
             raise ValueError("the teacher produced NaN or Inf features; check the checkpoint and inputs")
-        return {"features": features, "logits": logits}, {"n": len(data), "dim": int(features.shape[1])}
+        return {"features": features, "logits": logits}, {"n": len(data), "dim": int(features.shape[1]),
+                                                          "dataset": data.name}
 
     arrays, _, key = store.get_or_compute("features", config, [], compute, mmap=True)
     return FeatureSet(arrays["features"], arrays["logits"], data.labels, key, data.name, data.fingerprint)

@@ -17,7 +17,7 @@ from ifbeta import data as data_module
 from ifbeta.config import InfluenceConfig, PolicyConfig
 from ifbeta.data import DatasetSplit
 from ifbeta.features import FeatureSet, teacher_features
-from ifbeta.store import Store
+from ifbeta.store import Store, make_key
 from ifbeta.teachers import Teacher, resolve_teacher
 from ifbeta.train import OnStep
 
@@ -112,18 +112,25 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
     result, scores_key = scores(workspace, influence_config, on_step=on_step)
     features = workspace.features
     values = result.scores if config.axis == "influence" else -result.teacher_scores["entropy"]
+    def settings_for(ratio: float) -> dict:
+        return {"policy": asdict(config), "ratio": float(ratio), "kd": influence_config.proxy.kd.to_dict()}
+
+    inputs = [features.key, scores_key]
+    store = workspace.store
+    missing = [r for r in ratios if not store.exists("policies", make_key(settings_for(r), inputs))]
+    if missing:  # one call shares mu, the J scale and warm starts across every missing ratio
+        learned_all = bilevel.optimise_policy(features.features, features.logits, features.labels, ratios=missing,
+                                              axis_values=values, kd=influence_config.proxy.kd, on_step=on_step,
+                                              **asdict(config))
+        for ratio, learned in zip(missing, learned_all):
+            document = {k: _json_ready(v) for k, v in asdict(learned).items() if k != "indices"}
+            key = make_key(settings_for(ratio), inputs)
+            with store.lock("policies", key):
+                if not store.exists("policies", key):
+                    store.save("policies", key, settings_for(ratio), {"indices": learned.indices}, document)
     out = []
     for ratio in ratios:
-        settings = {"policy": asdict(config), "ratio": float(ratio), "kd": influence_config.proxy.kd.to_dict()}
-
-        def compute(ratio=ratio):
-            learned = bilevel.optimise_policy(features.features, features.logits, features.labels, ratios=[ratio],
-                                              axis_values=values, kd=influence_config.proxy.kd, on_step=on_step,
-                                              **asdict(config))[0]
-            document = {k: _json_ready(v) for k, v in asdict(learned).items() if k != "indices"}
-            return {"indices": learned.indices}, document
-
-        arrays, meta, _ = workspace.store.get_or_compute("policies", settings, [features.key, scores_key], compute)
+        arrays, meta = store.load("policies", make_key(settings_for(ratio), inputs), settings_for(ratio))
         out.append(bilevel.PolicyResult(**{**meta, "indices": np.asarray(arrays["indices"])}))
     return out
 

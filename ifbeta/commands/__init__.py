@@ -1,7 +1,8 @@
 """Sub-commands of ``ifbeta`` (explicit dict: name -> module with HELP, add_arguments, run)."""
 from __future__ import annotations
 
-from ifbeta.commands import distill, extract, prune, score, select, train_teacher, validate_influence
+from ifbeta.commands import (bench, distill, extract, prune, score, select, train_teacher, transfer_check,
+                             validate_influence)
 
 COMMANDS = {
     "train-teacher": train_teacher,
@@ -11,4 +12,6 @@ COMMANDS = {
     "prune": prune,
     "select": select,
     "distill": distill,
+    "bench": bench,
+    "transfer-check": transfer_check,
 }

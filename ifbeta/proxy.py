@@ -1,0 +1,421 @@
+"""The KD-aligned linear proxy student of METHOD.md section 2.
+
+    f_theta(phi) = W phi + b,   theta = [W | b]  (C, d+1) float64,  x = [phi; 1]  (d+1,)
+    l_i(theta)   = (1 - lam) CE(f(phi_i), y_i) + lam tau^2 KL(softmax(t_i/tau) || softmax(f(phi_i)/tau))
+    L_in(theta)  = sum_i w_i l_i(theta) + mu/2 (||W||_F^2 + eps ||b||^2)          (SUM form, w_i in [0, 1])
+
+Everything is a pure function over arrays. ``features`` may be any float dtype (a float16
+np.memmap included) or a :class:`FeatureView`; they are read ``chunk_size`` rows at a time and cast
+to float64 per chunk, so no function here holds more than one float64 chunk of features.
+Lower loss / objective is better. The flat parameter order (Hessian rows) is ``theta.reshape(-1)``:
+index ``c * (d + 1) + j``.
+
+The per-sample gradient is rank one: grad l_i = outer(r_i, x_i), with the output residual
+    r_i = (1 - lam) (softmax(f_i) - onehot(y_i)) + lam tau (softmax(f_i/tau) - softmax(t_i/tau)),
+and the output curvature is B_i = (1 - lam)(diag p - p p^T) + lam (diag q - q q^T), so the Hessian
+is exact: H = sum_i w_i B_i kron x_i x_i^T + diag(regulariser).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import scipy.linalg.blas
+
+from ifbeta.config import KDConfig
+from ifbeta.streaming import FeatureView, feature_statistics, row_view, take_rows
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 8192  # rows of features cast to float64 at a time
+DENSE_NEWTON_LIMIT = 4000  # C (d+1) up to which fit() uses dense Newton, above: Newton-CG
+_HESSIAN_BLOCK_ELEMENTS = 1 << 22  # rows x C(d+1) per Hessian outer-product block (32 MiB)
+
+__all__ = [
+    "CHUNK_SIZE", "FeatureView", "ProxyFit", "choose_mu", "feature_statistics", "fit", "gradient",
+    "hessian", "hessian_diagonal", "hvp", "objective", "per_sample_loss", "predict_proba",
+    "regulariser", "residuals", "standardise", "stratified_folds", "take_rows", "teacher_head", "validation_gradient",
+    "validation_loss",
+]
+
+
+@dataclass(frozen=True)
+class ProxyFit:
+    """Result of :func:`fit`. theta (C, d+1) float64; grad_norm = ||grad L_in|| at theta (lower is better)."""
+
+    theta: np.ndarray
+    grad_norm: float
+    iterations: int
+    objective: float
+    converged: bool
+
+
+def standardise(features, *, mean=None, std=None, chunk_size: int = CHUNK_SIZE):
+    """Z = (features - mean) / std.
+
+    features (N, d) any float dtype; mean, std (d,) float64, computed chunk-wise when not given
+    (constant columns get std 1). Returns (Z (N, d) float64, mean, std). Z is materialised: for
+    arrays larger than RAM use ``FeatureView(features, mean=mean, std=std)`` instead.
+    """
+    if mean is None or std is None:
+        mean, std = feature_statistics(features, chunk_size=chunk_size)
+    view = FeatureView(features, mean=np.asarray(mean, np.float64), std=np.asarray(std, np.float64))
+    return view.materialise(), view.mean, view.std
+
+
+def regulariser(shape, *, mu: float, bias_damping: float = 1e-3) -> np.ndarray:
+    """Per-parameter ridge (C, d+1) float64: mu on W, mu * bias_damping on b."""
+    classes, width = shape
+    row = np.full(width, float(mu))
+    row[-1] = float(mu) * float(bias_damping)
+    return np.broadcast_to(row, (classes, width)).copy()
+
+
+# ----------------------------------------------------------------------------- chunked KD math
+
+
+def _chunks(features, teacher_logits, labels, weights, chunk_size):
+    """Yield (x (m, d+1), t (m, C), y (m,) int64, w (m,) or None) float64 chunks."""
+    labels = np.asarray(labels)
+    for start in range(0, len(labels), chunk_size):
+        stop = min(len(labels), start + chunk_size)
+        phi = np.asarray(features[start:stop], dtype=np.float64)
+        x = np.empty((stop - start, phi.shape[1] + 1))  # (m, d+1)
+        x[:, :-1] = phi
+        x[:, -1] = 1.0
+        t = np.asarray(teacher_logits[start:stop], dtype=np.float64)
+        w = None if weights is None else np.asarray(weights[start:stop], dtype=np.float64)
+        yield x, t, labels[start:stop].astype(np.int64), w
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+@dataclass
+class _Heads:
+    """Softmax quantities of one chunk, all (m, C) float64."""
+
+    log_p: np.ndarray  # log softmax(f)
+    log_q: np.ndarray  # log softmax(f / tau)
+    log_pt: np.ndarray  # log softmax(t / tau)
+
+    @property
+    def p(self):
+        return np.exp(self.log_p)
+
+    @property
+    def q(self):
+        return np.exp(self.log_q)
+
+
+def _heads(theta, x, t, kd: KDConfig) -> _Heads:
+    outputs = x @ theta.T  # (m, C)
+    return _Heads(_log_softmax(outputs), _log_softmax(outputs / kd.tau), _log_softmax(t / kd.tau))
+
+
+def _chunk_loss(heads: _Heads, y, kd: KDConfig):
+    cross_entropy = -heads.log_p[np.arange(len(y)), y]
+    kl = (np.exp(heads.log_pt) * (heads.log_pt - heads.log_q)).sum(axis=1)
+    return (1.0 - kd.lam) * cross_entropy + kd.lam * kd.tau**2 * kl  # (m,)
+
+
+def _chunk_residual(heads: _Heads, y, kd: KDConfig):
+    residual = (1.0 - kd.lam) * heads.p
+    residual[np.arange(len(y)), y] -= 1.0 - kd.lam
+    residual += kd.lam * kd.tau * (heads.q - np.exp(heads.log_pt))
+    return residual  # (m, C)
+
+
+def _chunk_curvature_times(heads: _Heads, u, kd: KDConfig):
+    """B_i u_i for every row: (m, C)."""
+    p, q = heads.p, heads.q
+    cross = p * u - p * (p * u).sum(axis=1, keepdims=True)
+    distil = q * u - q * (q * u).sum(axis=1, keepdims=True)
+    return (1.0 - kd.lam) * cross + kd.lam * distil
+
+
+def _weighted(values, w):
+    return values if w is None else values * (w[:, None] if values.ndim == 2 else w)
+
+
+# ----------------------------------------------------------------------------- public math
+
+
+def per_sample_loss(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE):
+    """l_i (N,) float64, the KD loss of each sample under the proxy; lower = better fitted."""
+    theta = np.asarray(theta, np.float64)
+    parts = [_chunk_loss(_heads(theta, x, t, kd), y, kd)
+             for x, t, y, _ in _chunks(features, teacher_logits, labels, None, chunk_size)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def residuals(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE):
+    """r (N, C) float64 with grad_theta l_i = outer(r_i, [phi_i, 1])."""
+    theta = np.asarray(theta, np.float64)
+    parts = [_chunk_residual(_heads(theta, x, t, kd), y, kd)
+             for x, t, y, _ in _chunks(features, teacher_logits, labels, None, chunk_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, theta.shape[0]))
+
+
+def _value_and_gradient(theta, features, teacher_logits, labels, weights, *, mu, bias_damping, kd,
+                        chunk_size, with_gradient=True):
+    theta = np.asarray(theta, np.float64)
+    ridge = regulariser(theta.shape, mu=mu, bias_damping=bias_damping)
+    value = 0.5 * float((ridge * theta * theta).sum())
+    grad = ridge * theta
+    for x, t, y, w in _chunks(features, teacher_logits, labels, weights, chunk_size):
+        heads = _heads(theta, x, t, kd)
+        value += float(_weighted(_chunk_loss(heads, y, kd), w).sum())
+        if with_gradient:
+            grad += _weighted(_chunk_residual(heads, y, kd), w).T @ x  # (C, d+1)
+    return value, grad
+
+
+def objective(theta, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,
+              kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> float:
+    """L_in = sum_i w_i l_i + mu/2 (||W||^2 + eps ||b||^2), a float (SUM form, not mean); lower is better."""
+    return _value_and_gradient(theta, features, teacher_logits, labels, weights, mu=mu, bias_damping=bias_damping,
+                               kd=kd, chunk_size=chunk_size, with_gradient=False)[0]
+
+
+def gradient(theta, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,
+             kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+    """grad L_in (C, d+1) float64."""
+    return _value_and_gradient(theta, features, teacher_logits, labels, weights, mu=mu, bias_damping=bias_damping,
+                               kd=kd, chunk_size=chunk_size)[1]
+
+
+def hessian(theta, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,
+            kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+    """Exact dense Hessian of L_in, (C(d+1), C(d+1)) float64, rows in ``theta.reshape(-1)`` order.
+
+    Cost O(N C^2 (d+1)^2), memory (C(d+1))^2 floats: for C(d+1) up to ~8k.
+    """
+    theta = np.asarray(theta, np.float64)
+    classes, width = theta.shape
+    size = classes * width
+    result = np.diag(regulariser(theta.shape, mu=mu, bias_damping=bias_damping).reshape(-1))
+    block = max(1, _HESSIAN_BLOCK_ELEMENTS // (2 * size))
+    lower = np.zeros((size, size))  # the rank-one parts, accumulated in one triangle (syrk)
+    for x, t, y, w in _chunks(features, teacher_logits, labels, weights, chunk_size):
+        w = np.ones(len(y)) if w is None else w
+        for start in range(0, len(y), block):
+            rows = slice(start, start + block)
+            heads = _heads(theta, x[rows], t[rows], kd)
+            xs, ws = x[rows], w[rows]
+            diagonal = ws[:, None] * ((1.0 - kd.lam) * heads.p + kd.lam * heads.q)  # (m, C)
+            for c in range(classes):
+                span = slice(c * width, (c + 1) * width)
+                result[span, span] += (xs * diagonal[:, c:c + 1]).T @ xs
+            scaled = np.concatenate([np.sqrt((1.0 - kd.lam) * ws)[:, None] * heads.p,
+                                     np.sqrt(kd.lam * ws)[:, None] * heads.q])  # (2m, C)
+            outer = (scaled[:, :, None] * np.concatenate([xs, xs])[:, None, :]).reshape(-1, size)  # (2m, C(d+1))
+            lower -= scipy.linalg.blas.dsyrk(1.0, outer, trans=1, lower=1)  # outer^T outer, lower triangle
+    lower = np.tril(lower)
+    return result + lower + np.tril(lower, -1).T
+
+
+def hessian_diagonal(theta, features, teacher_logits, labels, *, weights=None, mu: float,
+                     bias_damping: float = 1e-3, kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+    """diag(H) as (C, d+1) float64, O(N C d); used as a preconditioner."""
+    theta = np.asarray(theta, np.float64)
+    result = regulariser(theta.shape, mu=mu, bias_damping=bias_damping)
+    for x, t, y, w in _chunks(features, teacher_logits, labels, weights, chunk_size):
+        heads = _heads(theta, x, t, kd)
+        p, q = heads.p, heads.q
+        curvature = (1.0 - kd.lam) * (p - p * p) + kd.lam * (q - q * q)  # (m, C) = diag B_i
+        result += _weighted(curvature, w).T @ (x * x)
+    return result
+
+
+def hvp(theta, vector, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,
+        kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+    """Matrix-free H @ vector, O(N C d). vector (C, d+1) or flat; returns theta's shape (C, d+1)."""
+    theta = np.asarray(theta, np.float64)
+    vector = np.asarray(vector, np.float64).reshape(theta.shape)
+    result = regulariser(theta.shape, mu=mu, bias_damping=bias_damping) * vector
+    for x, t, y, w in _chunks(features, teacher_logits, labels, weights, chunk_size):
+        heads = _heads(theta, x, t, kd)
+        directional = x @ vector.T  # (m, C): change of the outputs along `vector`
+        result += _weighted(_chunk_curvature_times(heads, directional, kd), w).T @ x
+    return result
+
+
+def validation_loss(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> float:
+    """L_V = mean_j l_j(theta) over the given (validation) samples, a float; lower is better."""
+    count = len(np.asarray(labels))
+    value, _ = _value_and_gradient(theta, features, teacher_logits, labels, None, mu=0.0, bias_damping=0.0, kd=kd,
+                                   chunk_size=chunk_size, with_gradient=False)
+    return value / count
+
+
+def validation_gradient(theta, features, teacher_logits, labels, *, kd: KDConfig,
+                        chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+    """grad L_V (C, d+1) float64 (mean over the given samples, no regulariser)."""
+    count = len(np.asarray(labels))
+    _, grad = _value_and_gradient(theta, features, teacher_logits, labels, None, mu=0.0, bias_damping=0.0, kd=kd,
+                                  chunk_size=chunk_size)
+    return grad / count
+
+
+def predict_proba(theta, features, *, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+    """softmax(W phi + b): (N, C) float64, rows sum to 1."""
+    theta = np.asarray(theta, np.float64)
+    parts = []
+    for start in range(0, len(features), chunk_size):
+        phi = np.asarray(features[start:start + chunk_size], dtype=np.float64)
+        parts.append(np.exp(_log_softmax(phi @ theta[:, :-1].T + theta[:, -1])))
+    return np.concatenate(parts) if parts else np.zeros((0, theta.shape[0]))
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def stratified_folds(labels, folds: int, seed: int) -> np.ndarray:
+    """Fold id (N,) int64 in [0, folds): within each class a seeded permutation dealt round-robin
+    (from a random offset), so every fold gets each class in proportion."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        assignment[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    return assignment
+
+
+class _NewtonSystem:
+    """Newton directions for fit(). Dense: the Cholesky factor of H is reused (a chord step) while the
+    last step cut ||grad|| at least fivefold, and refreshed otherwise. Matrix-free: CG on hvp,
+    preconditioned by EKFAC, to the relative tolerance ``forcing``."""
+
+    def __init__(self, problem: dict, dense: bool):
+        self.problem, self.dense, self.factor = problem, dense, None
+
+    def direction(self, theta, grad, *, forcing: float, refresh: bool):
+        flat = grad.reshape(-1)
+        if not self.dense:
+            from ifbeta.solvers import conjugate_gradient, ekfac_preconditioner  # late: solvers builds on proxy
+
+            step, _, _ = conjugate_gradient(lambda v: hvp(theta, v, **self.problem).reshape(-1), flat,
+                                            tolerance=forcing, max_iterations=max(50, grad.size // 10),
+                                            preconditioner=ekfac_preconditioner(theta, **self.problem))
+            return -step.reshape(theta.shape)
+        if refresh or self.factor is None:
+            matrix = hessian(theta, **self.problem)
+            try:
+                self.factor = scipy.linalg.cho_factor(matrix)
+            except np.linalg.LinAlgError:  # not numerically PD (mu ~ 0): lift the spectrum slightly
+                shift = 1e-10 * float(np.abs(np.diag(matrix)).max())
+                self.factor = scipy.linalg.cho_factor(matrix + shift * np.eye(len(matrix)))
+        return -scipy.linalg.cho_solve(self.factor, flat).reshape(theta.shape)
+
+
+def _line_search(theta, value, grad, direction, problem):
+    """Backtracking Armijo; full step when the predicted decrease is below round-off."""
+    slope = float((grad * direction).sum())
+    if slope >= 0:  # not a descent direction (inexact CG): fall back to steepest descent
+        direction, slope = -grad, -float((grad * grad).sum())
+    if -slope <= 1e-13 * (1.0 + abs(value)):
+        return theta + direction
+    step = 1.0
+    while step > 1e-12:
+        trial = theta + step * direction
+        if objective(trial, **problem) <= value + 1e-4 * step * slope:
+            return trial
+        step *= 0.5
+    return None
+
+
+def teacher_head(features, teacher_logits, *, ridge: float = 1e-6, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+    """Least-squares head (C, d+1) with [phi, 1] theta^T ~ teacher logits (relative ridge); fit()'s cold start.
+
+    The teacher's logits are (nearly) a linear function of its own penultimate features, so this
+    lands next to the KD optimum and Newton needs a few steps instead of a few dozen.
+    """
+    width = features.shape[1] + 1
+    gram, cross = np.zeros((width, width)), None
+    for x, t, _, _ in _chunks(features, teacher_logits, np.zeros(len(features), np.int64), None, chunk_size):
+        gram += x.T @ x
+        cross = x.T @ t if cross is None else cross + x.T @ t  # (d+1, C)
+    gram[np.diag_indices(width)] += ridge * (np.trace(gram) / width + 1.0)
+    return scipy.linalg.solve(gram, cross, assume_a="pos").T
+
+
+def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConfig, bias_damping: float = 1e-3,
+        init=None, tolerance: float = 1e-8, max_iterations: int = 100, chunk_size: int = CHUNK_SIZE,
+        method: str = "auto") -> ProxyFit:
+    """theta*(w) = argmin L_in by damped Newton (exact, to round-off).
+
+    Stops when ||grad|| <= tolerance * (1 + ||grad at the start||) (ProxyConfig.tolerance), so a
+    warm start is polished relative to how far it started. method: "newton" (dense Hessian +
+    Cholesky), "newton-cg" (matrix-free, EKFAC-preconditioned CG on hvp, any size) or "auto" (dense
+    when C(d+1) <= DENSE_NEWTON_LIMIT). init (C, d+1) warm-starts; weights (N,) in [0, 1] or None.
+    """
+    labels = np.asarray(labels)
+    classes = np.asarray(teacher_logits[:1]).shape[1]
+    width = features.shape[1] + 1
+    dense = classes * width <= DENSE_NEWTON_LIMIT if method == "auto" else method == "newton"
+    problem = dict(features=features, teacher_logits=teacher_logits, labels=labels, weights=weights, mu=mu,
+                   bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
+    if init is None:  # cold start: the better of zero and the teacher's least-squares head
+        candidates = [np.zeros((classes, width)), teacher_head(features, teacher_logits, chunk_size=chunk_size)]
+        theta = min(candidates, key=lambda candidate: objective(candidate, **problem))
+    else:
+        theta = np.array(init, dtype=np.float64)
+    value, grad = _value_and_gradient(theta, features, teacher_logits, labels, weights, mu=mu,
+                                      bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
+    threshold = tolerance * (1.0 + float(np.linalg.norm(grad)))
+    # Newton-CG forcing term (Eisenstat-Walker), relative to the problem's scale, not the warm start's
+    scale = 1.0 if dense else 1.0 + float(np.linalg.norm(gradient(np.zeros_like(theta), **problem)))
+    iterations, previous_norm, system = 0, np.inf, _NewtonSystem(problem, dense)
+    while np.linalg.norm(grad) > threshold and iterations < max_iterations:
+        norm = float(np.linalg.norm(grad))
+        direction = system.direction(theta, grad, forcing=min(0.5, np.sqrt(norm / scale)),
+                                     refresh=norm > 0.2 * previous_norm)
+        trial, previous_norm = _line_search(theta, value, grad, direction, problem), norm
+        if trial is None:
+            logger.warning("proxy fit: line search stalled at ||grad|| = %.3g", np.linalg.norm(grad))
+            break
+        theta, iterations = trial, iterations + 1
+        value, grad = _value_and_gradient(theta, features, teacher_logits, labels, weights, mu=mu,
+                                          bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
+        logger.debug("proxy fit: iteration %d objective %.12g ||grad|| %.3g", iterations, value, np.linalg.norm(grad))
+    norm = float(np.linalg.norm(grad))
+    return ProxyFit(theta=theta, grad_norm=norm, iterations=iterations, objective=value, converged=norm <= threshold)
+
+
+def choose_mu(features, teacher_logits, labels, *, kd: KDConfig, grid=(1e-3, 1e-2, 1e-1, 1.0, 10.0), folds: int = 2,
+              seed: int = 0, bias_damping: float = 1e-3, tolerance: float = 1e-8, max_iterations: int = 100,
+              chunk_size: int = CHUNK_SIZE):
+    """Pick the ridge by held-out L_V (lower is better).
+
+    Grid units: a grid value g is the ridge per 1000 training samples, i.e. a fit on n samples uses
+    mu = g * n / 1000 (mean-form ridge g / 1000), so the grid means the same at every dataset size.
+    Split as in influence.score: ``folds`` stratified folds (seeded); for each fold k, fit on fold k
+    and measure L_V on the other folds; average over folds. Returns (mu, table): mu in SUM units for a
+    training set of one fold, n = N / folds (what score() fits on); table rows {grid, mu, val_loss}.
+    """
+    labels = np.asarray(labels)
+    assignment = stratified_folds(labels, folds, seed)
+    losses = np.zeros(len(grid))
+    order = np.argsort(grid)[::-1]  # strongest ridge first: each fit warm-starts the next
+    for k in range(folds):
+        train, held_out = np.flatnonzero(assignment == k), np.flatnonzero(assignment != k)
+        x_train, t_train = take_rows(features, train), take_rows(teacher_logits, train)
+        theta = None
+        for g_index in order:
+            result = fit(x_train, t_train, labels[train], mu=grid[g_index] * len(train) / 1000.0, kd=kd,
+                         bias_damping=bias_damping, init=theta, tolerance=tolerance, max_iterations=max_iterations,
+                         chunk_size=chunk_size)
+            theta = result.theta
+            losses[g_index] += validation_loss(theta, row_view(features, held_out), row_view(teacher_logits, held_out),
+                                               labels[held_out], kd=kd, chunk_size=chunk_size) / folds
+    scale = len(labels) / folds / 1000.0
+    table = [{"grid": float(g), "mu": float(g) * scale, "val_loss": float(v)} for g, v in zip(grid, losses)]
+    best = int(np.argmin(losses))
+    logger.info("choose_mu: grid value %g (mu %.4g) held-out L_V %.6g", grid[best], grid[best] * scale, losses[best])
+    return float(grid[best]) * scale, table

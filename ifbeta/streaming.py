@@ -1,0 +1,83 @@
+"""Chunked access to feature arrays that may be larger than memory (float16 np.memmap included).
+
+Memory model: a :class:`FeatureView` is a lazy (n, d) window on rows ``index`` of a base array,
+standardised on the fly; slicing it reads and casts only the requested rows (float64), so the
+proxy's chunked loops never hold more than one float64 chunk of it. ``materialise`` / ``take_rows``
+make the one full float64 copy the fitter needs (a training fold).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["FeatureView", "feature_statistics", "row_view", "take_rows"]
+
+
+def feature_statistics(features, *, chunk_size: int = 8192):
+    """Column mean and std (population), (d,) float64 each, in two chunked passes.
+
+    Columns with std 0 (or non-finite) get std 1 so standardising never divides by zero.
+    """
+    count = len(features)
+    total = np.zeros(features.shape[1])
+    for start in range(0, count, chunk_size):
+        total += np.asarray(features[start:start + chunk_size], dtype=np.float64).sum(axis=0)
+    mean = total / max(count, 1)
+    squares = np.zeros_like(mean)
+    for start in range(0, count, chunk_size):
+        centred = np.asarray(features[start:start + chunk_size], dtype=np.float64) - mean
+        squares += (centred * centred).sum(axis=0)
+    std = np.sqrt(squares / max(count, 1))
+    std[~np.isfinite(std) | (std <= 0)] = 1.0
+    return mean, std
+
+
+class FeatureView:
+    """Rows ``index`` of ``base`` (N, d), optionally standardised, read lazily as float64.
+
+    Supports ``len``, ``shape``, ``view[a:b]`` (a contiguous slice of the view, (m, d) float64),
+    ``subset(index)`` (a view of a view) and ``materialise()``. Sorted indices keep memmap reads
+    sequential. With mean/std None it only casts (also used for teacher logits).
+    """
+
+    def __init__(self, base, *, index=None, mean=None, std=None):
+        self.base = base
+        self.index = None if index is None else np.asarray(index, dtype=np.int64)
+        self.mean = mean
+        self.std = std
+
+    def __len__(self) -> int:
+        return len(self.base) if self.index is None else len(self.index)
+
+    @property
+    def shape(self):
+        return (len(self), self.base.shape[1])
+
+    def __getitem__(self, rows):
+        if not isinstance(rows, slice):
+            raise TypeError("FeatureView supports contiguous slices only; use subset(index)")
+        chosen = self.base[rows] if self.index is None else self.base[self.index[rows]]
+        values = np.asarray(chosen, dtype=np.float64)
+        if self.mean is not None:
+            values = (values - self.mean) / self.std
+        return values
+
+    def subset(self, index) -> "FeatureView":
+        index = np.asarray(index, dtype=np.int64)
+        composed = index if self.index is None else self.index[index]
+        return FeatureView(self.base, index=composed, mean=self.mean, std=self.std)
+
+    def materialise(self, chunk_size: int = 8192) -> np.ndarray:
+        result = np.empty(self.shape)
+        for start in range(0, len(self), chunk_size):
+            result[start:start + chunk_size] = self[start:start + chunk_size]
+        return result
+
+
+def row_view(array, index) -> FeatureView:
+    """Lazy view of rows ``index`` of an ndarray, memmap or FeatureView (no copy)."""
+    return array.subset(index) if isinstance(array, FeatureView) else FeatureView(array, index=index)
+
+
+def take_rows(array, index, *, chunk_size: int = 8192) -> np.ndarray:
+    """array[index] as a float64 (len(index), ...) copy; works for ndarrays, memmaps and FeatureViews."""
+    return row_view(array, index).materialise(chunk_size)

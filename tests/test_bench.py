@@ -1,0 +1,47 @@
+"""A tiny benchmark grid on digits: paired seeds, resumable, reports written."""
+import json
+import os
+
+import pytest
+
+from ifbeta import bench
+from ifbeta.store import Store
+
+
+@pytest.mark.slow
+def test_tiny_grid_writes_reports_and_resumes(tmp_path, session_store):
+    spec = bench.BenchSpec(dataset="digits", methods=("random", "moderate"), ratios=(0.5,), seeds=(0, 1), epochs=1)
+    out = tmp_path / "grid"
+    rows = bench.run(spec, out, store=session_store, workers=2)
+    assert len(rows) == 2 + 2 * 2  # full x seeds + methods x seeds
+    assert {(r["method"], r["seed"]) for r in rows} >= {("random", 0), ("moderate", 1), ("full", 0)}
+    for name in ("results.csv", "results.md", "results.png"):
+        assert (out / name).stat().st_size > 0
+    markdown = (out / "results.md").read_text()
+    assert "| random |" in markdown and "| moderate |" in markdown and "Δ vs random" in markdown
+
+    victim = out / "runs" / "moderate-r0.5-s1-epochs" / "metrics.json"
+    kept = out / "runs" / "random-r0.5-s0-epochs" / "metrics.json"
+    before = kept.stat().st_mtime_ns
+    victim.unlink()  # as if the grid had been killed during this run
+    rows_again = bench.run(spec, out, store=session_store, workers=1)
+    assert victim.is_file() and kept.stat().st_mtime_ns == before and len(rows_again) == len(rows)
+    redone = json.loads(victim.read_text())
+    original = [r for r in rows if r["method"] == "moderate" and r["seed"] == 1][0]
+    assert redone["test_top1"] == pytest.approx(original["test_top1"], abs=1e-9)
+
+
+def test_paired_difference_pairs_by_seed():
+    rows = [{"method": "random", "ratio": 0.5, "seed": s, "budget": "epochs", "test_top1": a}
+            for s, a in ((0, 0.5), (1, 0.7))]
+    rows += [{"method": "x", "ratio": 0.5, "seed": s, "budget": "epochs", "test_top1": a} for s, a in ((0, 0.6), (1, 0.7))]
+    mean, std, n = bench.paired_difference(rows, "x", 0.5, "epochs")
+    assert n == 2 and mean == pytest.approx(0.05) and std == pytest.approx(0.0707107, rel=1e-4)
+
+
+def test_cells_cover_the_grid_once():
+    spec = bench.PRESETS["cifar10-cpu"]
+    names = [bench.cell_name(c) for c in bench.cells(spec)]
+    assert len(names) == len(set(names))
+    expected = len(spec.seeds) * (1 + len(spec.methods) * (len(spec.ratios) + len(spec.steps_ratios)))
+    assert len(names) == expected

@@ -1,0 +1,281 @@
+"""Influence scores against brute-force refits, solvers against each other, cross-fitting, loo_check."""
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import scipy.stats
+from threadpoolctl import threadpool_limits
+
+from ifbeta import influence, proxy, solvers
+from ifbeta.config import InfluenceConfig, KDConfig, ProxyConfig
+
+KD = KDConfig()
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    with threadpool_limits(1):  # shared 2-core machine: oversubscribed BLAS threads are 10x slower
+        yield
+
+
+def corrupt(teacher, labels, index, rng):
+    """Give samples ``index`` a random wrong label AND teacher logits that agree with it (swap two logits)."""
+    classes = teacher.shape[1]
+    wrong = (labels[index] + rng.integers(1, classes, len(index))) % classes
+    right_logit, wrong_logit = teacher[index, labels[index]].copy(), teacher[index, wrong].copy()
+    teacher[index, labels[index]], teacher[index, wrong] = wrong_logit, right_logit
+    labels[index] = wrong
+
+
+def mixture(n, d, classes, seed, corrupted=0, separation=2.0):
+    """Gaussian-mixture 'teacher features' (n, d) with a teacher head linear in them; the first
+    ``corrupted`` samples are mislabelled and the teacher agrees with the wrong label (harmful under KD)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(classes, d)) * separation / np.sqrt(d)
+    labels = rng.integers(0, classes, n)
+    features = means[labels] + rng.normal(size=(n, d))
+    head = 1.5 * means
+    teacher = features @ head.T - 0.5 * (head * means).sum(1)  # (n, C)
+    corrupt(teacher, labels, np.arange(corrupted), rng)
+    return features, teacher, labels
+
+
+def split_problem(seed=4, n=60, validation=300, mu=1.0):
+    """Training set of n (6 corrupted) and a clean validation set; theta* and the first-order scores."""
+    features, teacher, labels = mixture(n + validation, 5, 3, seed)
+    bad = np.arange(6)
+    corrupt(teacher, labels, bad, np.random.default_rng(seed))
+    train, held_out = (features[:n], teacher[:n], labels[:n]), (features[n:], teacher[n:], labels[n:])
+    theta = proxy.fit(*train, mu=mu, kd=KD, tolerance=1e-13).theta
+    g_val = proxy.validation_gradient(theta, *held_out, kd=KD)
+    direction = solvers.solve_direct(theta, *train, None, g_val, mu=mu, kd=KD)
+    scores = influence.influence_scores(theta, direction, *train, kd=KD)
+    return train, held_out, theta, scores, bad
+
+
+def true_removals(train, held_out, theta, mu, *, ridge_after=None):
+    """True change of L_V when each training sample is removed (refit to round-off)."""
+    base = proxy.validation_loss(theta, *held_out, kd=KD)
+    deltas = []
+    for i in range(len(train[2])):
+        weights = np.ones(len(train[2]))
+        weights[i] = 0.0
+        refit = proxy.fit(*train, weights=weights, mu=mu if ridge_after is None else ridge_after, kd=KD, init=theta,
+                          tolerance=1e-13).theta
+        deltas.append(proxy.validation_loss(refit, *held_out, kd=KD) - base)
+    return np.array(deltas)
+
+
+def test_scores_match_leave_one_out_refits_in_value_and_sign():
+    train, held_out, theta, predicted, bad = split_problem()
+    actual = true_removals(train, held_out, theta, 1.0)
+    assert np.abs(predicted - actual).sum() / np.abs(actual).sum() < 0.35  # first order, n = 60, 18 parameters
+    assert np.mean(np.sign(predicted) == np.sign(actual)) >= 0.95
+    assert scipy.stats.spearmanr(predicted, actual)[0] >= 0.95
+    assert 0.7 <= predicted @ actual / (predicted @ predicted) <= 1.3
+    assert np.all(predicted[bad] < 0) and np.all(actual[bad] < 0)  # corrupted samples are harmful
+    assert set(bad) <= set(np.argsort(predicted)[:10])
+    assert (predicted > 0).sum() > 40  # clean samples help
+
+
+def test_scores_are_exact_derivatives_of_the_removal_path():
+    """L_V(w_i = 1 - e) - L_V(w_i = 1 + e) = 2 e s_i + O(e^3): the values, not only the ranks."""
+    train, held_out, theta, predicted, _ = split_problem()
+
+    def validation_at(i, weight):
+        weights = np.ones(60)
+        weights[i] = weight
+        refit = proxy.fit(*train, weights=weights, mu=1.0, kd=KD, init=theta, tolerance=1e-14).theta
+        return proxy.validation_loss(refit, *held_out, kd=KD)
+
+    for i in (0, 10, 20):
+        change = (validation_at(i, 1.0 - 1e-3) - validation_at(i, 1.0 + 1e-3)) / 2e-3
+        assert change == pytest.approx(predicted[i], rel=1e-4)
+
+
+def test_newton_estimator_is_close_to_true_refits():
+    for mu in (1.0, 30.0):
+        train, held_out, theta, first_order, _ = split_problem(mu=mu)
+        actual = true_removals(train, held_out, theta, mu)
+        newton = solvers.newton_removal_scores(theta, *train, *held_out, mu=mu, kd=KD, chunk_size=7)
+        first_error = np.abs(first_order - actual).sum() / np.abs(actual).sum()
+        newton_error = np.abs(newton - actual).sum() / np.abs(actual).sum()
+        assert newton_error < 0.05 and newton_error < 0.25 * first_error
+        assert np.all(np.abs(newton - actual) <= 0.1 * np.abs(actual))
+
+
+def test_mean_form_pitfall_sum_form_signs_match_loo():
+    """METHOD.md section 3: with a MEAN objective, removing i also rescales the others and the ridge,
+    so g_V^T H^{-1} grad l_i is off by a constant; the sum form has no such term."""
+    n, mean_ridge = 60, 0.5
+    mu = n * mean_ridge  # mean-form (1/n) sum l + ridge/2 ||W||^2 == sum form with mu = n * ridge
+    train, held_out, theta, predicted, _ = split_problem(mu=mu)
+    sum_form = true_removals(train, held_out, theta, mu)
+    assert np.mean(np.sign(predicted) == np.sign(sum_form)) >= 0.95
+    assert abs(np.mean(predicted < 0) - np.mean(sum_form < 0)) <= 0.05
+    mean_form = true_removals(train, held_out, theta, mu, ridge_after=(n - 1) * mean_ridge)
+    g_val = proxy.validation_gradient(theta, *held_out, kd=KD)
+    v = solvers.solve_direct(theta, *train, None, g_val, mu=mu, kd=KD)
+    shift = float((v * proxy.regulariser(theta.shape, mu=mu) * theta).sum())  # v^T [mu W; mu eps b]
+    corrected = (n * predicted + shift) / (n - 1)
+    naive_error = np.abs(predicted - mean_form).mean()
+    assert np.abs(corrected - mean_form).mean() < 0.3 * naive_error  # the renormalisation term explains it
+    assert np.mean(np.sign(corrected) == np.sign(mean_form)) > np.mean(np.sign(predicted) == np.sign(mean_form))
+
+
+def test_influence_on_weights_matches_finite_difference():
+    features, teacher, labels = mixture(340, 5, 3, seed=2, corrupted=4)
+    train, held_out = (features[:80], teacher[:80], labels[:80]), (features[80:], teacher[80:], labels[80:])
+    weights = np.random.default_rng(0).uniform(0.3, 1.0, 80)
+
+    def validation_at(w):
+        theta = proxy.fit(*train, weights=w, mu=0.5, kd=KD, tolerance=1e-14).theta
+        return theta, proxy.validation_loss(theta, *held_out, kd=KD)
+
+    theta, _ = validation_at(weights)
+    derivative = influence.influence_on_weights(theta, *train, weights, *held_out, mu=0.5, kd=KD,
+                                                bias_damping=1e-3, solver="direct")
+    assert derivative.shape == (80,) and derivative.dtype == np.float64
+    for j in (0, 7, 41):
+        step = np.zeros(80)
+        step[j] = 1e-4
+        finite = (validation_at(weights + step)[1] - validation_at(weights - step)[1]) / 2e-4
+        assert derivative[j] == pytest.approx(finite, rel=1e-4, abs=1e-9)
+    assert derivative[0] > 0  # more weight on a corrupted sample raises L_V (= minus its removal score)
+
+
+def test_solvers_agree():
+    features, teacher, labels = mixture(400, 8, 4, seed=3, corrupted=10)
+    z, _, _ = proxy.standardise(features)
+    train, held_out = (z[:200], teacher[:200], labels[:200]), (z[200:], teacher[200:], labels[200:])
+    theta = proxy.fit(*train, mu=0.5, kd=KD).theta
+    g_val = proxy.validation_gradient(theta, *held_out, kd=KD)
+    scores = {name: influence.influence_scores(theta, solve(theta, *train, None, g_val, mu=0.5, kd=KD), *train, kd=KD)
+              for name, solve in influence.SOLVERS.items()}
+    assert scipy.stats.spearmanr(scores["cg"], scores["direct"])[0] >= 0.99
+    np.testing.assert_allclose(scores["cg"], scores["direct"], rtol=1e-6, atol=1e-9 * np.abs(scores["direct"]).max())
+    jacobi = solvers.solve_cg(theta, *train, None, g_val, mu=0.5, kd=KD, preconditioner="jacobi")
+    np.testing.assert_allclose(jacobi, solvers.solve_direct(theta, *train, None, g_val, mu=0.5, kd=KD), rtol=1e-6,
+                               atol=1e-9)
+    assert scipy.stats.spearmanr(scores["ekfac"], scores["direct"])[0] > 0.6  # clustered: approximate
+
+
+def test_ekfac_is_close_on_a_well_conditioned_problem():
+    rng = np.random.default_rng(0)
+    features, teacher, labels = rng.normal(size=(600, 6)), rng.normal(size=(600, 4)), rng.integers(0, 4, 600)
+    train, held_out = (features[:300], teacher[:300], labels[:300]), (features[300:], teacher[300:], labels[300:])
+    theta = proxy.fit(*train, mu=1.0, kd=KD).theta
+    g_val = proxy.validation_gradient(theta, *held_out, kd=KD)
+    exact = influence.influence_scores(theta, solvers.solve_direct(theta, *train, None, g_val, mu=1.0, kd=KD),
+                                       *train, kd=KD)
+    for curvature in ("output", "residual"):
+        direction = solvers.solve_ekfac(theta, *train, None, g_val, mu=1.0, kd=KD, curvature=curvature)
+        approximate = influence.influence_scores(theta, direction, *train, kd=KD)
+        assert scipy.stats.spearmanr(approximate, exact)[0] > 0.95
+        assert approximate @ exact / (exact @ exact) == pytest.approx(1.0, abs=0.1)
+
+
+def pool(seed=4, n=300):
+    return mixture(n, 6, 3, seed, corrupted=15)
+
+
+def test_score_is_invariant_to_chunk_size_and_memmap_float16(tmp_path):
+    features, teacher, labels = pool()
+    half = features.astype(np.float16)
+    memmap = np.lib.format.open_memmap(tmp_path / "features.npy", mode="w+", dtype=np.float16, shape=half.shape)
+    memmap[:] = half
+    reference = influence.score(half.astype(np.float64), teacher, labels, config=InfluenceConfig(chunk_size=4096))
+    for config in (InfluenceConfig(chunk_size=7), InfluenceConfig(chunk_size=50, materialise_fold=False)):
+        result = influence.score(memmap, teacher, labels, config=config)
+        assert result.mu == reference.mu
+        np.testing.assert_allclose(result.scores, reference.scores, rtol=1e-7, atol=1e-12)
+    assert reference.mu_table and reference.mu == min(reference.mu_table, key=lambda row: row["val_loss"])["mu"]
+
+
+@pytest.mark.parametrize("estimator", ["first_order", "newton"])
+def test_score_matches_hand_cross_fitting_and_never_validates_on_scored_samples(estimator):
+    features, teacher, labels = pool()
+    config = InfluenceConfig(folds=3, seed=5, proxy=ProxyConfig(mu=0.2), estimator=estimator)
+    result = influence.score(features, teacher, labels, config=config)
+    assert result.estimator == estimator
+    np.testing.assert_array_equal(result.fold, proxy.stratified_folds(labels, 3, 5))
+    z, _, _ = proxy.standardise(features)  # statistics of the whole scored pool
+    for k in range(3):
+        train, held_out = np.flatnonzero(result.fold == k), np.flatnonzero(result.fold != k)
+        assert len(train) and not set(train) & set(held_out) and len(train) + len(held_out) == len(labels)
+        part = (z[train], teacher[train], labels[train])
+        theta = proxy.fit(*part, mu=0.2, kd=KD).theta
+        validation = (z[held_out], teacher[held_out], labels[held_out])
+        if estimator == "newton":
+            expected = solvers.newton_removal_scores(theta, *part, *validation, mu=0.2, kd=KD)
+        else:
+            direction = solvers.solve_direct(theta, *part, None, proxy.validation_gradient(theta, *validation, kd=KD),
+                                             mu=0.2, kd=KD)
+            expected = influence.influence_scores(theta, direction, *part, kd=KD)
+        np.testing.assert_allclose(result.scores[train], expected, rtol=1e-6, atol=1e-12)
+    assert np.mean(result.scores[:15] < 0) >= 0.8  # the corrupted samples
+
+
+def test_result_fields_teacher_scores_and_progress():
+    features, teacher, labels = pool()
+    steps = []
+    result = influence.score(features, teacher, labels, config=InfluenceConfig(solver="cg"),
+                             on_step=lambda step, info: steps.append((step, info["stage"])))
+    assert steps[0] == (0, "prepare") and [s for s, _ in steps] == [0, 1, 2]
+    restored = pickle.loads(pickle.dumps(result))
+    np.testing.assert_array_equal(restored.scores, result.scores)
+    assert result.scores.dtype == np.float64 and result.fold.dtype == np.int64 and result.solver == "cg"
+    assert set(result.teacher_scores) == {"el2n", "entropy", "margin", "kd_loss"}
+    assert all(v.shape == (300,) for v in result.teacher_scores.values())
+    assert {"fit", "solve", "scores", "total"} <= set(result.seconds) and len(result.grad_norms) == 2
+    assert max(result.grad_norms) < 1e-4
+    hand = influence.teacher_statistics(np.array([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), [0, 1])
+    p = math.exp(2) / (math.exp(2) + 2)
+    q = 1 / (math.exp(2) + 2)
+    assert hand["el2n"] == pytest.approx([math.sqrt((1 - p) ** 2 + 2 * q * q), math.sqrt(p * p + (1 - q) ** 2 + q * q)])
+    assert hand["entropy"] == pytest.approx([-(p * math.log(p) + 2 * q * math.log(q))] * 2)
+    assert hand["margin"] == pytest.approx([2.0, -2.0])
+
+
+def test_loo_check_passes_on_gaussian_mixture_teacher_features():
+    features, teacher, labels = mixture(1000, 6, 3, seed=7)
+    steps = []
+    report = influence.loo_check(features, teacher, labels, config=InfluenceConfig(), samples=60, seed=0,
+                                 on_step=lambda step, info: steps.append(step))
+    assert report["n"] == 60 == len(report["predicted"]) == len(report["actual"]) and len(steps) == 60
+    assert report["estimator"] == "first_order" and report["solver"] == "direct"
+    assert report["spearman"] >= 0.9
+    assert 0.8 <= report["slope"] <= 1.25
+    assert report["sign_agreement"] >= 0.9
+    assert report["group_harmful_delta"] < 0
+    assert report["group_helpful_delta"] > report["group_random_delta"]
+
+
+def test_newton_estimator_passes_loo_check_where_first_order_values_drift():
+    """1% mislabelled outliers the teacher agrees with: first-order ranks them right but overstates
+    their removal effect (slope < 0.8); the Newton estimator matches the refits."""
+    features, teacher, labels = mixture(1000, 8, 4, seed=7, corrupted=10)
+    first = influence.loo_check(features, teacher, labels, config=InfluenceConfig(solver="cg"), samples=60)
+    assert first["spearman"] >= 0.9 and first["sign_agreement"] >= 0.9 and first["slope"] < 0.8
+    newton = influence.loo_check(features, teacher, labels, config=InfluenceConfig(estimator="auto"), samples=60)
+    assert newton["estimator"] == "newton"
+    np.testing.assert_allclose(newton["actual"], first["actual"], rtol=1e-6, atol=1e-12)  # the same refits
+    assert newton["spearman"] >= 0.99 and 0.95 <= newton["slope"] <= 1.05 and newton["sign_agreement"] >= 0.95
+    assert newton["group_harmful_delta"] < 0 < newton["group_helpful_delta"]
+
+
+def test_configuration_errors_are_explicit():
+    features, teacher, labels = pool()
+    for config in (InfluenceConfig(folds=1), InfluenceConfig(solver="lbfgs"), InfluenceConfig(estimator="exact")):
+        with pytest.raises(ValueError):
+            influence.score(features, teacher, labels, config=config)
+    wide = np.zeros((4, 900)), np.zeros((4, 10)), np.arange(4) % 2
+    with pytest.raises(ValueError, match="too large"):
+        influence.score(*wide, config=InfluenceConfig(estimator="newton"))
+    assert influence.resolve_estimator(InfluenceConfig(), 30) == "first_order"
+    assert influence.resolve_estimator(InfluenceConfig(estimator="auto"), 10 * 901) == "first_order"
+    assert influence.resolve_estimator(InfluenceConfig(estimator="auto", solver="cg"), 30) == "first_order"
+    assert influence.resolve_estimator(InfluenceConfig(estimator="auto"), 30) == "newton"
