@@ -148,7 +148,7 @@ def collect(spec: BenchSpec, out: Path, selection_infos: dict) -> list[dict]:
 
 
 def run(spec: BenchSpec, out: str | Path, *, store: Store | None = None, workers: int = 1,
-        on_step: OnStep | None = None) -> list[dict]:
+        on_step: OnStep | None = None, report_only: bool = False) -> list[dict]:
     """The whole protocol: workspace, selections, distillations, then results.{csv,md,png} in ``out``."""
     from ifbeta import report
 
@@ -158,7 +158,8 @@ def run(spec: BenchSpec, out: str | Path, *, store: Store | None = None, workers
     began = time.perf_counter()
     workspace = pipeline.open_workspace(spec.dataset, teacher=spec.teacher, store=store, pool=spec.pool, on_step=on_step)
     infos = select_all(workspace, spec, out, on_step)
-    distill_all(spec, out, store, workers=workers, on_step=on_step)
+    if not report_only:
+        distill_all(spec, out, store, workers=workers, on_step=on_step)
     rows = collect(spec, out, infos)
     report.write(rows, spec, out, workspace=workspace, seconds=time.perf_counter() - began)
     return rows

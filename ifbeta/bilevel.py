@@ -221,7 +221,8 @@ def _relaxed(problem: _Problem, psi: np.ndarray, ratio: float, with_gradient: bo
         if with_gradient:
             d_weights = influence.influence_on_weights(
                 theta, fold.features, fold.teacher_logits, fold.labels, weights, fold.val_features,
-                fold.val_teacher_logits, fold.val_labels, mu=fold.mu, kd=problem.kd, bias_damping=problem.bias_damping)
+                fold.val_teacher_logits, fold.val_labels, mu=fold.mu, kd=problem.kd, bias_damping=problem.bias_damping,
+                solver="direct" if proxy.use_dense(len(fold.labels), theta.size) else "cg")
             (gradient,) = torch.autograd.grad(pi @ torch.as_tensor(np.asarray(d_weights, dtype=np.float64)), psi_t)
             total.gradient += gradient.numpy() / len(problem.folds)
     return total

@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_distributed() -> None:
+    """Under torchrun: wait for every rank, then shut the process group down. Left open, a rank that
+    exits while another still writes its files makes gloo abort ("terminate called without an active
+    exception", exit -6), which torchrun reports as a failed run."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.barrier()
+        distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        _close_distributed()
+        return code
     except KeyboardInterrupt:
         print("ifbeta: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
@@ -72,4 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the package's copy of this module: under `python -m ifbeta.cli` this file is __main__, and its
+    # UserError would not be the ifbeta.cli.UserError the commands raise (a traceback instead of exit 2)
+    from ifbeta import cli
+
+    sys.exit(cli.main())

@@ -21,6 +21,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=1, help="distillation runs in parallel")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the runs finished so far, train nothing")
     parser.add_argument("--out", required=True, help="output folder (results.csv, results.md, results.png)")
 
 
@@ -44,7 +46,8 @@ def run(args) -> int:
     if args.ratios and spec.steps_ratios:
         spec = bench.replace(spec, steps_ratios=None)
     bar = common.ProgressBar("bench")
-    rows = bench.run(spec, args.out, store=common.store_of(args), workers=args.workers, on_step=bar)
+    rows = bench.run(spec, args.out, store=common.store_of(args), workers=args.workers, on_step=bar,
+                     report_only=args.report_only)
     bar.close()
     print(f"{len(rows)} runs -> {args.out}/results.csv, results.md, results.png")
     return 0

@@ -120,3 +120,16 @@ def influence_config(args):
 def add_influence(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", default="direct", choices=["direct", "cg", "ekfac"],
                         help="inverse-Hessian solver (direct: exact, cg: matrix-free, ekfac: approximate)")
+
+
+def check_budget(workspace_or_train, ratio: float, *, stratify: bool = True) -> int:
+    """k for ``ratio``; refuses (before any computing) a k below the class count under stratification."""
+    from ifbeta.cli import UserError
+    from ifbeta.policy import k_for_ratio
+
+    train = getattr(workspace_or_train, "train", workspace_or_train)
+    k = k_for_ratio(len(train), ratio)
+    if stratify and k < train.num_classes:
+        raise UserError(f"ratio {ratio:g} keeps k={k} of {len(train)} samples, fewer than the {train.num_classes} "
+                        "classes; lower the ratio (or pass --no-stratify where supported)")
+    return k

@@ -51,6 +51,9 @@ def run(args) -> int:
     from ifbeta import pipeline
 
     ratios = [common.check_ratio(r) for r in args.ratio]
+    train, _ = common.load_splits(args)
+    for ratio in ratios:
+        common.check_budget(train, ratio, stratify=not args.no_stratify)
     ws = common.workspace(args, description="extract")
     config, influence = policy_config(args), common.influence_config(args)
     method = "ifbeta" if args.axis == "influence" else "ifbeta-entropy"
