@@ -9,6 +9,8 @@ distillation and evaluation all see the images exactly as the teacher was traine
 from __future__ import annotations
 
 import logging
+
+import torch
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from torch import nn
 from ifbeta import models
 from ifbeta.data import DatasetSplit, channel_stats
 from ifbeta.store import Store, make_key
-from ifbeta.train import Normaliser, OnStep, TrainConfig, TrainResult, fit
+from ifbeta.train import Normaliser, OnStep, TrainConfig, TrainResult, distributed_context, fit
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,12 @@ def train_teacher(data: DatasetSplit, arch: str, out: str | Path, *, epochs: int
                  checkpoint_dir=checkpoint_dir or Path(str(out) + ".resume"), on_step=on_step)
     metadata = {"dataset": data.name, "fingerprint": data.fingerprint, "mean": mean, "std": std,
                 "test_top1": result.test_top1, "test_top5": result.test_top5, "train": config.to_dict()}
-    models.save_checkpoint(model.cpu(), out, arch=arch, num_classes=data.num_classes,
-                           in_channels=data.channels, metadata=metadata)
+    rank, world = distributed_context()
+    if rank == 0:
+        models.save_checkpoint(model.cpu(), out, arch=arch, num_classes=data.num_classes,
+                               in_channels=data.channels, metadata=metadata)
+    if world > 1:
+        torch.distributed.barrier()
     return result
 
 
@@ -93,6 +99,9 @@ def resolve_teacher(spec: str, data: DatasetSplit, *, store: Store | None = None
     store = store or Store()
     arch = arch or models.default_architectures(data.name, data.image_size)[0]
     path = auto_teacher_path(data, arch, store=store, epochs=epochs)
+    _, world = distributed_context()
+    if not path.is_file() and world > 1:  # every rank takes part in the DDP fit; no file lock across ranks
+        train_teacher(data, arch, path, epochs=epochs, test=test, on_step=on_step, checkpoint_dir=path.parent / "resume")
     if not path.is_file():
         key_dir = path.parent
         with store.lock("teachers", key_dir.name):

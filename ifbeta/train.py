@@ -177,13 +177,13 @@ def _schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
 
 
 def _batches(indices: np.ndarray, config: TrainConfig, epoch: int, rank: int, world: int):
-    """Yield (global step offset, rank's index share) for one epoch; same order on every rank."""
+    """Yield (step, steps, global batch, generator) for one epoch; same order on every rank."""
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     order = indices[torch.randperm(len(indices), generator=generator).numpy()]
     count = len(order) // config.batch_size if len(order) >= config.batch_size else 1
     for b in range(count):
         chunk = order[b * config.batch_size:(b + 1) * config.batch_size]
-        yield b, count, chunk[rank::world], generator
+        yield b, count, chunk, generator
 
 
 def fit(model: nn.Module, data: DatasetSplit, *, config: TrainConfig, indices: np.ndarray | None = None,
@@ -228,9 +228,13 @@ def fit(model: nn.Module, data: DatasetSplit, *, config: TrainConfig, indices: n
         began = time.perf_counter()
         trained.train()
         totals = {"loss": 0.0, "correct": 0, "seen": 0}
-        for batch, count, share, generator in _batches(indices, config, epoch, rank, world):
+        for batch, count, chunk, generator in _batches(indices, config, epoch, rank, world):
+            # augment the whole global batch, then keep this rank's strided share: every sample gets the
+            # same crop as in a single-process run (drawing per share would repeat crops across ranks)
+            share = chunk[rank::world]
             share_t = torch.from_numpy(share)
-            x = augment(data.images[share_t], generator, **aug).to(device, non_blocking=True)
+            x = augment(data.images[torch.from_numpy(chunk)], generator, **aug)[rank::world]
+            x = x.to(device, non_blocking=True)
             x = normaliser(x).contiguous(memory_format=torch.channels_last)
             y = labels_all[share_t].to(device)
             with autocast:
@@ -252,6 +256,10 @@ def fit(model: nn.Module, data: DatasetSplit, *, config: TrainConfig, indices: n
             if on_step and rank == 0:
                 on_step(epoch * count + batch, {"event": "batch", "epoch": epoch, "batch": batch, "batches": count,
                                                 "loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+        if world > 1:  # the epoch's training loss and accuracy over every rank's share, not rank 0's alone
+            summed = torch.tensor([totals["loss"], totals["correct"], totals["seen"]], dtype=torch.float64)
+            torch.distributed.all_reduce(summed)
+            totals = dict(zip(("loss", "correct", "seen"), summed.tolist()))
         record = {"epoch": epoch + 1, "train_loss": totals["loss"] / max(totals["seen"], 1),
                   "train_acc": totals["correct"] / max(totals["seen"], 1), "seconds": time.perf_counter() - began}
         if test is not None and rank == 0:

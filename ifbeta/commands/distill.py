@@ -29,6 +29,12 @@ def run(args) -> int:
         raise UserError(f"unknown student {args.student!r}; choose one of {', '.join(models.ARCHITECTURES)}")
     if args.epochs is not None and args.epochs < 1:
         raise UserError("--epochs must be at least 1")
+    if args.subset != "full":
+        from pathlib import Path
+
+        if not Path(args.subset).is_dir():
+            raise UserError(f"subset directory {args.subset} does not exist; give a folder written by "
+                            "`ifbeta prune` / `ifbeta select`, or 'full'")
     ws = common.workspace(args, description="extract")
     bar = common.ProgressBar("distill")
     metrics = distill.run(ws, subset=None if args.subset == "full" else args.subset, out=args.out,
