@@ -44,8 +44,9 @@ class InfluenceConfig:
     seed: int = 0
     chunk_size: int = 8192  # samples per chunk when streaming features
     materialise_fold: bool = True  # float64 copy of the training fold for the fit; False = re-read it every pass
-    estimator: str = "first_order"  # first_order: s_i = g_V^T H^-1 grad l_i (METHOD) | newton: exact removal step
-    #   + L_V curvature (dense, C(d+1) <= 8000) | auto: newton with solver "direct" where it fits, else first_order
+    # first_order: s_i = g_V^T H^-1 grad l_i | newton: exact removal step + L_V curvature (dense only)
+    # auto: newton where a fold has < 4 samples per parameter (first-order is biased there), else first_order
+    estimator: str = "auto"
 
     def to_dict(self) -> dict:
         return asdict(self)

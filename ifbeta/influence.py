@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 ESTIMATORS = ("auto", "first_order", "newton")
 NEWTON_LIMIT = 2 * proxy.DENSE_NEWTON_LIMIT  # largest C(d+1) for the dense Newton estimator
+AUTO_NEWTON_ROWS_PER_PARAMETER = 4  # auto: newton while a fold has fewer samples per parameter than this
 
 __all__ = ["ESTIMATORS", "SOLVERS", "InfluenceResult", "influence_on_weights", "influence_scores", "loo_check", "score",
            "teacher_statistics"]
@@ -143,7 +144,8 @@ def _prepare(features, teacher_logits, labels, config: InfluenceConfig, clock: _
     if config.estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {config.estimator!r}; choose one of {ESTIMATORS}")
     parameters = np.asarray(teacher_logits[:1]).shape[1] * (features.shape[1] + 1)
-    config = dataclasses.replace(config, estimator=resolve_estimator(config, parameters))
+    rows = len(labels) // config.folds
+    config = dataclasses.replace(config, estimator=resolve_estimator(config, parameters, rows))
     mean, std = feature_statistics(features, chunk_size=config.chunk_size)
     pool, logits = FeatureView(features, mean=mean, std=std), FeatureView(teacher_logits)
     fold = proxy.stratified_folds(labels, config.folds, config.seed)
@@ -165,11 +167,18 @@ def _training_fold(pool, logits, index, config: InfluenceConfig):
     return x, t
 
 
-def resolve_estimator(config: InfluenceConfig, parameters: int) -> str:
-    """The estimator actually used for C(d+1) = ``parameters``: "auto" is "newton" with the direct
-    solver where the dense matrices fit, else "first_order"."""
+def resolve_estimator(config: InfluenceConfig, parameters: int, rows: int | None = None) -> str:
+    """The estimator actually used for C(d+1) = ``parameters`` and ``rows`` samples per fold.
+
+    "auto" is "newton" with the direct solver where the dense matrices fit and the fold has fewer
+    than AUTO_NEWTON_ROWS_PER_PARAMETER samples per parameter, else "first_order". Measured on the
+    digits teacher (673 samples per fold, 650 parameters): first-order slope of true on predicted
+    leave-one-out change 0.72 (outside 0.8..1.25), newton 1.00; with many samples per parameter the
+    two agree and first-order is cheaper."""
     if config.estimator == "auto":
-        return "newton" if config.solver == "direct" and parameters <= NEWTON_LIMIT else "first_order"
+        few_rows = rows is None or rows < AUTO_NEWTON_ROWS_PER_PARAMETER * parameters
+        dense = config.solver == "direct" and parameters <= NEWTON_LIMIT
+        return "newton" if dense and few_rows else "first_order"
     if config.estimator == "newton" and parameters > NEWTON_LIMIT:
         raise ValueError(f"estimator 'newton' needs dense (C(d+1))^2 matrices; C(d+1) = {parameters} is too large")
     return config.estimator
@@ -179,7 +188,7 @@ def _removal_scores(theta, train: tuple, validation: tuple, mu: float, config: I
     """Scores of the training samples, (n,) float64, > 0 helpful, by config.estimator (see ESTIMATORS)."""
     settings, chunk = config.proxy, config.chunk_size
     options = dict(mu=mu, kd=settings.kd, bias_damping=settings.bias_damping, chunk_size=chunk)
-    if resolve_estimator(config, theta.size) == "newton":  # config is resolved by _prepare; this re-checks
+    if resolve_estimator(config, theta.size, len(train[2])) == "newton":  # resolved by _prepare; re-checked
         return solvers.newton_removal_scores(theta, *train, *validation, **options)
     g_val = proxy.validation_gradient(theta, *validation, kd=settings.kd, chunk_size=chunk)  # (C, d+1)
     direction = SOLVERS[config.solver](theta, *train, None, g_val, **options)  # v = H^{-1} g_V

@@ -114,12 +114,16 @@ def check_ratio(ratio: float) -> float:
 def influence_config(args):
     from ifbeta.config import InfluenceConfig
 
-    return InfluenceConfig(solver=getattr(args, "solver", "direct"))
+    return InfluenceConfig(solver=getattr(args, "solver", "direct"),
+                           estimator=getattr(args, "influence_estimator", "auto"))
 
 
 def add_influence(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", default="direct", choices=["direct", "cg", "ekfac"],
                         help="inverse-Hessian solver (direct: exact, cg: matrix-free, ekfac: approximate)")
+    parser.add_argument("--influence-estimator", default="auto", choices=["auto", "first_order", "newton"],
+                        help="first_order influence, newton (exact removal step, dense), or auto (newton when a "
+                             "fold has < 4 samples per parameter)")
 
 
 def check_budget(workspace_or_train, ratio: float, *, stratify: bool = True) -> int:
