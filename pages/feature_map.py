@@ -1,0 +1,87 @@
+"""Feature map: the teacher's feature space in 2-D (PCA at once, UMAP cached); select points to see them."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import studio_cache
+from ifbeta import plots, policy
+
+studio_cache.page_guard(__file__)
+
+DISPLAY_LIMIT = 20_000  # above this many points the map shows a class-stratified sample unless asked
+
+st.title("Feature map")
+st.caption("Teacher penultimate features, standardised. Draw a lasso or a box to open the selected samples.")
+ws = studio_cache.workspace()
+ids, labels, names = np.asarray(ws.train.ids, dtype=object), ws.train.labels, ws.train.class_names
+
+left, middle, right = st.columns([1, 2, 1])
+method = left.radio("Projection", ["PCA", "UMAP"], horizontal=True, key="map_method")
+colour = middle.radio("Colour by", ["class", "influence score", "kept / pruned", "inclusion probability"],
+                      horizontal=True, key="map_colour")
+show_all = right.checkbox(f"Show all points (> {DISPLAY_LIMIT:,} is slow)", key="map_show_all",
+                          disabled=len(ids) <= DISPLAY_LIMIT)
+
+coords = None
+if method == "UMAP":
+    with st.expander("UMAP settings"):
+        neighbours = st.slider("Neighbours", 5, 100, 15, key="umap_neighbours")
+        min_dist = st.slider("Minimum distance", 0.0, 0.99, 0.1, step=0.01, key="umap_min_dist")
+    coords = studio_cache.umap(ws, neighbours, min_dist, compute=False)
+    if coords is None:
+        st.info("UMAP for these settings is not computed yet; showing PCA meanwhile. The result is stored, "
+                "so this happens once per dataset, teacher and settings.")
+        if st.button("Compute UMAP", type="primary"):
+            coords = studio_cache.umap(ws, neighbours, min_dist)
+if coords is None:
+    coords = studio_cache.pca(ws)
+
+options: dict = {"labels": labels, "class_names": names}
+if colour == "influence score":
+    result, _ = studio_cache.scores(ws)
+    options = {"values": result.scores, "value_name": "s", "colorscale": plots.HELPFUL_SCALE, "midpoint": 0.0}
+elif colour == "kept / pruned":
+    method_name, ratio, seed = (st.session_state["subset_method"], st.session_state["subset_ratio"],
+                                st.session_state["subset_seed"])
+    st.caption(f"Subset of the Subset page: **{method_name}** at pruning ratio {ratio:g}, seed {seed}.")
+    chosen = studio_cache.choose(ws, method_name, ratio, seed)
+    kept = np.zeros(len(ids), dtype=bool)
+    kept[chosen.indices] = True
+    options = {"kept": kept}
+elif colour == "inclusion probability":
+    columns = st.columns(3)
+    alpha = columns[0].number_input("alpha", min_value=0.05, max_value=50.0, step=0.25, key="teach_alpha")
+    beta = columns[1].number_input("beta", min_value=0.05, max_value=50.0, step=0.25, key="teach_beta")
+    ratio = columns[2].slider("Pruning ratio", 0.05, 0.95, step=0.05, key="subset_ratio")
+    result, _ = studio_cache.scores(ws)
+    with studio_cache.engine_errors():
+        u = policy.rank_normalise(result.scores, groups=labels)
+        pi = policy.policy_probabilities(u, labels, policy.k_for_ratio(len(u), ratio), alpha, beta)
+    options = {"values": pi, "value_name": "inclusion p", "colorscale": "Viridis"}
+
+shown = np.arange(len(ids)) if show_all else plots.downsample(labels, DISPLAY_LIMIT)
+if len(shown) < len(ids):
+    st.caption(f"showing a class-stratified {len(shown):,} of {len(ids):,} points")
+subset_options = {k: (v[shown] if isinstance(v, np.ndarray) and k != "class_names" else v) for k, v in options.items()}
+figure = plots.sample_map(coords[shown], ids[shown], title=f"{method} of the teacher features", **subset_options)
+event = st.plotly_chart(figure, key="map_chart", on_select="rerun", selection_mode=("lasso", "box"))
+
+points = event.selection.points if event is not None else []
+selected_ids = [p["customdata"][0] if isinstance(p.get("customdata"), list) else p.get("customdata")
+                for p in points if p.get("customdata") is not None]
+if selected_ids:
+    position = {sample_id: i for i, sample_id in enumerate(ws.train.ids)}
+    selected = np.array(sorted({position[i] for i in selected_ids if i in position}), dtype=np.int64)
+    st.subheader(f"Selection: {len(selected):,} samples")
+    table = pd.DataFrame({"class": [names[c] for c in range(len(names))],
+                          "selected": np.bincount(labels[selected], minlength=len(names))})
+    left, right = st.columns([1, 3])
+    left.dataframe(table[table["selected"] > 0], hide_index=True)
+    with right:
+        limit = st.slider("Images shown", 8, 256, 64, step=8, key="map_gallery_limit")
+        result, _ = studio_cache.scores(ws)
+        studio_cache.gallery(ws, selected, scores_=result.scores, limit=limit)
+else:
+    st.caption("No selection yet: pick the lasso or box tool on the chart and draw around points.")

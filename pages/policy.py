@@ -1,0 +1,147 @@
+"""Policy: learn the Beta policy's (alpha, beta) by bilevel optimisation, watch it move, and play with it."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import studio_cache
+from ifbeta import bilevel, distill, plots, policy
+
+studio_cache.page_guard(__file__)
+
+RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+st.title("Policy")
+st.caption("Samples are ranked by influence (u near 1 = most helpful) and kept with probability shaped by "
+           "Beta(alpha, beta); the bilevel loop moves (alpha, beta) to lower the proxy's validation KD loss J. "
+           "(1, 1) is uniform, i.e. random pruning.")
+ws = studio_cache.workspace()
+names = ws.train.class_names
+
+st.multiselect("Pruning ratios (fraction removed)", RATIOS, key="policy_ratios")
+with st.expander("Optimiser settings"):
+    columns = st.columns(4)
+    columns[0].selectbox("Estimator", list(bilevel.ESTIMATORS), key="policy_estimator",
+                         help="implicit: exact hypergradient; reinforce: sampled subsets; grid: best of a log grid")
+    columns[1].selectbox("Policy axis", list(bilevel.AXES), key="policy_axis")
+    columns[2].number_input("Outer steps", min_value=1, max_value=500, key="policy_steps")
+    columns[3].number_input("Learning rate", min_value=0.001, max_value=2.0, step=0.05, format="%.3f",
+                            key="policy_learning_rate")
+    columns = st.columns(4)
+    columns[0].number_input("Shrinkage c (0 = J alone)", min_value=0.0, max_value=100.0, step=0.5,
+                            key="policy_shrinkage", help="pulls the policy towards uniform, more at high ratios")
+    columns[1].checkbox("Stratify by class", key="policy_stratify")
+    columns[2].number_input("Seed", min_value=0, step=1, key="policy_seed")
+ratios = sorted(float(r) for r in st.session_state["policy_ratios"])
+if not ratios:
+    st.info("Choose at least one pruning ratio.")
+    st.stop()
+
+learn = st.button("Learn the policy", type="primary")
+results = None
+if learn:
+    live: dict[float, list[dict]] = {r: [] for r in ratios}
+    slots = st.columns(2)
+    path_slot, curve_slot = slots[0].empty(), slots[1].empty()
+    bar = studio_cache.Progress("Learning the policy", total=studio_cache.policy_config().steps)
+
+    def on_step(step: int, info: dict) -> None:
+        bar(step, info)
+        if "alpha" in info and "ratio" in info and info["ratio"] in live:
+            live[info["ratio"]].append(info)
+            count = sum(len(t) for t in live.values())
+            path_slot.plotly_chart(plots.policy_path(live, title="(alpha, beta) path, live"), key=f"live_path_{count}")
+            curve_slot.plotly_chart(plots.objective_curves(live, title="J, live"), key=f"live_curves_{count}")
+
+    results = studio_cache.policies(ws, ratios, on_step=on_step)
+    bar.close()
+    path_slot.empty()
+    curve_slot.empty()
+elif studio_cache.policies_known(ws, ratios):
+    results = studio_cache.policies(ws, ratios)
+
+if results is None:
+    st.info("Press **Learn the policy**. Each outer step refits the linear proxy; results are stored, so "
+            "this happens once per setting.")
+else:
+    traces = {r.ratio: r.trace for r in results}
+    table = pd.DataFrame([{"ratio": r.ratio, "kept k": r.k, "alpha": r.alpha, "beta": r.beta, "steps": len(r.trace),
+                           "J start": r.trace[0]["J"], "J end": r.trace[-1]["J"], "converged": r.converged,
+                           "shrinkage c": r.c} for r in results])
+    st.dataframe(table, hide_index=True)
+
+    st.subheader("Path over the J landscape")
+    left, right = st.columns([1, 3])
+    with left:
+        shown_ratio = st.selectbox("Landscape at ratio", ratios, key="landscape_ratio")
+        grid = st.radio("Grid", [5, 7, 9], horizontal=True, key="landscape_grid", help="grid x grid proxy fits")
+        learned_grid = next((r.landscape for r in results if r.ratio == shown_ratio and r.landscape), None)
+        landscape = learned_grid
+        if landscape is None and (studio_cache.landscape_exists(ws, shown_ratio, grid)
+                                  or st.button(f"Compute the landscape ({grid * grid} fits)")):
+            landscape = studio_cache.landscape(ws, shown_ratio, grid)
+    right.plotly_chart(plots.policy_path(traces, landscape=landscape), key="policy_path")
+    st.plotly_chart(plots.objective_curves(traces), key="objective_curves")
+
+    st.subheader("Per ratio")
+    for start in range(0, len(results), 3):
+        columns = st.columns(3)
+        for column, result in zip(columns, results[start:start + 3]):
+            with column:
+                st.markdown(f"**r = {result.ratio:g}**: keep {result.k:,}, alpha {result.alpha:.3g}, "
+                            f"beta {result.beta:.3g}")
+                st.plotly_chart(plots.beta_pdf_animation(result.trace, title="Beta pdf"),
+                                key=f"pdf_animation_{result.ratio}")
+                st.plotly_chart(plots.class_histogram(result.trace[-1]["class_histogram"], names,
+                                                      totals=ws.train.class_counts()),
+                                key=f"class_histogram_{result.ratio}")
+
+# ---------------------------------------------------------------------------------------- teaching
+st.subheader("Teaching mode")
+st.caption("Move alpha and beta to see how the Beta pdf turns ranks into kept samples.")
+config = studio_cache.policy_config()
+columns = st.columns(3)
+alpha = columns[0].slider("alpha", 0.1, 20.0, step=0.1, key="teach_alpha")
+beta = columns[1].slider("beta", 0.1, 20.0, step=0.1, key="teach_beta")
+ratio = columns[2].slider("Pruning ratio", 0.05, 0.95, step=0.05, key="teach_ratio", value=0.5)
+values = studio_cache.axis_values(ws, config.axis)
+labels = ws.train.labels
+with studio_cache.engine_errors():
+    u = policy.rank_normalise(values, groups=labels if config.stratify else None)
+    k = policy.k_for_ratio(len(u), ratio)
+    pi = policy.policy_probabilities(u, labels, k, alpha, beta, stratify=config.stratify)
+    kept_indices = policy.sample_subset(u, labels, k, alpha, beta, seed=config.seed, stratify=config.stratify)
+kept = np.zeros(len(u), dtype=bool)
+kept[kept_indices] = True
+columns = st.columns(3)
+columns[0].metric("Kept", f"{k:,} of {len(u):,}")
+columns[1].metric("Mean rank u of kept", f"{u[kept].mean():.3f}", help="0.5 = like random")
+columns[2].metric("Mean influence of kept vs pruned", f"{values[kept].mean():+.3g}",
+                  delta=f"{values[kept].mean() - values[~kept].mean():+.3g}")
+st.plotly_chart(plots.teaching_figure(u, pi, kept, alpha, beta, ids=ws.train.ids), key="teaching_figure")
+
+# ---------------------------------------------------------------------------------------- transfer
+st.subheader("Transfer check")
+st.caption("Does J predict real students here? Trains short KD students at policies along the trajectory and "
+           "at uniform (paired seeds) and reports agreement = -Spearman(J, accuracy). Costly: "
+           "policies x seeds student runs; interrupted checks resume.")
+columns = st.columns(4)
+transfer_ratio = columns[0].selectbox("Ratio", RATIOS, index=4, key="transfer_ratio")
+transfer_policies = columns[1].number_input("Policies", min_value=2, max_value=10, value=3, key="transfer_policies")
+default_epochs = max(1, distill.STUDENT_EPOCHS.get(ws.train.name, distill.DEFAULT_STUDENT_EPOCHS) // 3)
+transfer_epochs = columns[2].number_input("Student epochs", min_value=1, max_value=200, value=default_epochs,
+                                          key="transfer_epochs")
+transfer_seeds = columns[3].number_input("Seeds", min_value=1, max_value=5, value=2, key="transfer_seeds")
+arguments = (transfer_ratio, int(transfer_policies), int(transfer_epochs), int(transfer_seeds))
+if studio_cache.transfer_exists(ws, *arguments) or st.button("Run the transfer check"):
+    report = studio_cache.transfer(ws, *arguments)
+    verdict = {"yes": st.success, "weak": st.warning, "no": st.error}.get(report.get("trust"), st.info)
+    verdict(report.get("verdict", ""))
+    columns = st.columns(3)
+    agreement = report.get("agreement")
+    columns[0].metric("Agreement (-Spearman)", "n/a" if agreement is None else f"{agreement:+.2f}")
+    columns[1].metric("Learned - uniform (points)", f"{100 * report['learned_minus_uniform']:+.1f}")
+    columns[2].metric("Student", f"{report.get('student')} × {report.get('epochs')} epochs")
+    st.dataframe(pd.DataFrame([{k: p[k] for k in ("label", "alpha", "beta", "J", "mean_accuracy", "std_accuracy")}
+                               for p in report["policies"]]), hide_index=True)

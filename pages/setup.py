@@ -1,0 +1,111 @@
+"""Setup: the dataset (class counts, sample images) and the teacher (auto, path, upload or train)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+import studio_cache
+from ifbeta import data, models, plots, teachers
+from ifbeta.subset import safe_name
+
+studio_cache.page_guard(__file__)
+
+st.title("Setup")
+spec = studio_cache.current_spec()
+description = data.DATASETS.get(st.session_state["dataset_choice"], ("",))[0]
+st.caption(f"Dataset **{spec.dataset}** — {description}")
+
+# ------------------------------------------------------------------------------------------ dataset
+with studio_cache.engine_errors():
+    full_train, test = studio_cache.splits(spec)
+counts = full_train.class_counts()
+columns = st.columns(5)
+columns[0].metric("Training samples", f"{len(full_train):,}")
+columns[1].metric("Test samples", f"{len(test):,}")
+columns[2].metric("Classes", full_train.num_classes)
+columns[3].metric("Image", f"{full_train.channels}×{full_train.image_size}×{full_train.image_size}")
+columns[4].metric("Pool", f"{min(spec.pool, len(full_train)):,}" if spec.pool else "whole split")
+if full_train.skipped or test.skipped:
+    st.warning(f"skipped {len(full_train.skipped) + len(test.skipped)} unreadable image(s)")
+
+left, right = st.columns([2, 3])
+left.plotly_chart(plots.class_counts_bar(full_train.class_names, counts), key="class_counts")
+with right:
+    st.markdown("**Sample images**")
+    shown = full_train.class_names[:10]
+    per_class = 8
+    for c, name in enumerate(shown):
+        members = np.flatnonzero(full_train.labels == c)[:per_class]
+        images = [plots.thumbnail(full_train.images[i].numpy(), 48) for i in members]
+        if images:
+            st.image(images, caption=[f"{name}" if j == 0 else "" for j in range(len(images))], width=48, output_format="PNG")
+    if len(full_train.class_names) > len(shown):
+        st.caption(f"first {len(shown)} of {len(full_train.class_names)} classes")
+
+# ------------------------------------------------------------------------------------------ teacher
+st.subheader("Teacher")
+message = st.session_state.pop("setup_message", None)
+if message:
+    st.success(message)
+default_arch = models.default_architectures(full_train.name, full_train.image_size)[0]
+architectures = list(models.ARCHITECTURES)
+path_tab, upload_tab, train_tab = st.tabs(["Checkpoint path", "Upload", "Train a teacher"])
+
+with path_tab:
+    path = st.text_input("Checkpoint file (.safetensors, or .pt/.pth)", key="checkpoint_path")
+    arch = st.selectbox("Architecture", ["(recorded in the checkpoint)"] + architectures, key="checkpoint_arch")
+    trust = st.checkbox("Allow a fully pickled model (runs code from the file; only files you trust)",
+                        key="checkpoint_trust")
+    if st.button("Use this checkpoint", disabled=not path.strip()):
+        if not Path(path.strip()).expanduser().is_file():
+            st.error(f"no file at {path.strip()}", icon="🚫")
+        else:
+            st.session_state["setup_message"] = f"teacher set to {path.strip()}"
+            studio_cache.apply_later({"teacher": str(Path(path.strip()).expanduser().resolve()),
+                                      "teacher_arch": "" if arch.startswith("(") else arch, "trust_pickle": trust})
+
+with upload_tab:
+    upload = st.file_uploader(f"Teacher checkpoint (at most {studio_cache.MAX_UPLOAD_MB} MB; stored under "
+                              "cache/uploads)", type=[s.lstrip(".") for s in studio_cache.CHECKPOINT_SUFFIXES],
+                              key="teacher_upload")
+    upload_arch = st.selectbox("Architecture", ["(recorded in the checkpoint)"] + architectures, key="upload_arch")
+    if upload is not None and st.button("Use the uploaded checkpoint"):
+        with studio_cache.engine_errors():
+            saved = studio_cache.save_upload(upload.name, upload.getvalue())
+        st.session_state["setup_message"] = f"uploaded teacher stored as {saved.name}"
+        studio_cache.apply_later({"teacher": str(saved), "teacher_arch": "" if upload_arch.startswith("(") else upload_arch,
+                                  "trust_pickle": False})
+
+with train_tab:
+    st.caption("Trains on the whole training split with cross-entropy and stores the checkpoint under "
+               "cache/teachers/trained. An interrupted run resumes where it stopped.")
+    train_arch = st.selectbox("Architecture", architectures, index=architectures.index(default_arch), key="train_arch")
+    default_epochs = teachers.teacher_config(full_train, train_arch, None, 0).epochs
+    epochs = st.number_input("Epochs", min_value=1, max_value=500, value=default_epochs, key="train_epochs")
+    if st.button("Train teacher", type="primary"):
+        out = (studio_cache.store().root / "teachers" / "trained" /
+               f"{safe_name(Path(full_train.name).name, fallback='data')}-{full_train.fingerprint[:12]}-"
+               f"{train_arch}-e{int(epochs)}.safetensors")
+        if not out.is_file():
+            with studio_cache.engine_errors(), studio_cache.progress(f"Training {train_arch}", epochs=int(epochs)) as bar:
+                teachers.train_teacher(full_train, train_arch, out, epochs=int(epochs), test=test, on_step=bar)
+        st.session_state["setup_message"] = f"trained teacher stored as {out.name}"
+        studio_cache.apply_later({"teacher": str(out), "teacher_arch": train_arch, "trust_pickle": False})
+
+# --------------------------------------------------------------------------------- current teacher
+if spec.teacher == "auto" and spec.dataset not in studio_cache.AUTO_TRAIN and studio_cache.teacher_missing(spec):
+    st.info(f"No default teacher for {spec.dataset} yet: train one above or choose a checkpoint.")
+    st.stop()
+ws = studio_cache.workspace(spec)
+info = ws.teacher.info
+columns = st.columns(4)
+columns[0].metric("Architecture", info.arch)
+accuracy = studio_cache.teacher_test_accuracy(info.sha256, ws.test.fingerprint, ws)
+columns[1].metric("Teacher test top-1", f"{accuracy:.1%}" if accuracy is not None else "n/a")
+columns[2].metric("Teacher top-1 on the pool", f"{ws.features.teacher_accuracy:.1%}")
+columns[3].metric("Feature dimension", ws.features.features.shape[1])
+st.caption(f"Checkpoint `{info.path}` · sha256 `{info.sha256[:16]}…` · features cached as `{ws.features.key}`")
+st.success("Ready: go on to **Influence**.")
+st.page_link("pages/influence.py", label="Influence", icon="📊")

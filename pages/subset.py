@@ -1,0 +1,106 @@
+"""Subset: choose a selection method and ratio, inspect what is kept and pruned, download or export it."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import studio_cache
+from ifbeta import plots, selection
+from ifbeta import subset as subset_module
+
+studio_cache.page_guard(__file__)
+
+CHEAP_COMPARISON = ["random-balanced", "influence-top", "el2n-teacher", "entropy", "margin", "moderate"]
+
+st.title("Subset")
+ws = studio_cache.workspace()
+names, labels = ws.train.class_names, ws.train.labels
+descriptions = dict(selection.describe_methods())
+
+columns = st.columns([2, 2, 1])
+method = columns[0].selectbox("Method", list(selection.METHODS), key="subset_method",
+                              format_func=lambda m: f"{m} — {descriptions[m]}")
+ratio = columns[1].slider("Pruning ratio (fraction removed)", 0.05, 0.95, step=0.05, key="subset_ratio")
+seed = columns[2].number_input("Seed", min_value=0, step=1, key="subset_seed")
+seed = int(seed)
+spec = selection.METHODS[method]
+token = (ws.features.key, method, float(ratio), seed, repr(studio_cache.policy_config()))
+if spec.costly and not studio_cache.known("subset", *token):
+    st.info(f"**{method}** {'learns the policy' if method.startswith('ifbeta') else 'trains a network'} before "
+            "selecting (results are stored, so only once per setting).")
+    if not st.button("Make the subset", type="primary"):
+        st.stop()
+chosen = studio_cache.choose(ws, method, ratio, seed)
+studio_cache.mark_known("subset", *token)
+directory = studio_cache.write_subset(ws, chosen, method, ratio, seed)
+
+kept = np.zeros(len(labels), dtype=bool)
+kept[chosen.indices] = True
+kept_counts = np.bincount(labels[kept], minlength=len(names))
+pruned_counts = np.bincount(labels[~kept], minlength=len(names))
+columns = st.columns(4)
+columns[0].metric("Kept", f"{kept.sum():,} of {len(kept):,}")
+columns[1].metric("Pruned", f"{(~kept).sum():,}")
+columns[2].metric("Selection time", f"{chosen.info.get('seconds', 0.0):.2f} s")
+if chosen.info.get("alpha") is not None:
+    columns[3].metric("Policy (alpha, beta)", f"{chosen.info['alpha']:.3g}, {chosen.info['beta']:.3g}")
+left, right = st.columns([3, 2])
+left.plotly_chart(plots.kept_pruned_bars(kept_counts, pruned_counts, names), key="kept_pruned")
+right.dataframe(pd.DataFrame({"class": names, "kept": kept_counts, "pruned": pruned_counts}), hide_index=True,
+                height=320)
+
+# ------------------------------------------------------------------------------------------ galleries
+st.subheader("Kept and pruned samples")
+result, _ = studio_cache.scores(ws)
+rank_by = chosen.scores if chosen.scores is not None else result.scores
+st.caption("Sorted by the method's own score" if chosen.scores is not None else
+           "The method has no per-sample score: sorted by influence (most helpful first)")
+left, right = st.columns([1, 3])
+label = left.selectbox("Class", list(range(len(names))), format_func=lambda c: f"{c}: {names[c]}", key="subset_class")
+count = right.slider("Samples each", 8, 64, 16, step=8, key="subset_count")
+members = np.flatnonzero(labels == label)
+order = members[np.argsort(-np.asarray(rank_by)[members], kind="stable")]
+st.markdown(f"**Kept** ({kept[members].sum():,})")
+studio_cache.gallery(ws, order[kept[order]][:count], scores_=result.scores)
+st.markdown(f"**Pruned** ({(~kept[members]).sum():,})")
+studio_cache.gallery(ws, order[~kept[order]][:count], scores_=result.scores)
+
+# ------------------------------------------------------------------------------------------- overlap
+st.subheader("Overlap with other methods")
+others = [m for m in selection.METHODS if m != method]
+compare = st.multiselect("Compare with (same ratio and seed)", others, key="subset_compare",
+                         default=[m for m in CHEAP_COMPARISON if m != method][:4],
+                         help="costly methods (ifbeta, el2n-train, forgetting) compute when chosen")
+if compare:
+    sets = [chosen.indices] + [studio_cache.choose(ws, other, ratio, seed).indices for other in compare]
+    st.plotly_chart(plots.jaccard_heatmap([method] + compare, sets), key="jaccard")
+
+# ------------------------------------------------------------------------------------ download, export
+st.subheader("Download and export")
+st.caption(f"Subset directory: `{directory}`")
+columns = st.columns(4)
+for column, (name, mime) in zip(columns, [("indices.npy", "application/octet-stream"), ("samples.csv", "text/csv"),
+                                          ("manifest.json", "application/json")]):
+    column.download_button(f"Download {name}", (directory / name).read_bytes(), file_name=name, mime=mime,
+                           key=f"download_{name}")
+with studio_cache.engine_errors():
+    archive = subset_module.zip_bytes(directory)
+columns[3].download_button("Download zip of all three", archive, file_name=f"{directory.name}.zip",
+                           mime="application/zip", key="download_zip", type="primary")
+
+with st.form("export_form"):
+    destination = st.text_input("Export as ImageFolder to (a folder path)", key="export_path",
+                                placeholder="/path/to/exported-subset")
+    include_pruned = st.checkbox("Also write the pruned samples (under pruned/)", key="export_pruned")
+    exported = st.form_submit_button("Export")
+if exported:
+    if not destination.strip():
+        st.error("give a destination folder", icon="🚫")
+    else:
+        with studio_cache.engine_errors(stop=False):
+            loaded = subset_module.load(directory, ws.train)
+            with st.spinner("Writing PNG files ..."):
+                path = subset_module.export_imagefolder(loaded, ws.train.images, ws.train, destination.strip(),
+                                                        include_pruned=include_pruned)
+            st.success(f"exported {loaded.k:,} images to {path}")

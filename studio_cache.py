@@ -1,0 +1,637 @@
+"""Streamlit glue of IF-Beta Studio: the st.cache_* wrappers, progress bars, error display and galleries.
+
+Everything computed goes through ``ifbeta.pipeline`` and the artefact store, so a reload or a server
+restart never recomputes; the st caches here only keep loaded objects in memory (bounded by
+``max_entries``). Long steps run OUTSIDE any st cache with an ``on_step`` progress bar (Streamlit
+replays elements drawn inside cached functions, which breaks for a bar created outside), then the
+cached loader picks up the result. session_state holds selections and keys, never arrays.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from ifbeta import pipeline, plots
+from ifbeta.config import InfluenceConfig, PolicyConfig
+from ifbeta.store import Store, StoreError, make_key
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+ENGINE_ERRORS = (ValueError, StoreError, OSError)  # DatasetError, ModelError, SubsetError, RunError are ValueErrors
+MAX_UPLOAD_MB = 200
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
+AUTO_TRAIN = ("digits",)  # datasets whose default teacher trains on first use (seconds on a CPU)
+
+DEFAULTS = {  # session_state key -> default; persisted across pages by app.py
+    "dataset_choice": "digits", "imagefolder_path": "", "teacher": "auto", "teacher_arch": "",
+    "trust_pickle": False, "pool": 0,
+    "influence_solver": "direct", "influence_folds": 2,
+    "policy_ratios": [0.5], "policy_estimator": "implicit", "policy_axis": "influence", "policy_steps": 40,
+    "policy_learning_rate": 0.1, "policy_shrinkage": 1.0, "policy_stratify": True, "policy_seed": 0,
+    "subset_method": "ifbeta", "subset_ratio": 0.5, "subset_seed": 0,
+    "teach_alpha": 2.0, "teach_beta": 1.0,
+}
+
+
+def init_state() -> None:
+    """Set defaults once, apply values a page asked for (``apply_later``), and keep every known key
+    alive across page changes (widget keys of a page that is not shown would otherwise be dropped)."""
+    st.session_state.update(st.session_state.pop("_pending", None) or {})
+    for key, value in DEFAULTS.items():
+        if key not in st.session_state:
+            st.session_state[key] = value
+        else:
+            st.session_state[key] = st.session_state[key]
+
+
+def route_mark() -> None:
+    """Called by app.py on every run, before the page: marks that st.navigation routed this run."""
+    st.session_state["_routed"] = True
+
+
+def page_guard(page_file: str) -> None:
+    """First line of every page: ``studio_cache.page_guard(__file__)``.
+
+    Streamlit still knows the legacy pages/ folder routing: when the first request to a fresh server
+    is a page URL, it executes the page file alone (no app.py: no sidebar, no state, the legacy menu),
+    and keeps doing so until some run calls st.navigation. Hand over to app.py, which calls it and
+    then comes back to this page (``resume_page``)."""
+    if not st.session_state.pop("_routed", False):
+        st.session_state["_wanted_page"] = f"pages/{Path(page_file).name}"
+        st.switch_page("app.py")
+
+
+def resume_page() -> None:
+    """Called by app.py after st.navigation: return to the page a legacy-routed run asked for."""
+    wanted = st.session_state.pop("_wanted_page", None)
+    if wanted:
+        st.switch_page(wanted)
+
+
+def apply_later(values: dict) -> None:
+    """Set widget-backed keys (e.g. the sidebar's teacher) at the start of the next run, then rerun."""
+    st.session_state["_pending"] = {**st.session_state.get("_pending", {}), **values}
+    st.rerun()
+
+
+# ----------------------------------------------------------------------------------- store and specs
+def store() -> Store:
+    """The artefact store: $IFBETA_CACHE or ./cache (read at call time, so tests can point it elsewhere)."""
+    return Store(os.environ.get("IFBETA_CACHE") or PROJECT_ROOT / "cache")
+
+
+@dataclass(frozen=True)
+class WorkspaceSpec:
+    """What identifies a workspace: the sidebar's dataset, teacher and pool."""
+
+    dataset: str
+    teacher: str = "auto"
+    teacher_arch: str | None = None
+    pool: int | None = None
+    trust_pickle: bool = False
+
+    def options(self) -> dict:
+        return dict(teacher=self.teacher, teacher_arch=self.teacher_arch, pool=self.pool,
+                    trust_pickle=self.trust_pickle)
+
+
+def dataset_name() -> str:
+    choice = st.session_state.get("dataset_choice", "digits")
+    if choice == "imagefolder":
+        return f"imagefolder:{st.session_state.get('imagefolder_path', '').strip()}"
+    return choice
+
+
+def current_spec() -> WorkspaceSpec:
+    pool = int(st.session_state.get("pool") or 0)
+    return WorkspaceSpec(dataset_name(), st.session_state.get("teacher") or "auto",
+                         st.session_state.get("teacher_arch") or None, pool or None,
+                         bool(st.session_state.get("trust_pickle")))
+
+
+def influence_config() -> InfluenceConfig:
+    return InfluenceConfig(solver=st.session_state.get("influence_solver", "direct"),
+                           folds=int(st.session_state.get("influence_folds", 2)))
+
+
+def policy_config() -> PolicyConfig:
+    s = st.session_state
+    return PolicyConfig(estimator=s.get("policy_estimator", "implicit"), axis=s.get("policy_axis", "influence"),
+                        steps=int(s.get("policy_steps", 40)), learning_rate=float(s.get("policy_learning_rate", 0.1)),
+                        shrinkage=float(s.get("policy_shrinkage", 1.0)), stratify=bool(s.get("policy_stratify", True)),
+                        seed=int(s.get("policy_seed", 0)))
+
+
+# ------------------------------------------------------------------------------------ errors, progress
+def error_message(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def engine_errors(*, stop: bool = True):
+    """Show any engine error (ValueError family, StoreError, OSError) as st.error instead of a traceback."""
+    try:
+        yield
+    except ENGINE_ERRORS as error:
+        st.error(f"{error_message(error)}", icon="🚫")
+        if stop:
+            st.stop()
+
+
+class Progress:
+    """An ``on_step(step, info)`` callback drawing one st.progress bar. The bar appears at the first
+    event, so a step served from the artefact store shows nothing."""
+
+    def __init__(self, label: str, *, total: int | None = None, epochs: int | None = None, container=None):
+        self.label, self.total, self.epochs = label, total, epochs
+        self.container, self.bar, self.fraction, self.shown = container, None, 0.0, 0.0
+
+    def _describe(self, step: int, info: dict) -> tuple[float | None, str]:
+        event, stage = info.get("event"), info.get("stage")
+        if event == "batch" and "epoch" in info:  # training batch
+            epochs = self.epochs or info.get("epochs")
+            within = (info.get("batch", 0) + 1) / max(info.get("batches", 1), 1)
+            fraction = (info["epoch"] + within) / epochs if epochs else within
+            return fraction, (f"epoch {info['epoch'] + 1}/{epochs or '?'}, batch {info.get('batch', 0) + 1}/"
+                              f"{info.get('batches', '?')}, loss {info.get('loss', float('nan')):.3f}")
+        if event == "epoch":
+            epochs = info.get("epochs") or self.epochs
+            accuracy = f", test top-1 {info['test_top1']:.3f}" if info.get("test_top1") is not None else ""
+            return (info["epoch"] / epochs if epochs else None), f"epoch {info['epoch']}/{epochs}{accuracy}"
+        if event == "batch":  # feature extraction
+            return info["batch"] / max(info.get("batches", 1), 1), f"teacher features, batch {info['batch']}/{info.get('batches')}"
+        if "alpha" in info and "beta" in info:  # bilevel outer step
+            fraction = (step + 1) / self.total if self.total else None
+            return fraction, (f"r={info.get('ratio', '?')}, step {step + 1}: alpha={info['alpha']:.3g}, "
+                              f"beta={info['beta']:.3g}, J={info.get('J', float('nan')):.5g}")
+        if "done" in info and "total" in info:
+            return info["done"] / max(info["total"], 1), f"{stage or 'step'} {info['done']}/{info['total']}"
+        if stage == "fold":
+            return (info["fold"] + 1) / max(info.get("folds", 1), 1), f"fold {info['fold'] + 1}/{info.get('folds')}"
+        return None, str(stage or event or step)
+
+    def __call__(self, step: int, info: dict) -> None:
+        fraction, text = self._describe(step, info)
+        if "runs" in info and "run" in info:  # one of several student runs (transfer check)
+            runs, run = max(int(info["runs"]), 1), int(info["run"])
+            within = fraction if info.get("event") in ("batch", "epoch") and fraction is not None else 0.0
+            fraction = (run + (1.0 if info.get("event") == "run-finished" else within)) / runs
+            text = f"run {run + 1}/{runs} ({info.get('label', '')}, seed {info.get('seed', '')}): {text}"
+        if fraction is not None:
+            self.fraction = float(min(max(fraction, 0.0), 1.0))
+        if self.bar is None:
+            self.bar = (self.container or st).progress(0.0, text=self.label)
+        self.bar.progress(self.fraction, text=f"{self.label}: {text}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.empty()
+            self.bar = None
+
+
+@contextlib.contextmanager
+def progress(label: str, **kwargs):
+    bar = Progress(label, **kwargs)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+# ----------------------------------------------------------------------------------------- workspace
+_READY: set = set()  # (kind, token) of artefacts this process knows are in the store
+_HANDOFF: dict = {}  # a workspace opened with progress, handed to the cached loader (no second open)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _splits(dataset: str, root: str):
+    """(full train, test) of a dataset, loaded once per process (decoded once into the store)."""
+    return pipeline.load_splits(dataset, store=Store(root))
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _workspace(spec: WorkspaceSpec, root: str) -> pipeline.Workspace:
+    handed = _HANDOFF.pop((spec, root), None)
+    if handed is not None:
+        return handed
+    return pipeline.open_workspace(spec.dataset, store=Store(root), **spec.options())
+
+
+def require_dataset(spec: WorkspaceSpec) -> None:
+    if spec.dataset.strip() == "imagefolder:":
+        st.info("Enter the ImageFolder root (the folder holding train/ and test/) in the sidebar.", icon="📁")
+        st.stop()
+
+
+def splits(spec: WorkspaceSpec):
+    require_dataset(spec)
+    root = str(store().root)
+    with st.spinner(f"Loading {spec.dataset} (the first time decodes and caches it) ..."):
+        return _splits(spec.dataset, root)
+
+
+def teacher_missing(spec: WorkspaceSpec) -> str | None:
+    """A message when the workspace cannot open without an explicit teacher step, else None."""
+    if spec.teacher != "auto":
+        return None if Path(spec.teacher).is_file() else f"teacher checkpoint {spec.teacher} does not exist"
+    if spec.dataset in AUTO_TRAIN:
+        return None
+    from ifbeta import models, teachers
+
+    train, _ = splits(spec)
+    arch = spec.teacher_arch or models.default_architectures(train.name, train.image_size)[0]
+    if teachers.auto_teacher_path(train, arch, store=store()).is_file():
+        return None
+    return (f"no {arch} teacher for {spec.dataset} yet: train one or choose a checkpoint on the Setup page "
+            "(teachers train automatically only for digits)")
+
+
+def workspace(spec: WorkspaceSpec | None = None) -> pipeline.Workspace:
+    """The current workspace; opening it the first time shows progress (teacher training, features).
+    On an engine error or a missing teacher the page shows the message and stops."""
+    spec = spec or current_spec()
+    require_dataset(spec)
+    root = str(store().root)
+    with engine_errors():
+        missing = teacher_missing(spec)
+        if missing:
+            st.warning(missing, icon="🎓")
+            st.page_link("pages/setup.py", label="Go to Setup", icon="🛠️")
+            st.stop()
+        if ("workspace", spec, root) not in _READY:
+            from ifbeta import teachers
+
+            epochs = teachers.TEACHER_EPOCHS.get(spec.dataset, teachers.DEFAULT_TEACHER_EPOCHS)
+            with progress(f"Preparing {spec.dataset} (teacher, features)", epochs=epochs) as bar:
+                _HANDOFF[(spec, root)] = pipeline.open_workspace(spec.dataset, store=Store(root), on_step=bar,
+                                                                 **spec.options())
+            _READY.add(("workspace", spec, root))
+        return _workspace(spec, root)
+
+
+# ------------------------------------------------------------------------------------------- steps
+def scores(ws: pipeline.Workspace, config: InfluenceConfig | None = None):
+    """(InfluenceResult, key), computed once with a progress bar, then read from the store."""
+    with engine_errors(), progress("Influence scores") as bar:
+        return pipeline.scores(ws, config or influence_config(), on_step=bar)
+
+
+def choose(ws: pipeline.Workspace, method: str, ratio: float, seed: int):
+    """A selection (cached in the store); learning a policy or training shows progress."""
+    with engine_errors(), progress(f"Selecting with {method}", total=policy_config().steps) as bar:
+        return pipeline.choose(ws, method, ratio, seed=seed, policy_config=policy_config(),
+                               influence_config=influence_config(), on_step=bar)
+
+
+def policy_token(ws: pipeline.Workspace, ratio: float) -> tuple:
+    return ("policy", ws.features.key, json.dumps(asdict(policy_config()), sort_keys=True),
+            json.dumps(influence_config().to_dict(), sort_keys=True), float(ratio))
+
+
+def policies_known(ws: pipeline.Workspace, ratios: list[float]) -> bool:
+    return all(policy_token(ws, r) in _READY for r in ratios)
+
+
+def policies(ws: pipeline.Workspace, ratios: list[float], on_step=None):
+    """Learned policies for ``ratios`` (store-cached per ratio); ``on_step`` sees every outer step."""
+    with engine_errors():
+        results = pipeline.policies(ws, ratios, policy_config(), influence_config=influence_config(), on_step=on_step)
+    _READY.update(policy_token(ws, r) for r in ratios)
+    return results
+
+
+def mark_known(kind: str, *token) -> None:
+    _READY.add((kind, *token))
+
+
+def known(kind: str, *token) -> bool:
+    return (kind, *token) in _READY
+
+
+def axis_values(ws: pipeline.Workspace, axis: str) -> np.ndarray:
+    """What the Beta ranks (larger = more helpful / easier), as pipeline.policies uses it."""
+    result, _ = scores(ws)
+    return result.scores if axis == "influence" else -result.teacher_scores["entropy"]
+
+
+def _stored(ws: pipeline.Workspace, kind: str, settings: dict, inputs: list[str], compute, label: str,
+            **progress_options):
+    """Store-cached computation with a progress bar (a hit reads the store)."""
+    with engine_errors(), progress(label, **progress_options) as bar:
+        arrays, meta, _ = ws.store.get_or_compute(kind, settings, inputs, lambda: compute(bar))
+    return arrays, meta
+
+
+def loo_settings(samples: int, seed: int) -> dict:
+    return {"loo": {"samples": int(samples), "seed": int(seed)}, "influence": influence_config().to_dict()}
+
+
+def loo_exists(ws: pipeline.Workspace, samples: int, seed: int = 0) -> bool:
+    return ws.store.exists("loo", make_key(loo_settings(samples, seed), [ws.features.key]))
+
+
+def loo(ws: pipeline.Workspace, samples: int, seed: int = 0) -> dict:
+    """The leave-one-out check of the influence scores (true refits), stored beside the other artefacts."""
+    from ifbeta import influence
+
+    def compute(bar):
+        f = ws.features
+        report = influence.loo_check(f.features, f.logits, f.labels, config=influence_config(), samples=samples,
+                                     seed=seed, on_step=bar)
+        return {}, pipeline._json_ready(report)
+
+    _, meta = _stored(ws, "loo", loo_settings(samples, seed), [ws.features.key], compute,
+                      f"Leave-one-out check ({samples} refits)")
+    return meta
+
+
+def landscape_settings(ratio: float, grid: int) -> dict:
+    config = policy_config()
+    return {"landscape": {"ratio": float(ratio), "grid": int(grid), "axis": config.axis, "stratify": config.stratify,
+                          "seed": config.seed, "folds": config.folds}, "influence": influence_config().to_dict()}
+
+
+def landscape_exists(ws: pipeline.Workspace, ratio: float, grid: int) -> bool:
+    return ws.store.exists("landscapes", make_key(landscape_settings(ratio, grid), [ws.features.key]))
+
+
+def landscape(ws: pipeline.Workspace, ratio: float, grid: int) -> dict:
+    """J over a grid x grid (alpha, beta) grid at ``ratio`` (bilevel.landscape), store-cached."""
+    from ifbeta import bilevel
+
+    config = policy_config()
+    values = axis_values(ws, config.axis)
+
+    def compute(bar):
+        f = ws.features
+        axis = np.geomspace(*bilevel.GRID_RANGE, grid)
+        result = bilevel.landscape(f.features, f.logits, f.labels, ratio=ratio, axis_values=values, alphas=axis,
+                                   betas=axis, kd=influence_config().proxy.kd, stratify=config.stratify,
+                                   seed=config.seed, folds=config.folds, on_step=bar)
+        return {}, pipeline._json_ready(result)
+
+    _, meta = _stored(ws, "landscapes", landscape_settings(ratio, grid), [ws.features.key], compute,
+                      f"J landscape at r={ratio:g} ({grid * grid} fits)", total=grid * grid)
+    return meta
+
+
+def transfer_settings(ratio: float, policies_: int, epochs: int, seeds: int) -> dict:
+    return {"transfer": {"ratio": float(ratio), "policies": int(policies_), "epochs": int(epochs), "seeds": int(seeds)},
+            "policy": asdict(policy_config()), "influence": influence_config().to_dict()}
+
+
+def transfer_exists(ws: pipeline.Workspace, ratio: float, policies_: int, epochs: int, seeds: int) -> bool:
+    settings = transfer_settings(ratio, policies_, epochs, seeds)
+    return ws.store.exists("transfer", make_key(settings, [ws.features.key, ws.teacher.info.sha256]))
+
+
+def transfer(ws: pipeline.Workspace, ratio: float, policies_: int, epochs: int, seeds: int) -> dict:
+    """The transfer check (real short KD students at several policies; resumable), its report stored."""
+    from ifbeta import transfer as transfer_module
+
+    def compute(bar):
+        report = transfer_module.transfer_check(ws, ratio=ratio, policies=policies_, epochs=epochs,
+                                                seeds=tuple(range(seeds)), policy_config=policy_config(),
+                                                influence_config=influence_config(), on_step=bar)
+        return {}, report
+
+    _, meta = _stored(ws, "transfer", transfer_settings(ratio, policies_, epochs, seeds),
+                      [ws.features.key, ws.teacher.info.sha256], compute, "Transfer check")
+    return meta
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _pca(features_key: str, _features) -> np.ndarray:
+    from ifbeta import embed
+
+    return embed.pca(_features).coords
+
+
+def pca(ws: pipeline.Workspace) -> np.ndarray:
+    with engine_errors():
+        return _pca(ws.features.key, ws.features.features)
+
+
+def umap(ws: pipeline.Workspace, neighbours: int, min_dist: float, *, compute: bool = True) -> np.ndarray | None:
+    """UMAP coords from the store; computed (with progress) only when ``compute``, else None if missing."""
+    from ifbeta import embed
+
+    f = ws.features
+    n, d = f.features.shape
+    key = embed.umap_key(f.key, n=n, d=d, neighbours=neighbours, min_dist=min_dist)
+    if not compute and not ws.store.exists("embeddings", key):
+        return None
+    with engine_errors(), progress("UMAP (the first run imports and compiles umap: ~30 s)") as bar:
+        return embed.umap(f.features, store=ws.store, input_key=f.key, neighbours=neighbours, min_dist=min_dist,
+                          on_step=bar).coords
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def teacher_test_accuracy(sha256: str, fingerprint: str, _ws) -> float | None:
+    """Test top-1 of the teacher: from its checkpoint metadata, else measured once on the test split."""
+    recorded = _ws.teacher.info.metadata.get("test_top1")
+    if recorded is not None:
+        return float(recorded)
+    from ifbeta.train import default_device, evaluate
+
+    return float(evaluate(_ws.teacher.model, _ws.teacher.normaliser, _ws.test, device=default_device())["top1"])
+
+
+# ------------------------------------------------------------------------------------------ subsets
+def subset_directory(ws: pipeline.Workspace, method: str, ratio: float, seed: int) -> Path:
+    from ifbeta.subset import safe_name
+
+    name = safe_name(f"{Path(ws.train.name).name}-{method}-r{ratio:g}-s{seed}-p{ws.pool or 0}-"
+                     f"{ws.teacher.info.sha256[:8]}-{ws.train.fingerprint[:8]}", fallback="subset")
+    return ws.store.root / "subsets" / name
+
+
+def write_subset(ws: pipeline.Workspace, chosen, method: str, ratio: float, seed: int) -> Path:
+    """The selection's subset directory, written once (rewritten only if its indices differ)."""
+    from ifbeta import subset
+
+    directory = subset_directory(ws, method, ratio, seed)
+    with engine_errors():
+        if (directory / "manifest.json").is_file():
+            try:
+                if np.array_equal(subset.load(directory, ws.train).indices, chosen.indices):
+                    return directory
+            except subset.SubsetError:
+                pass
+        result, _ = scores(ws)
+        return pipeline.write_subset(ws, chosen, directory, ratio=ratio, seed=seed, influence_result=result)
+
+
+def save_upload(name: str, data: bytes) -> Path:
+    """Store an uploaded checkpoint under <cache>/uploads/ (content-addressed, size-limited)."""
+    from ifbeta.subset import safe_name
+
+    if len(data) > MAX_UPLOAD_MB * 2**20:
+        raise ValueError(f"the checkpoint is {len(data) / 2**20:.0f} MB; uploads are limited to {MAX_UPLOAD_MB} MB "
+                         "(put a larger file on disk and give its path instead)")
+    suffix = Path(name).suffix.lower()
+    if suffix not in CHECKPOINT_SUFFIXES:
+        raise ValueError(f"unsupported checkpoint type {suffix or '(none)'}; use {', '.join(CHECKPOINT_SUFFIXES)}")
+    folder = store().root / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{safe_name(Path(name).stem, fallback='teacher')}{suffix}"
+    if not path.is_file():
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    return path
+
+
+def teacher_checkpoints() -> list[str]:
+    """Checkpoints the sidebar offers: uploads, teachers trained from the app, the bundled ones."""
+    root = store().root
+    found = []
+    for folder in (root / "uploads", root / "teachers" / "trained", PROJECT_ROOT / "teachers"):
+        if folder.is_dir():
+            found += [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in CHECKPOINT_SUFFIXES]
+    return found
+
+
+# ------------------------------------------------------------------------------------------ galleries
+def gallery(ws: pipeline.Workspace, indices, *, scores_: np.ndarray | None = None, columns: int = 8,
+            size: int = 72, limit: int = 64) -> None:
+    """Images of pool rows ``indices`` with id, label, teacher prediction and score as captions."""
+    indices = [int(i) for i in list(indices)[:limit]]
+    if not indices:
+        st.caption("no samples")
+        return
+    names = ws.train.class_names
+    predictions = np.asarray(ws.features.logits[indices]).argmax(1)
+    images = ws.train.images[indices].numpy()
+    for start in range(0, len(indices), columns):
+        cells = st.columns(columns)
+        for cell, offset in zip(cells, range(start, min(start + columns, len(indices)))):
+            i = indices[offset]
+            caption = f"{ws.train.ids[i]} · {names[ws.train.labels[i]]}→{names[predictions[offset]]}"
+            if scores_ is not None:
+                caption += f" · s={scores_[i]:+.2g}"
+            cell.image(plots.thumbnail(images[offset], size), caption=caption, width=size, output_format="PNG")
+
+
+# ---------------------------------------------------------------------------------- distillation runs
+_CHILDREN: dict[str, subprocess.Popen] = {}  # run directory -> process launched by this server
+
+
+def runs_root() -> Path:
+    return store().root / "runs"
+
+
+def _launch_path(run_dir: Path) -> Path:
+    return store().root / "app-runs" / f"{run_dir.name}.json"
+
+
+def launch_run(ws_spec: WorkspaceSpec, *, subset: str, student: str, epochs: int, seed: int, name: str) -> Path:
+    """Start ``ifbeta distill`` in the background (own process group, survives reloads) -> run directory."""
+    from ifbeta.subset import safe_name
+
+    root = store().root
+    run_dir = runs_root() / safe_name(name, fallback="run")
+    if run_dir.exists() or _launch_path(run_dir).exists():
+        raise ValueError(f"a run named {run_dir.name} exists already; choose another name")
+    command = [sys.executable, "-m", "ifbeta.cli", "--cache", str(root), "distill", "--dataset", ws_spec.dataset,
+               "--teacher", ws_spec.teacher, "--subset", subset, "--student", student, "--epochs", str(epochs),
+               "--seed", str(seed), "--out", str(run_dir), "--json"]
+    if ws_spec.pool:
+        command += ["--pool", str(ws_spec.pool)]
+    if ws_spec.teacher_arch:
+        command += ["--teacher-arch", ws_spec.teacher_arch]
+    if ws_spec.trust_pickle:
+        command += ["--trust-pickle"]
+    launch = _launch_path(run_dir)
+    launch.parent.mkdir(parents=True, exist_ok=True)
+    log = open(launch.with_suffix(".log"), "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               cwd=PROJECT_ROOT, start_new_session=True)
+    log.close()
+    _CHILDREN[str(run_dir)] = process
+    launch.write_text(json.dumps({"name": run_dir.name, "out": str(run_dir), "pid": process.pid, "command": command,
+                                  "started": time.time(), "subset": subset, "student": student}, indent=2))
+    return run_dir
+
+
+def _alive(record: dict) -> bool:
+    process = _CHILDREN.get(record["out"])
+    if process is not None:
+        return process.poll() is None
+    try:  # launched by an earlier server process: check the pid still runs this command
+        cmdline = Path(f"/proc/{int(record['pid'])}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError, KeyError):
+        return False
+    return record["out"] in cmdline
+
+
+def app_runs() -> list[dict]:
+    """Runs launched from the app (newest first): launch record + status + progress + log tail."""
+    folder = store().root / "app-runs"
+    records = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        out = Path(record["out"])
+        progress_file, metrics_file = out / "progress.json", out / "metrics.json"
+        record["progress"] = _read_json(progress_file)
+        record["metrics"] = _read_json(metrics_file)
+        if record["metrics"] is not None:
+            record["status"] = "finished"
+        elif record.get("cancelled"):
+            record["status"] = "cancelled"
+        elif _alive(record):
+            record["status"] = "running"
+        else:
+            record["status"] = "failed"
+            log = path.with_suffix(".log")
+            record["log_tail"] = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
+        records.append(record)
+    return records
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def cancel_run(record: dict) -> None:
+    """Stop a running distillation (its whole process group) and mark it cancelled."""
+    if _alive(record):
+        try:
+            os.killpg(int(record["pid"]), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        process = _CHILDREN.get(record["out"])
+        if process is not None:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(int(record["pid"]), signal.SIGKILL)
+    path = _launch_path(Path(record["out"]))
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({**stored, "cancelled": True}, indent=2))
+
+
+def all_runs() -> list[dict]:
+    """Every distillation known to the store (app and CLI), via ``distill.list_runs``."""
+    from ifbeta import distill
+
+    with engine_errors(stop=False):
+        return distill.list_runs(store())
+    return []

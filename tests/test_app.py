@@ -1,0 +1,252 @@
+"""Headless tests of every page with streamlit.testing.v1.AppTest, on digits.
+
+They share the session's artefact store (conftest ``session_store``), so the digits teacher is
+trained once for the whole test session; Streamlit's caches are process-wide, so later tests reuse
+the opened workspace. Settings are kept small (few outer steps, few refits, one epoch).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.elements.plotly_chart import PlotlyChartSelectionSerde  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+if str(ROOT) not in sys.path:  # studio_cache sits beside app.py
+    sys.path.insert(0, str(ROOT))
+TIMEOUT = 300  # the first page load trains the digits teacher (seconds alone; minutes on a loaded machine)
+
+
+@pytest.fixture(autouse=True)
+def navigation_routing(monkeypatch):
+    """Route every AppTest run through app.py's st.navigation.
+
+    AppTest resets Streamlit's legacy-MPA flag before each run, and because the project has a pages/
+    folder the flag comes back on, so a rerun of a page would execute the page file alone (the legacy
+    pages/ routing), without app.py and its sidebar. A live server clears the flag for good at the
+    first st.navigation call; do the same here.
+    """
+    from streamlit.runtime import pages_manager
+
+    original = pages_manager.PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        pages_manager.PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def app(session_store):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _page(at: AppTest, name: str) -> AppTest:
+    at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _figures(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [caption for image in at.get("image") for caption in image.captions]
+
+
+def _metric(at: AppTest, label: str) -> str:
+    found = [m.value for m in at.metric if m.label == label]
+    assert found, f"no metric {label!r} among {[m.label for m in at.metric]}"
+    return found[0]
+
+
+def test_setup_page_shows_dataset_and_teacher(app):
+    assert app.title[0].value == "Setup"
+    assert _metric(app, "Training samples") == "1,347"
+    assert _metric(app, "Classes") == "10"
+    assert float(_metric(app, "Teacher test top-1").rstrip("%")) > 80
+    figures = _figures(app)
+    assert figures and figures[0]["data"][0]["type"] == "bar" and len(figures[0]["data"][0]["y"]) == 10
+    assert len(app.get("image")) >= 10  # one row of sample images per class
+    assert any("Ready" in s.value for s in app.success)
+
+
+def test_setup_reports_engine_errors_on_the_page(app, tmp_path):
+    app.text_input(key="checkpoint_path").set_value(str(tmp_path / "missing.safetensors")).run()
+    app.button[0].click().run()  # "Use this checkpoint"
+    assert not app.exception
+    assert any("no file at" in e.value for e in app.error)
+    app.selectbox(key="dataset_choice").set_value("imagefolder").run()
+    assert not app.exception and any("Enter the ImageFolder root" in i.value for i in app.info)
+    app.text_input(key="imagefolder_path").set_value(str(tmp_path / "no-such-folder")).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("does not exist" in e.value for e in app.error)
+    for name in ("influence", "feature_map", "subset"):  # every page stops with the message, no traceback
+        app.switch_page(f"pages/{name}.py").run()
+        assert not app.exception and any("does not exist" in e.value for e in app.error)
+
+
+def test_setup_trains_a_teacher_and_switches_to_it(app):
+    app.number_input(key="train_epochs").set_value(1)
+    app.selectbox(key="train_arch").set_value("cnn-tiny").run()
+    next(b for b in app.button if b.label == "Train teacher").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    teacher = app.session_state["teacher"]
+    assert teacher.endswith("-cnn-tiny-e1.safetensors") and Path(teacher).is_file()
+    assert app.selectbox(key="teacher").value == teacher  # the sidebar shows the new teacher
+    assert _metric(app, "Architecture") == "cnn-tiny"
+    assert any("trained teacher stored" in s.value for s in app.success)
+
+
+def test_uploads_are_stored_under_the_cache_and_size_limited(session_store, monkeypatch):
+    import studio_cache
+
+    saved = studio_cache.save_upload("my teacher.safetensors", b"weights")
+    assert saved.parent == session_store.root / "uploads" and saved.read_bytes() == b"weights"
+    assert saved.name.endswith("-my_teacher.safetensors")
+    assert studio_cache.save_upload("my teacher.safetensors", b"weights") == saved  # content-addressed
+    with pytest.raises(ValueError, match="unsupported"):
+        studio_cache.save_upload("notes.txt", b"x")
+    monkeypatch.setattr(studio_cache, "MAX_UPLOAD_MB", 0)
+    with pytest.raises(ValueError, match="limited"):
+        studio_cache.save_upload("big.pt", b"x")
+
+
+def test_influence_page(app):
+    at = _page(app, "influence")
+    types = [figure["data"][0]["type"] for figure in _figures(at)]
+    assert types[:3] == ["histogram", "violin", "scattergl"]
+    scatter = _figures(at)[2]
+    ids = [i for trace in scatter["data"] for i in trace.get("customdata", [])]
+    assert len(ids) == 1347 and ids[0].startswith("digits/")
+    captions = _captions(at)
+    assert len(captions) == 16 and all(" s=" in c for c in captions)  # 8 helpful + 8 harmful of class 0
+    at.number_input(key="loo_samples").set_value(20)
+    at.button[0].click().run()  # run the leave-one-out check
+    assert not at.exception and not at.error
+    assert -1 <= float(_metric(at, "Spearman")) <= 1 and _metric(at, "Samples") == "20"
+    assert _figures(at)[-1]["data"][0]["type"] == "scatter"
+
+
+def test_feature_map_selection_opens_gallery(app):
+    at = _page(app, "feature_map")
+    figure = _figures(at)[0]
+    assert {trace["type"] for trace in figure["data"]} == {"scattergl"}
+    ids = [i for trace in figure["data"] for i in trace["customdata"]]
+    assert len(set(ids)) == 1347 and all(i.startswith("digits/") for i in ids)
+    chosen = [figure["data"][2]["customdata"][0], figure["data"][5]["customdata"][3], figure["data"][7]["customdata"][1]]
+    points = [{"curve_number": 0, "point_number": 0, "point_index": 0, "x": 0.0, "y": 0.0, "customdata": c}
+              for c in chosen]
+    selection = {"selection": {"points": points, "point_indices": [0, 0, 0], "box": [], "lasso": []}}
+    at.session_state["map_chart"] = PlotlyChartSelectionSerde().deserialize(json.dumps(selection))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Selection: 3 samples" in s.value for s in at.subheader)
+    shown = [c.split(" ")[0] for c in _captions(at)]
+    assert sorted(shown) == sorted(chosen)
+    at.radio(key="map_colour").set_value("influence score").run()
+    figure = _figures(at)[0]
+    assert len(figure["data"]) == 1 and figure["data"][0]["marker"]["cmid"] == 0
+
+
+def test_policy_page_learns_and_teaches(app):
+    at = _page(app, "policy")
+    assert [b.label for b in at.button][0] == "Learn the policy"
+    at.session_state["policy_steps"] = 3
+    at.session_state["policy_shrinkage"] = 0.0
+    at.multiselect(key="policy_ratios").set_value([0.3, 0.7])
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert sorted(table["ratio"]) == [0.3, 0.7] and (table["steps"] <= 3).all()
+    figures = _figures(at)
+    names = [trace.get("name") for trace in figures[0]["data"]]
+    assert "r=0.3" in names and "r=0.7" in names  # the path of both ratios
+    assert any(figure.get("frames") for figure in figures)  # the Beta pdf animation
+    next(b for b in at.button if b.label.startswith("Compute the landscape")).click().run()  # 5 x 5 grid
+    assert not at.exception and not at.error
+    path = _figures(at)[0]
+    assert path["data"][0]["type"] == "heatmap" and len(path["data"][0]["z"]) == 5
+    at.slider(key="teach_alpha").set_value(5.0)
+    at.slider(key="teach_beta").set_value(0.5).run()
+    assert not at.exception
+    assert float(_metric(at, "Mean rank u of kept")) > 0.6  # alpha >> beta keeps the most helpful
+    at.switch_page("pages/policy.py").run()  # a revisit reads the learned policies from the store
+    assert len(at.dataframe) == 1 and sorted(at.dataframe[0].value["ratio"]) == [0.3, 0.7]
+
+
+def test_subset_page_downloads_overlap_and_export(app, tmp_path):
+    at = _page(app, "subset")
+    at.selectbox(key="subset_method").set_value("influence-top").run()
+    assert not at.exception and not at.error
+    assert _metric(at, "Kept") == "674 of 1,347"
+    labels = [d.label for d in at.get("download_button")]
+    assert labels == ["Download indices.npy", "Download samples.csv", "Download manifest.json",
+                      "Download zip of all three"]
+    heatmap = [f for f in _figures(at) if f["data"][0]["type"] == "heatmap"]
+    assert heatmap and heatmap[0]["data"][0]["x"][0] == "influence-top"
+    assert len(_captions(at)) == 32
+    at.text_input(key="export_path").set_value(str(tmp_path / "export"))
+    at.button[0].click().run()  # the export form's submit button
+    assert any("exported 674 images" in s.value for s in at.success), [e.value for e in at.error]
+    assert len(list((tmp_path / "export" / "train").rglob("*.png"))) == 674
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    at.text_input(key="export_path").set_value(str(blocker / "inside"))
+    at.button[0].click().run()
+    assert not at.exception and at.error  # the OS error is shown on the page
+    at.switch_page("pages/feature_map.py").run()  # the subset chosen here colours the feature map
+    at.radio(key="map_colour").set_value("kept / pruned").run()
+    assert [t["name"] for t in _figures(at)[0]["data"]] == ["pruned", "kept"]
+    assert any("influence-top" in c.value for c in at.caption)
+
+
+def test_distill_page_launches_a_background_run(app, session_store):
+    at = _page(app, "subset")
+    at.selectbox(key="subset_method").set_value("random-balanced").run()
+    at = _page(at, "distill")
+    at.selectbox(key="distill_subset").set_value(next(o for o in at.selectbox(key="distill_subset").options
+                                                      if "random-balanced" in o))
+    at.number_input(key="distill_epochs").set_value(1)
+    at.checkbox(key="distill_random").uncheck()
+    at.checkbox(key="distill_full").uncheck()
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    launched = sorted((session_store.root / "app-runs").glob("*.json"))
+    assert launched
+    out = Path(json.loads(launched[-1].read_text())["out"])
+    deadline = time.time() + 240
+    while not (out / "metrics.json").is_file() and time.time() < deadline:
+        time.sleep(2)
+    assert (out / "metrics.json").is_file(), (session_store.root / "app-runs" / f"{out.name}.log").read_text()[-2000:]
+    at.run()
+    table = at.dataframe[0].value
+    row = table[table["name"] == out.name]
+    assert len(row) == 1 and row["status"].iloc[0] == "finished" and 0 <= row["test_top1"].iloc[0] <= 1
+    assert np.isfinite(row["test_top1"].iloc[0])
+
+    at.number_input(key="distill_epochs").set_value(500)  # a long run, cancelled from the page
+    at.button[0].click().run()
+    cancel = [b for b in at.button if b.label == "Cancel"]
+    assert len(cancel) == 1, [b.label for b in at.button]
+    record = json.loads(sorted((session_store.root / "app-runs").glob("*.json"), key=lambda p: p.stat().st_mtime)[-1]
+                        .read_text())
+    cancel[0].click().run()
+    assert not at.exception
+    assert not Path(f"/proc/{record['pid']}").exists() or "Z" in Path(f"/proc/{record['pid']}/stat").read_text().split()[2]
+    assert json.loads((session_store.root / "app-runs" / f"{record['name']}.json").read_text())["cancelled"]
+    assert not [b for b in at.button if b.label == "Cancel"]

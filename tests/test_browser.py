@@ -1,0 +1,154 @@
+"""The running app in a real browser: `streamlit run app.py` + headless Chromium (playwright).
+
+One module-scoped server (IFBETA_CACHE = the session's temporary store) and one page walk through
+Setup -> Influence -> Feature map (a real box-select drag, then the gallery) -> Subset (the zip
+download, its contents checked).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FIRST_LOAD_MS = 600_000  # a fresh store trains the digits teacher on the first visit
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium, or `make browser-deps`)", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(session_store, tmp_path_factory):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = {**os.environ, "IFBETA_CACHE": str(session_store.root)}
+    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+               "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+        tab = context.new_page()
+        expect.set_options(timeout=30_000)
+        tab.goto(server)
+        yield tab
+        context.close()
+        browser.close()
+
+
+def _open(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    expect(page.locator("h1", has_text=title)).to_be_visible()
+
+
+def test_setup_then_influence_render(page):
+    expect(page.get_by_text("Ready: go on to")).to_be_visible(timeout=FIRST_LOAD_MS)
+    expect(page.locator("h1", has_text="Setup")).to_be_visible()
+    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    assert page.locator('[data-testid="stImage"] img').count() >= 10
+    _open(page, "Influence")
+    expect(page.get_by_text("Most helpful", exact=False).first).to_be_visible(timeout=120_000)
+    expect(page.locator('[data-testid="stPlotlyChart"] .main-svg').first).to_be_visible()
+    expect(page.locator('[data-testid="stImage"] img').first).to_be_visible()
+    assert page.locator('[data-testid="stImage"]').count() >= 16
+
+
+def test_feature_map_box_select_opens_gallery(page):
+    _open(page, "Feature map")
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    expect(chart.locator(".main-svg").first).to_be_visible()
+    chart.hover()
+    chart.locator('.modebar-btn[data-title="Box Select"]').click()
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    x0, y0 = area["x"] + 0.35 * area["width"], area["y"] + 0.35 * area["height"]
+    x1, y1 = area["x"] + 0.65 * area["width"], area["y"] + 0.65 * area["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+    # the ids plotly itself marked as selected (per trace, through customdata)
+    selected = chart.evaluate("""node => {
+        const plot = node.querySelector('.js-plotly-plot');
+        const ids = [];
+        for (const trace of plot.data) {
+            for (const i of (trace.selectedpoints || [])) ids.push(trace.customdata[i]);
+        }
+        return ids;
+    }""")
+    assert selected, "the box selected no point"
+    heading = page.locator("h3", has_text="Selection:")
+    expect(heading).to_be_visible(timeout=60_000)
+    count = int(heading.inner_text().split(":")[1].split()[0].replace(",", ""))
+    assert count == len(selected)
+    captions = page.locator('[data-testid="stImage"] [data-testid="stImageCaption"], [data-testid="stImage"] figcaption')
+    expect(captions).to_have_count(min(len(selected), 64))  # the gallery shows at most 64 images
+    shown = {text.split(" ")[0] for text in captions.all_inner_texts()}
+    assert len(shown) == min(len(selected), 64) and shown <= set(selected)
+
+
+def test_subset_zip_download(page):
+    _open(page, "Subset")
+    page.locator('[data-testid="stSelectbox"]', has_text="Method").first.click()
+    page.get_by_role("option", name="influence-top", exact=False).first.click()
+    button = page.get_by_role("button", name="Download zip of all three")
+    expect(button).to_be_visible(timeout=120_000)
+    with page.expect_download() as download:
+        button.click()
+    data = Path(download.value.path()).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = sorted(Path(name).name for name in archive.namelist())
+        assert names == ["indices.npy", "manifest.json", "samples.csv"]
+        folder = Path(archive.namelist()[0]).parent
+        manifest = json.loads(archive.read(str(folder / "manifest.json")))
+        samples = archive.read(str(folder / "samples.csv")).decode().splitlines()
+    assert manifest["method"] == "influence-top" and manifest["dataset"] == "digits"
+    assert manifest["k"] == 674 and manifest["n"] == 1347
+    assert len(samples) == 1 + 1347 and samples[0].startswith("index,id,label")

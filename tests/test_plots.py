@@ -1,0 +1,114 @@
+"""Figure builders: trace types, ids in customdata, shapes; the pure display helpers."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from ifbeta import plots
+
+RNG = np.random.default_rng(0)
+N, C = 60, 3
+LABELS = np.repeat(np.arange(C), N // C)
+IDS = [f"s/{i}" for i in range(N)]
+NAMES = ["a", "b", "c"]
+
+
+def _ids_of(figure: go.Figure) -> list[str]:
+    return [i for trace in figure.data if trace.customdata is not None for i in trace.customdata]
+
+
+def test_sample_map_by_class_one_scattergl_per_class_with_ids():
+    coords = RNG.normal(size=(N, 2))
+    figure = plots.sample_map(coords, IDS, labels=LABELS, class_names=NAMES)
+    assert [type(t) for t in figure.data] == [go.Scattergl] * C
+    assert [t.name for t in figure.data] == NAMES
+    assert sorted(_ids_of(figure)) == sorted(IDS)
+    # ids follow their points, not point order: trace 1 holds exactly class 1's ids and coordinates
+    members = np.flatnonzero(LABELS == 1)
+    assert list(figure.data[1].customdata) == [IDS[i] for i in members]
+    np.testing.assert_allclose(figure.data[1].x, coords[members, 0])
+    assert figure.layout.dragmode == "lasso"
+
+
+def test_sample_map_kept_and_values_modes():
+    coords = RNG.normal(size=(N, 2))
+    kept = np.arange(N) % 4 == 0
+    figure = plots.sample_map(coords, IDS, kept=kept)
+    assert [t.name for t in figure.data] == ["pruned", "kept"]
+    assert set(figure.data[1].customdata) == {IDS[i] for i in np.flatnonzero(kept)}
+    values = RNG.normal(size=N)
+    figure = plots.sample_map(coords, IDS, values=values, value_name="s", midpoint=0.0)
+    assert len(figure.data) == 1 and isinstance(figure.data[0], go.Scattergl)
+    assert list(figure.data[0].customdata) == IDS
+    assert figure.data[0].marker.cmid == 0.0
+    with pytest.raises(ValueError):
+        plots.sample_map(coords[:, :1], IDS)
+
+
+def test_influence_figures():
+    scores = RNG.normal(size=N)
+    histogram = plots.score_histogram(scores)
+    assert all(isinstance(t, go.Histogram) for t in histogram.data)
+    assert sum(len(t.x) for t in histogram.data) == N
+    violin = plots.class_violin(scores, LABELS, NAMES)
+    assert [type(t) for t in violin.data] == [go.Violin] * C
+    box = plots.class_violin(scores, LABELS, NAMES, kind="box")
+    assert [type(t) for t in box.data] == [go.Box] * C
+    scatter = plots.confidence_scatter(RNG.random(N), scores, LABELS, NAMES, IDS)
+    assert all(isinstance(t, go.Scattergl) for t in scatter.data)
+    assert sorted(_ids_of(scatter)) == sorted(IDS)
+    loo = plots.loo_scatter([0.1, -0.2, 0.3], [0.09, -0.25, 0.31])
+    assert loo.data[0].mode == "markers" and loo.data[1].name == "y = x"
+
+
+def test_policy_figures():
+    trace = [{"step": s, "alpha": 1 + 0.1 * s, "beta": 1 - 0.05 * s, "J": 1.0 / (s + 1), "objective": 1.1 / (s + 1),
+              "proxy_val_accuracy": 0.9} for s in range(5)]
+    landscape = {"alpha": [0.5, 1, 2], "beta": [0.5, 1, 2], "J": np.arange(9.0).reshape(3, 3).tolist()}
+    path = plots.policy_path({0.5: trace, 0.7: trace[:2]}, landscape=landscape)
+    assert isinstance(path.data[0], go.Heatmap)
+    assert path.layout.xaxis.type == "log" and path.layout.yaxis.type == "log"
+    lines = [t for t in path.data if isinstance(t, go.Scatter) and t.name and t.name.startswith("r=")]
+    assert [t.name for t in lines] == ["r=0.5", "r=0.7"] and len(lines[0].x) == 5
+    curves = plots.objective_curves({0.5: trace})
+    assert len(curves.data) == 3
+    animation = plots.beta_pdf_animation(trace)
+    assert len(animation.frames) == 5 and len(animation.layout.sliders[0].steps) == 5
+    pdf = plots.beta_pdf(2.0, 1.0)
+    assert np.isclose(np.trapezoid(pdf.data[0].y, pdf.data[0].x), 1.0, atol=0.02)
+    histogram = plots.class_histogram([3, 4, 5], NAMES, totals=[6, 6, 6])
+    assert [t.name for t in histogram.data] == ["pool", "kept"]
+
+
+def test_teaching_subset_and_distill_figures():
+    u = RNG.random(N)
+    kept = u > 0.5
+    figure = plots.teaching_figure(u, np.where(kept, 0.9, 0.1), kept, 2.0, 1.0, ids=IDS)
+    scatters = [t for t in figure.data if isinstance(t, go.Scattergl)]
+    assert {t.name for t in scatters} == {"kept", "pruned"}
+    assert sorted(_ids_of(figure)) == sorted(IDS)
+    bars = plots.kept_pruned_bars([1, 2, 3], [3, 2, 1], NAMES)
+    assert bars.layout.barmode == "stack" and len(bars.data) == 2
+    heatmap = plots.jaccard_heatmap(["x", "y"], [np.array([1, 2, 3]), np.array([2, 3, 4])])
+    np.testing.assert_allclose(heatmap.data[0].z, [[1, 0.5], [0.5, 1]])
+    curves = plots.training_curves({"run": [{"epoch": 1, "test_top1": 0.5}, {"epoch": 2, "test_top1": 0.6}],
+                                    "empty": []})
+    assert len(curves.data) == 1 and list(curves.data[0].y) == [0.5, 0.6]
+
+
+def test_display_helpers():
+    grey = np.arange(64, dtype=np.uint8).reshape(1, 8, 8)
+    big = plots.thumbnail(grey, 64)
+    assert big.shape == (64, 64) and big[0, 7] == grey[0, 0, 0] and big[0, 8] == grey[0, 0, 1]
+    colour = np.zeros((3, 32, 32), dtype=np.uint8)
+    assert plots.thumbnail(colour, 64).shape == (64, 64, 3)
+    scores = np.array([0.5, -1.0, 2.0, 0.1, -0.3, 9.0])
+    labels = np.array([0, 0, 0, 0, 0, 1])
+    helpful, harmful = plots.extremes_per_class(scores, labels, 0, 2)
+    assert helpful.tolist() == [2, 0] and harmful.tolist() == [1, 4]
+    chosen = plots.downsample(LABELS, 30, seed=0)
+    assert len(chosen) == 30 and np.all(np.diff(chosen) > 0)
+    assert np.bincount(LABELS[chosen]).tolist() == [10, 10, 10]
+    assert plots.downsample(LABELS, 1000).tolist() == list(range(N))
+    np.testing.assert_allclose(plots.jaccard_matrix([[1, 2], [1, 2], [3]]), [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
