@@ -9,27 +9,22 @@ cached loader picks up the result. session_state holds selections and keys, neve
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from ifbeta import pipeline, plots
+from ifbeta import pipeline, plots, reports, runs, teachers
 from ifbeta.config import InfluenceConfig, PolicyConfig
-from ifbeta.store import Store, StoreError, make_key
+from ifbeta.progress import describe as describe_progress
+from ifbeta.store import Store, StoreError
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 ENGINE_ERRORS = (ValueError, StoreError, OSError)  # DatasetError, ModelError, SubsetError, RunError are ValueErrors
 MAX_UPLOAD_MB = 200
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
+CHECKPOINT_SUFFIXES = teachers.CHECKPOINT_SUFFIXES
 AUTO_TRAIN = ("digits",)  # datasets whose default teacher trains on first use (seconds on a CPU)
 
 DEFAULTS = {  # session_state key -> default; persisted across pages by app.py
@@ -157,37 +152,8 @@ class Progress:
         self.label, self.total, self.epochs = label, total, epochs
         self.container, self.bar, self.fraction, self.shown = container, None, 0.0, 0.0
 
-    def _describe(self, step: int, info: dict) -> tuple[float | None, str]:
-        event, stage = info.get("event"), info.get("stage")
-        if event == "batch" and "epoch" in info:  # training batch
-            epochs = self.epochs or info.get("epochs")
-            within = (info.get("batch", 0) + 1) / max(info.get("batches", 1), 1)
-            fraction = (info["epoch"] + within) / epochs if epochs else within
-            return fraction, (f"epoch {info['epoch'] + 1}/{epochs or '?'}, batch {info.get('batch', 0) + 1}/"
-                              f"{info.get('batches', '?')}, loss {info.get('loss', float('nan')):.3f}")
-        if event == "epoch":
-            epochs = info.get("epochs") or self.epochs
-            accuracy = f", test top-1 {info['test_top1']:.3f}" if info.get("test_top1") is not None else ""
-            return (info["epoch"] / epochs if epochs else None), f"epoch {info['epoch']}/{epochs}{accuracy}"
-        if event == "batch":  # feature extraction
-            return info["batch"] / max(info.get("batches", 1), 1), f"teacher features, batch {info['batch']}/{info.get('batches')}"
-        if "alpha" in info and "beta" in info:  # bilevel outer step
-            fraction = (step + 1) / self.total if self.total else None
-            return fraction, (f"r={info.get('ratio', '?')}, step {step + 1}: alpha={info['alpha']:.3g}, "
-                              f"beta={info['beta']:.3g}, J={info.get('J', float('nan')):.5g}")
-        if "done" in info and "total" in info:
-            return info["done"] / max(info["total"], 1), f"{stage or 'step'} {info['done']}/{info['total']}"
-        if stage == "fold":
-            return (info["fold"] + 1) / max(info.get("folds", 1), 1), f"fold {info['fold'] + 1}/{info.get('folds')}"
-        return None, str(stage or event or step)
-
     def __call__(self, step: int, info: dict) -> None:
-        fraction, text = self._describe(step, info)
-        if "runs" in info and "run" in info:  # one of several student runs (transfer check)
-            runs, run = max(int(info["runs"]), 1), int(info["run"])
-            within = fraction if info.get("event") in ("batch", "epoch") and fraction is not None else 0.0
-            fraction = (run + (1.0 if info.get("event") == "run-finished" else within)) / runs
-            text = f"run {run + 1}/{runs} ({info.get('label', '')}, seed {info.get('seed', '')}): {text}"
+        fraction, text = describe_progress(step, info, total=self.total, epochs=self.epochs)
         if fraction is not None:
             self.fraction = float(min(max(fraction, 0.0), 1.0))
         if self.bar is None:
@@ -210,7 +176,7 @@ def progress(label: str, **kwargs):
 
 
 # ----------------------------------------------------------------------------------------- workspace
-_READY: set = set()  # (kind, token) of artefacts this process knows are in the store
+_READY: set = set()  # ("workspace", spec, root) of workspaces this process has opened (with progress)
 _HANDOFF: dict = {}  # a workspace opened with progress, handed to the cached loader (no second open)
 
 
@@ -247,7 +213,7 @@ def teacher_missing(spec: WorkspaceSpec) -> str | None:
         return None if Path(spec.teacher).is_file() else f"teacher checkpoint {spec.teacher} does not exist"
     if spec.dataset in AUTO_TRAIN:
         return None
-    from ifbeta import models, teachers
+    from ifbeta import models
 
     train, _ = splits(spec)
     arch = spec.teacher_arch or models.default_architectures(train.name, train.image_size)[0]
@@ -270,8 +236,6 @@ def workspace(spec: WorkspaceSpec | None = None) -> pipeline.Workspace:
             st.page_link("pages/setup.py", label="Go to Setup", icon="🛠️")
             st.stop()
         if ("workspace", spec, root) not in _READY:
-            from ifbeta import teachers
-
             epochs = teachers.TEACHER_EPOCHS.get(spec.dataset, teachers.DEFAULT_TEACHER_EPOCHS)
             with progress(f"Preparing {spec.dataset} (teacher, features)", epochs=epochs) as bar:
                 _HANDOFF[(spec, root)] = pipeline.open_workspace(spec.dataset, store=Store(root), on_step=bar,
@@ -294,29 +258,19 @@ def choose(ws: pipeline.Workspace, method: str, ratio: float, seed: int):
                                influence_config=influence_config(), on_step=bar)
 
 
-def policy_token(ws: pipeline.Workspace, ratio: float) -> tuple:
-    return ("policy", ws.features.key, json.dumps(asdict(policy_config()), sort_keys=True),
-            json.dumps(influence_config().to_dict(), sort_keys=True), float(ratio))
-
-
-def policies_known(ws: pipeline.Workspace, ratios: list[float]) -> bool:
-    return all(policy_token(ws, r) in _READY for r in ratios)
-
-
-def policies(ws: pipeline.Workspace, ratios: list[float], on_step=None):
-    """Learned policies for ``ratios`` (store-cached per ratio); ``on_step`` sees every outer step."""
+def peek_choose(ws: pipeline.Workspace, method: str, ratio: float, seed: int):
+    """The selection if it is in the store already, else None (computes nothing)."""
     with engine_errors():
-        results = pipeline.policies(ws, ratios, policy_config(), influence_config=influence_config(), on_step=on_step)
-    _READY.update(policy_token(ws, r) for r in ratios)
-    return results
+        return pipeline.choose(ws, method, ratio, seed=seed, policy_config=policy_config(),
+                               influence_config=influence_config(), compute=False)
 
 
-def mark_known(kind: str, *token) -> None:
-    _READY.add((kind, *token))
-
-
-def known(kind: str, *token) -> bool:
-    return (kind, *token) in _READY
+def policies(ws: pipeline.Workspace, ratios: list[float], on_step=None, *, compute: bool = True):
+    """Learned policies for ``ratios`` (store-cached per ratio); ``on_step`` sees every outer step.
+    With ``compute=False``: None unless every ratio is stored."""
+    with engine_errors():
+        return pipeline.policies(ws, ratios, policy_config(), influence_config=influence_config(), compute=compute,
+                                 on_step=on_step)
 
 
 def axis_values(ws: pipeline.Workspace, axis: str) -> np.ndarray:
@@ -325,90 +279,26 @@ def axis_values(ws: pipeline.Workspace, axis: str) -> np.ndarray:
     return result.scores if axis == "influence" else -result.teacher_scores["entropy"]
 
 
-def _stored(ws: pipeline.Workspace, kind: str, settings: dict, inputs: list[str], compute, label: str,
-            **progress_options):
-    """Store-cached computation with a progress bar (a hit reads the store)."""
-    with engine_errors(), progress(label, **progress_options) as bar:
-        arrays, meta, _ = ws.store.get_or_compute(kind, settings, inputs, lambda: compute(bar))
-    return arrays, meta
+def loo(ws: pipeline.Workspace, samples: int, seed: int = 0, *, compute: bool = True) -> dict | None:
+    """The leave-one-out check of the influence scores (true refits), store-cached (None: not stored)."""
+    with engine_errors(), progress(f"Leave-one-out check ({samples} refits)") as bar:
+        return reports.loo_report(ws, influence_config(), samples=samples, seed=seed, compute=compute, on_step=bar)
 
 
-def loo_settings(samples: int, seed: int) -> dict:
-    return {"loo": {"samples": int(samples), "seed": int(seed)}, "influence": influence_config().to_dict()}
+def landscape(ws: pipeline.Workspace, ratio: float, grid: int, *, compute: bool = True) -> dict | None:
+    """J over a grid x grid (alpha, beta) grid at ``ratio``, store-cached (None: not stored)."""
+    with engine_errors(), progress(f"J landscape at r={ratio:g} ({grid * grid} fits)", total=grid * grid) as bar:
+        return reports.landscape(ws, ratio, grid=grid, policy_config=policy_config(),
+                                 influence_config=influence_config(), compute=compute, on_step=bar)
 
 
-def loo_exists(ws: pipeline.Workspace, samples: int, seed: int = 0) -> bool:
-    return ws.store.exists("loo", make_key(loo_settings(samples, seed), [ws.features.key]))
-
-
-def loo(ws: pipeline.Workspace, samples: int, seed: int = 0) -> dict:
-    """The leave-one-out check of the influence scores (true refits), stored beside the other artefacts."""
-    from ifbeta import influence
-
-    def compute(bar):
-        f = ws.features
-        report = influence.loo_check(f.features, f.logits, f.labels, config=influence_config(), samples=samples,
-                                     seed=seed, on_step=bar)
-        return {}, pipeline._json_ready(report)
-
-    _, meta = _stored(ws, "loo", loo_settings(samples, seed), [ws.features.key], compute,
-                      f"Leave-one-out check ({samples} refits)")
-    return meta
-
-
-def landscape_settings(ratio: float, grid: int) -> dict:
-    config = policy_config()
-    return {"landscape": {"ratio": float(ratio), "grid": int(grid), "axis": config.axis, "stratify": config.stratify,
-                          "seed": config.seed, "folds": config.folds}, "influence": influence_config().to_dict()}
-
-
-def landscape_exists(ws: pipeline.Workspace, ratio: float, grid: int) -> bool:
-    return ws.store.exists("landscapes", make_key(landscape_settings(ratio, grid), [ws.features.key]))
-
-
-def landscape(ws: pipeline.Workspace, ratio: float, grid: int) -> dict:
-    """J over a grid x grid (alpha, beta) grid at ``ratio`` (bilevel.landscape), store-cached."""
-    from ifbeta import bilevel
-
-    config = policy_config()
-    values = axis_values(ws, config.axis)
-
-    def compute(bar):
-        f = ws.features
-        axis = np.geomspace(*bilevel.GRID_RANGE, grid)
-        result = bilevel.landscape(f.features, f.logits, f.labels, ratio=ratio, axis_values=values, alphas=axis,
-                                   betas=axis, kd=influence_config().proxy.kd, stratify=config.stratify,
-                                   seed=config.seed, folds=config.folds, on_step=bar)
-        return {}, pipeline._json_ready(result)
-
-    _, meta = _stored(ws, "landscapes", landscape_settings(ratio, grid), [ws.features.key], compute,
-                      f"J landscape at r={ratio:g} ({grid * grid} fits)", total=grid * grid)
-    return meta
-
-
-def transfer_settings(ratio: float, policies_: int, epochs: int, seeds: int) -> dict:
-    return {"transfer": {"ratio": float(ratio), "policies": int(policies_), "epochs": int(epochs), "seeds": int(seeds)},
-            "policy": asdict(policy_config()), "influence": influence_config().to_dict()}
-
-
-def transfer_exists(ws: pipeline.Workspace, ratio: float, policies_: int, epochs: int, seeds: int) -> bool:
-    settings = transfer_settings(ratio, policies_, epochs, seeds)
-    return ws.store.exists("transfer", make_key(settings, [ws.features.key, ws.teacher.info.sha256]))
-
-
-def transfer(ws: pipeline.Workspace, ratio: float, policies_: int, epochs: int, seeds: int) -> dict:
-    """The transfer check (real short KD students at several policies; resumable), its report stored."""
-    from ifbeta import transfer as transfer_module
-
-    def compute(bar):
-        report = transfer_module.transfer_check(ws, ratio=ratio, policies=policies_, epochs=epochs,
-                                                seeds=tuple(range(seeds)), policy_config=policy_config(),
-                                                influence_config=influence_config(), on_step=bar)
-        return {}, report
-
-    _, meta = _stored(ws, "transfer", transfer_settings(ratio, policies_, epochs, seeds),
-                      [ws.features.key, ws.teacher.info.sha256], compute, "Transfer check")
-    return meta
+def transfer(ws: pipeline.Workspace, ratio: float, policies_: int, epochs: int, seeds: int, *,
+             compute: bool = True) -> dict | None:
+    """The transfer check (real short KD students; resumable), its report store-cached (None: not stored)."""
+    with engine_errors(), progress("Transfer check") as bar:
+        return reports.transfer_report(ws, ratio, policies=policies_, epochs=epochs, seeds=seeds,
+                                       policy_config=policy_config(), influence_config=influence_config(),
+                                       compute=compute, on_step=bar)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -450,57 +340,24 @@ def teacher_test_accuracy(sha256: str, fingerprint: str, _ws) -> float | None:
 
 # ------------------------------------------------------------------------------------------ subsets
 def subset_directory(ws: pipeline.Workspace, method: str, ratio: float, seed: int) -> Path:
-    from ifbeta.subset import safe_name
-
-    name = safe_name(f"{Path(ws.train.name).name}-{method}-r{ratio:g}-s{seed}-p{ws.pool or 0}-"
-                     f"{ws.teacher.info.sha256[:8]}-{ws.train.fingerprint[:8]}", fallback="subset")
-    return ws.store.root / "subsets" / name
+    return pipeline.subset_directory(ws, method, ratio, seed)
 
 
 def write_subset(ws: pipeline.Workspace, chosen, method: str, ratio: float, seed: int) -> Path:
     """The selection's subset directory, written once (rewritten only if its indices differ)."""
-    from ifbeta import subset
-
-    directory = subset_directory(ws, method, ratio, seed)
     with engine_errors():
-        if (directory / "manifest.json").is_file():
-            try:
-                if np.array_equal(subset.load(directory, ws.train).indices, chosen.indices):
-                    return directory
-            except subset.SubsetError:
-                pass
-        result, _ = scores(ws)
-        return pipeline.write_subset(ws, chosen, directory, ratio=ratio, seed=seed, influence_result=result)
+        return pipeline.save_selection(ws, chosen, method, ratio, seed, influence_config=influence_config())
 
 
 def save_upload(name: str, data: bytes) -> Path:
     """Store an uploaded checkpoint under <cache>/uploads/ (content-addressed, size-limited)."""
-    from ifbeta.subset import safe_name
-
-    if len(data) > MAX_UPLOAD_MB * 2**20:
-        raise ValueError(f"the checkpoint is {len(data) / 2**20:.0f} MB; uploads are limited to {MAX_UPLOAD_MB} MB "
-                         "(put a larger file on disk and give its path instead)")
-    suffix = Path(name).suffix.lower()
-    if suffix not in CHECKPOINT_SUFFIXES:
-        raise ValueError(f"unsupported checkpoint type {suffix or '(none)'}; use {', '.join(CHECKPOINT_SUFFIXES)}")
-    folder = store().root / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{safe_name(Path(name).stem, fallback='teacher')}{suffix}"
-    if not path.is_file():
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    return path
+    return teachers.store_upload(store().root / "uploads", name, data, max_mb=MAX_UPLOAD_MB)
 
 
 def teacher_checkpoints() -> list[str]:
     """Checkpoints the sidebar offers: uploads, teachers trained from the app, the bundled ones."""
     root = store().root
-    found = []
-    for folder in (root / "uploads", root / "teachers" / "trained", PROJECT_ROOT / "teachers"):
-        if folder.is_dir():
-            found += [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in CHECKPOINT_SUFFIXES]
-    return found
+    return teachers.checkpoint_files([root / "uploads", root / "teachers" / "trained", PROJECT_ROOT / "teachers"])
 
 
 # ------------------------------------------------------------------------------------------ galleries
@@ -525,107 +382,20 @@ def gallery(ws: pipeline.Workspace, indices, *, scores_: np.ndarray | None = Non
 
 
 # ---------------------------------------------------------------------------------- distillation runs
-_CHILDREN: dict[str, subprocess.Popen] = {}  # run directory -> process launched by this server
-
-
-def runs_root() -> Path:
-    return store().root / "runs"
-
-
-def _launch_path(run_dir: Path) -> Path:
-    return store().root / "app-runs" / f"{run_dir.name}.json"
-
-
 def launch_run(ws_spec: WorkspaceSpec, *, subset: str, student: str, epochs: int, seed: int, name: str) -> Path:
     """Start ``ifbeta distill`` in the background (own process group, survives reloads) -> run directory."""
-    from ifbeta.subset import safe_name
-
-    root = store().root
-    run_dir = runs_root() / safe_name(name, fallback="run")
-    if run_dir.exists() or _launch_path(run_dir).exists():
-        raise ValueError(f"a run named {run_dir.name} exists already; choose another name")
-    command = [sys.executable, "-m", "ifbeta.cli", "--cache", str(root), "distill", "--dataset", ws_spec.dataset,
-               "--teacher", ws_spec.teacher, "--subset", subset, "--student", student, "--epochs", str(epochs),
-               "--seed", str(seed), "--out", str(run_dir), "--json"]
-    if ws_spec.pool:
-        command += ["--pool", str(ws_spec.pool)]
-    if ws_spec.teacher_arch:
-        command += ["--teacher-arch", ws_spec.teacher_arch]
-    if ws_spec.trust_pickle:
-        command += ["--trust-pickle"]
-    launch = _launch_path(run_dir)
-    launch.parent.mkdir(parents=True, exist_ok=True)
-    log = open(launch.with_suffix(".log"), "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               cwd=PROJECT_ROOT, start_new_session=True)
-    log.close()
-    _CHILDREN[str(run_dir)] = process
-    launch.write_text(json.dumps({"name": run_dir.name, "out": str(run_dir), "pid": process.pid, "command": command,
-                                  "started": time.time(), "subset": subset, "student": student}, indent=2))
-    return run_dir
-
-
-def _alive(record: dict) -> bool:
-    process = _CHILDREN.get(record["out"])
-    if process is not None:
-        return process.poll() is None
-    try:  # launched by an earlier server process: check the pid still runs this command
-        cmdline = Path(f"/proc/{int(record['pid'])}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, ValueError, KeyError):
-        return False
-    return record["out"] in cmdline
+    return runs.launch(store(), name=name, dataset=ws_spec.dataset, subset=subset, student=student, epochs=epochs,
+                       seed=seed, cwd=PROJECT_ROOT, **ws_spec.options())
 
 
 def app_runs() -> list[dict]:
     """Runs launched from the app (newest first): launch record + status + progress + log tail."""
-    folder = store().root / "app-runs"
-    records = []
-    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []:
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        out = Path(record["out"])
-        progress_file, metrics_file = out / "progress.json", out / "metrics.json"
-        record["progress"] = _read_json(progress_file)
-        record["metrics"] = _read_json(metrics_file)
-        if record["metrics"] is not None:
-            record["status"] = "finished"
-        elif record.get("cancelled"):
-            record["status"] = "cancelled"
-        elif _alive(record):
-            record["status"] = "running"
-        else:
-            record["status"] = "failed"
-            log = path.with_suffix(".log")
-            record["log_tail"] = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
-        records.append(record)
-    return records
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
+    return runs.launched_runs(store())
 
 
 def cancel_run(record: dict) -> None:
     """Stop a running distillation (its whole process group) and mark it cancelled."""
-    if _alive(record):
-        try:
-            os.killpg(int(record["pid"]), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        process = _CHILDREN.get(record["out"])
-        if process is not None:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(int(record["pid"]), signal.SIGKILL)
-    path = _launch_path(Path(record["out"]))
-    stored = json.loads(path.read_text())
-    path.write_text(json.dumps({**stored, "cancelled": True}, indent=2))
+    runs.cancel(record["out"])
 
 
 def all_runs() -> list[dict]:

@@ -152,8 +152,11 @@ def _register(store: Store, metrics: dict) -> None:
 
 
 def list_runs(store: Store | None = None) -> list[dict]:
-    """Every run known to the store: finished ones (runs.jsonl) and running/stopped ones under
-    ``<store>/runs/*/`` (status 'running' while the process lives, else 'stopped'), newest first."""
+    """Every run known to the store, newest first: finished ones (runs.jsonl) and unfinished ones under
+    ``<store>/runs/*/``: 'starting' while a launched process lives but has not finished an epoch,
+    'running' while it lives after that, else 'stopped' (a zombie or a reused pid counts as dead)."""
+    from ifbeta import runs as runs_module
+
     store = store or Store()
     runs: dict[str, dict] = {}
     registry = store.root / "runs.jsonl"
@@ -164,33 +167,38 @@ def list_runs(store: Store | None = None) -> list[dict]:
             except json.JSONDecodeError:
                 continue
             runs[record.get("out", record.get("name", ""))] = record
-    for directory in sorted((store.root / "runs").glob("*/")) if (store.root / "runs").is_dir() else []:
+    folder = runs_module.runs_root(store)
+    for directory in sorted(folder.glob("*/")) if folder.is_dir() else []:
         key = str(directory.resolve())
-        if key in runs or not (directory / "config.json").is_file():
-            continue
-        record = {**json.loads((directory / "config.json").read_text()), "name": directory.name, "out": key}
-        progress = directory / "progress.json"
-        record["status"] = "stopped"
-        if progress.is_file():
-            state = json.loads(progress.read_text())
-            record.update(epoch=state.get("epoch"), epochs_run=state.get("epochs"))
-            last = (state.get("history") or [{}])[-1]
-            record["test_top1"] = last.get("test_top1")
-            record["status"] = "running" if _alive(state.get("pid")) else "stopped"
-        runs[key] = record
-    return sorted(runs.values(), key=lambda r: r.get("wall_seconds", 0) * 0 + _mtime(r), reverse=True)
+        if key not in runs:
+            record = _unfinished(directory, runs_module)
+            if record is not None:
+                runs[key] = {**record, "out": key}
+    return sorted(runs.values(), key=_mtime, reverse=True)
 
 
-def _alive(pid) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, ValueError):
-        return False
+def _unfinished(directory: Path, runs_module) -> dict | None:
+    """The record of a run directory not in runs.jsonl (None when it holds no run)."""
+    launched = runs_module.read_json(directory / runs_module.LAUNCHED)
+    config = runs_module.read_json(directory / "config.json")
+    if config is None and launched is None:
+        return None
+    record = {**(config or {}), "name": directory.name, "status": "stopped"}
+    state = runs_module.read_json(directory / "progress.json")
+    if state is not None:
+        record.update(epoch=state.get("epoch"), epochs_run=state.get("epochs"))
+        record["test_top1"] = (state.get("history") or [{}])[-1].get("test_top1")
+        if runs_module.alive(state.get("pid"), directory):
+            record["status"] = "running"
+    if record["status"] == "stopped" and launched is not None and not launched.get("cancelled"):
+        if runs_module.alive(launched.get("pid"), directory):
+            record["status"] = "running" if state is not None else "starting"
+    return record
 
 
 def _mtime(record: dict) -> float:
-    path = Path(record.get("out", "")) / "config.json"
-    return path.stat().st_mtime if path.is_file() else 0.0
+    for name in ("config.json", "launched.json"):
+        path = Path(record.get("out", "")) / name
+        if path.is_file():
+            return path.stat().st_mtime
+    return 0.0

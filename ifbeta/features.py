@@ -75,11 +75,16 @@ def _gather(shard: torch.Tensor, total: int, world: int) -> torch.Tensor:
 
 
 def teacher_features(teacher: Teacher, data: DatasetSplit, *, store: Store | None = None,
-                     on_step: OnStep | None = None) -> FeatureSet:
-    """Cached :func:`extract`: keyed by the teacher's sha256 and the split's fingerprint."""
+                     on_step: OnStep | None = None, float16: bool = False) -> FeatureSet:
+    """Cached :func:`extract`: keyed by the teacher's sha256 and the split's fingerprint.
+
+    ``float16=True`` stores the features as float16 (half the disk and memory; every consumer
+    streams them in float64 chunks); logits always stay float32."""
     store = store or Store()
     # content-addressed: the same images (fingerprint) and teacher give the same key on any machine/path
     config = {"teacher_sha256": teacher.info.sha256, "split": data.split, "fingerprint": data.fingerprint}
+    if float16:
+        config["dtype"] = "float16"
 
     # under torchrun, extract's all_gather must run on every rank and never inside the store's file lock
     # (rank 0 would wait in all_gather for a rank waiting on the lock: a deadlock on a cold cache)
@@ -95,7 +100,8 @@ def teacher_features(teacher: Teacher, data: DatasetSplit, *, store: Store | Non
         features, logits = ready if ready is not None else extract(teacher, data, on_step=on_step)
         if not (np.isfinite(features).all() and np.isfinite(logits).all()):
             raise ValueError("the teacher produced NaN or Inf features; check the checkpoint and inputs")
-        return {"features": features, "logits": logits}, {"n": len(data), "dim": int(features.shape[1]),
+        stored = features.astype(np.float16) if float16 else features
+        return {"features": stored, "logits": logits}, {"n": len(data), "dim": int(features.shape[1]),
                                                           "dataset": data.name}
 
     arrays, _, key = store.get_or_compute("features", config, [], compute, mmap=True)

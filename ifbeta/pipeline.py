@@ -66,6 +66,11 @@ def open_workspace(dataset: str, *, teacher: str = "auto", store: Store | None =
 
 
 # ---------------------------------------------------------------------------- influence
+def scores_key(workspace: Workspace, config: InfluenceConfig = InfluenceConfig()) -> str:
+    """The store key ``scores`` uses for ``config`` (known without computing anything)."""
+    return make_key({"influence": config.to_dict()}, [workspace.features.key])
+
+
 def scores(workspace: Workspace, config: InfluenceConfig = InfluenceConfig(), *, on_step: OnStep | None = None):
     """Cross-fitted influence scores and teacher-only scores for the pool (cached); -> InfluenceResult."""
     from ifbeta import influence
@@ -90,11 +95,12 @@ def scores(workspace: Workspace, config: InfluenceConfig = InfluenceConfig(), *,
 
 
 # ---------------------------------------------------------------------------- policy
-def _json_ready(value):
+def json_ready(value):
+    """``value`` with numpy arrays and scalars turned into lists and Python numbers (for JSON)."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, (np.integer,)):
@@ -105,25 +111,30 @@ def _json_ready(value):
 
 
 def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = PolicyConfig(), *,
-             influence_config: InfluenceConfig = InfluenceConfig(), on_step: OnStep | None = None) -> list:
-    """The learned Beta policy for each ratio (cached per ratio); -> list[bilevel.PolicyResult]."""
+             influence_config: InfluenceConfig = InfluenceConfig(), compute: bool = True,
+             on_step: OnStep | None = None) -> list | None:
+    """The learned Beta policy for each ratio (cached per ratio); -> list[bilevel.PolicyResult].
+
+    With ``compute=False`` nothing is computed: None unless every ratio is in the store already."""
     from ifbeta import bilevel
 
-    result, scores_key = scores(workspace, influence_config, on_step=on_step)
     features = workspace.features
-    values = result.scores if config.axis == "influence" else -result.teacher_scores["entropy"]
     def settings_for(ratio: float) -> dict:
         return {"policy": asdict(config), "ratio": float(ratio), "kd": influence_config.proxy.kd.to_dict()}
 
-    inputs = [features.key, scores_key]
+    inputs = [features.key, scores_key(workspace, influence_config)]
     store = workspace.store
     missing = [r for r in ratios if not store.exists("policies", make_key(settings_for(r), inputs))]
+    if missing and not compute:
+        return None
     if missing:  # one call shares mu, the J scale and warm starts across every missing ratio
+        result, _ = scores(workspace, influence_config, on_step=on_step)
+        values = result.scores if config.axis == "influence" else -result.teacher_scores["entropy"]
         learned_all = bilevel.optimise_policy(features.features, features.logits, features.labels, ratios=missing,
                                               axis_values=values, kd=influence_config.proxy.kd, on_step=on_step,
                                               **asdict(config))
         for ratio, learned in zip(missing, learned_all):
-            document = {k: _json_ready(v) for k, v in asdict(learned).items() if k != "indices"}
+            document = {k: json_ready(v) for k, v in asdict(learned).items() if k != "indices"}
             key = make_key(settings_for(ratio), inputs)
             with store.lock("policies", key):
                 if not store.exists("policies", key):
@@ -152,39 +163,44 @@ POLICY_METHODS = {"ifbeta": "influence", "ifbeta-entropy": "entropy"}
 
 def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, options: dict | None = None,
            policy_config: PolicyConfig = PolicyConfig(), influence_config: InfluenceConfig = InfluenceConfig(),
-           on_step: OnStep | None = None):
+           compute: bool = True, on_step: OnStep | None = None):
     """Run a selection method on the pool (cached); -> selection.Selection.
 
     For ``ifbeta`` / ``ifbeta-entropy`` the policy is learned once per ratio (seed of
-    ``policy_config``) and the subset is drawn from it with ``seed``."""
+    ``policy_config``) and the subset is drawn from it with ``seed``. With ``compute=False``
+    nothing is computed: None unless the selection is in the store already."""
     from ifbeta import selection
 
     options = dict(options or {})
-    result, scores_key = scores(workspace, influence_config, on_step=on_step)
-    settings = {"method": method, "ratio": float(ratio), "seed": seed, "options": _json_ready(options)}
-    inputs_keys = [workspace.features.key, scores_key]
+    settings = {"method": method, "ratio": float(ratio), "seed": seed, "options": json_ready(options)}
     if method in POLICY_METHODS:
         config = PolicyConfig(**{**asdict(policy_config), "axis": POLICY_METHODS[method]})
-        learned = policies(workspace, [ratio], config, influence_config=influence_config, on_step=on_step)[0]
         settings["policy"] = asdict(config)
-        method_name, options = "ifbeta-fixed", {"alpha": learned.alpha, "beta": learned.beta,
-                                                "axis": config.axis, "stratify": config.stratify, **options}
-    else:
-        learned, method_name = None, method
+    inputs_keys = [workspace.features.key, scores_key(workspace, influence_config)]
+    if not compute and not workspace.store.exists("selections", make_key(settings, inputs_keys)):
+        return None
+    result = learned = None
+    if compute:
+        result, _ = scores(workspace, influence_config, on_step=on_step)
+        if method in POLICY_METHODS:
+            learned = policies(workspace, [ratio], config, influence_config=influence_config, on_step=on_step)[0]
+            options = {"alpha": learned.alpha, "beta": learned.beta, "axis": config.axis,
+                       "stratify": config.stratify, **options}
 
-    def compute():
+    def compute_selection():
         inputs = selection_inputs(workspace, result, with_images=method in ("el2n-train", "forgetting"))
+        method_name = "ifbeta-fixed" if learned is not None else method
         chosen = selection.select(method_name, inputs, ratio, seed=seed, **options)
-        info = {**_json_ready(chosen.info), "method": method}
+        info = {**json_ready(chosen.info), "method": method}
         if learned is not None:
-            info.update(alpha=learned.alpha, beta=learned.beta, trace=_json_ready(learned.trace),
+            info.update(alpha=learned.alpha, beta=learned.beta, trace=json_ready(learned.trace),
                         policy_seconds=sum(step.get("seconds", 0.0) for step in learned.trace))
         arrays = {"indices": chosen.indices}
         if chosen.scores is not None:
             arrays["scores"] = np.asarray(chosen.scores, dtype=np.float64)
         return arrays, info
 
-    arrays, info, _ = workspace.store.get_or_compute("selections", settings, inputs_keys, compute)
+    arrays, info, _ = workspace.store.get_or_compute("selections", settings, inputs_keys, compute_selection)
     return selection.Selection(np.asarray(arrays["indices"]), np.asarray(arrays["scores"]) if "scores" in arrays
                                else None, info)
 
@@ -207,4 +223,29 @@ def write_subset(workspace: Workspace, chosen, directory: str | Path, *, ratio: 
     return subset.write(directory, indices=chosen.indices, dataset=workspace.train, method=info.get("method", "?"),
                         ratio=ratio, seed=seed, alpha=info.get("alpha"), beta=info.get("beta"), scores=score_column,
                         u=u, inclusion=inclusion, teacher=workspace.teacher_record(), extra=json.loads(
-                            json.dumps(_json_ready(extra), default=str)))
+                            json.dumps(json_ready(extra), default=str)))
+
+
+def subset_directory(workspace: Workspace, method: str, ratio: float, seed: int) -> Path:
+    """Where a selection's subset file lives in the store: ``<store>/subsets/<dataset-method-ratio-...>``."""
+    from ifbeta.subset import safe_name
+
+    name = safe_name(f"{Path(workspace.train.name).name}-{method}-r{ratio:g}-s{seed}-p{workspace.pool or 0}-"
+                     f"{workspace.teacher.info.sha256[:8]}-{workspace.train.fingerprint[:8]}", fallback="subset")
+    return workspace.store.root / "subsets" / name
+
+
+def save_selection(workspace: Workspace, chosen, method: str, ratio: float, seed: int, *,
+                   influence_config: InfluenceConfig = InfluenceConfig()) -> Path:
+    """The selection's ``subset_directory``, written once (rewritten only if its indices differ)."""
+    from ifbeta import subset
+
+    directory = subset_directory(workspace, method, ratio, seed)
+    if (directory / "manifest.json").is_file():
+        try:
+            if np.array_equal(subset.load(directory, workspace.train).indices, chosen.indices):
+                return directory
+        except subset.SubsetError:
+            pass
+    result, _ = scores(workspace, influence_config)
+    return write_subset(workspace, chosen, directory, ratio=ratio, seed=seed, influence_result=result)

@@ -8,7 +8,9 @@ distillation and evaluation all see the images exactly as the teacher was traine
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 
 import torch
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 BUNDLED = Path(__file__).resolve().parent.parent / "teachers"
 TEACHER_EPOCHS = {"digits": 15, "mnist": 8, "fashion-mnist": 15}
 DEFAULT_TEACHER_EPOCHS = 30
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
 
 
 @dataclass
@@ -110,3 +113,33 @@ def resolve_teacher(spec: str, data: DatasetSplit, *, store: Store | None = None
                 train_teacher(data, arch, path, epochs=epochs, test=test, on_step=on_step,
                               checkpoint_dir=key_dir / "resume")
     return load_teacher(path, data, arch=arch)
+
+
+def store_upload(folder: str | Path, name: str, data: bytes, *, max_mb: float) -> Path:
+    """Store uploaded checkpoint bytes in ``folder`` (content-addressed: ``<sha16>-<stem><suffix>``,
+    written atomically once); refuses more than ``max_mb`` MB or an unknown suffix with a ValueError."""
+    from ifbeta.subset import safe_name
+
+    if len(data) > max_mb * 2**20:
+        raise ValueError(f"the checkpoint is {len(data) / 2**20:.0f} MB; uploads are limited to {max_mb} MB "
+                         "(put a larger file on disk and give its path instead)")
+    suffix = Path(name).suffix.lower()
+    if suffix not in CHECKPOINT_SUFFIXES:
+        raise ValueError(f"unsupported checkpoint type {suffix or '(none)'}; use {', '.join(CHECKPOINT_SUFFIXES)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{safe_name(Path(name).stem, fallback='teacher')}{suffix}"
+    if not path.is_file():
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    return path
+
+
+def checkpoint_files(folders) -> list[str]:
+    """Checkpoint files (by suffix) in each existing folder of ``folders``, sorted per folder."""
+    found = []
+    for folder in map(Path, folders):
+        if folder.is_dir():
+            found += [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in CHECKPOINT_SUFFIXES]
+    return found

@@ -53,8 +53,10 @@ st.subheader("Leave-one-out check")
 st.caption("Refit the proxy without each of a few random samples and compare the true change of the "
            "validation loss with the predicted s_i (one cross-fitting split).")
 samples = st.number_input("Samples to refit", min_value=10, max_value=2000, value=200, step=10, key="loo_samples")
-if studio_cache.loo_exists(ws, samples) or st.button("Run the leave-one-out check", help="one proxy refit per sample"):
+report = studio_cache.loo(ws, samples, compute=False)
+if report is None and st.button("Run the leave-one-out check", help="one proxy refit per sample"):
     report = studio_cache.loo(ws, samples)
+if report is not None:
     columns = st.columns(4)
     columns[0].metric("Spearman", f"{report['spearman']:.3f}")
     columns[1].metric("Slope (true on predicted)", f"{report['slope']:.3f}")

@@ -58,8 +58,8 @@ if learn:
     bar.close()
     path_slot.empty()
     curve_slot.empty()
-elif studio_cache.policies_known(ws, ratios):
-    results = studio_cache.policies(ws, ratios)
+else:  # policies learned before (in any session, or with the CLI) show without a click
+    results = studio_cache.policies(ws, ratios, compute=False)
 
 if results is None:
     st.info("Press **Learn the policy**. Each outer step refits the linear proxy; results are stored, so "
@@ -77,9 +77,8 @@ else:
         shown_ratio = st.selectbox("Landscape at ratio", ratios, key="landscape_ratio")
         grid = st.radio("Grid", [5, 7, 9], horizontal=True, key="landscape_grid", help="grid x grid proxy fits")
         learned_grid = next((r.landscape for r in results if r.ratio == shown_ratio and r.landscape), None)
-        landscape = learned_grid
-        if landscape is None and (studio_cache.landscape_exists(ws, shown_ratio, grid)
-                                  or st.button(f"Compute the landscape ({grid * grid} fits)")):
+        landscape = learned_grid or studio_cache.landscape(ws, shown_ratio, grid, compute=False)
+        if landscape is None and st.button(f"Compute the landscape ({grid * grid} fits)"):
             landscape = studio_cache.landscape(ws, shown_ratio, grid)
     right.plotly_chart(plots.policy_path(traces, landscape=landscape), key="policy_path")
     st.plotly_chart(plots.objective_curves(traces), key="objective_curves")
@@ -134,8 +133,10 @@ transfer_epochs = columns[2].number_input("Student epochs", min_value=1, max_val
                                           key="transfer_epochs")
 transfer_seeds = columns[3].number_input("Seeds", min_value=1, max_value=5, value=2, key="transfer_seeds")
 arguments = (transfer_ratio, int(transfer_policies), int(transfer_epochs), int(transfer_seeds))
-if studio_cache.transfer_exists(ws, *arguments) or st.button("Run the transfer check"):
+report = studio_cache.transfer(ws, *arguments, compute=False)
+if report is None and st.button("Run the transfer check"):
     report = studio_cache.transfer(ws, *arguments)
+if report is not None:
     verdict = {"yes": st.success, "weak": st.warning, "no": st.error}.get(report.get("trust"), st.info)
     verdict(report.get("verdict", ""))
     columns = st.columns(3)

@@ -25,14 +25,14 @@ ratio = columns[1].slider("Pruning ratio (fraction removed)", 0.05, 0.95, step=0
 seed = columns[2].number_input("Seed", min_value=0, step=1, key="subset_seed")
 seed = int(seed)
 spec = selection.METHODS[method]
-token = (ws.features.key, method, float(ratio), seed, repr(studio_cache.policy_config()))
-if spec.costly and not studio_cache.known("subset", *token):
+chosen = studio_cache.peek_choose(ws, method, ratio, seed)  # stored in any session, or by the CLI
+if chosen is None and spec.costly:
     st.info(f"**{method}** {'learns the policy' if method.startswith('ifbeta') else 'trains a network'} before "
             "selecting (results are stored, so only once per setting).")
     if not st.button("Make the subset", type="primary"):
         st.stop()
-chosen = studio_cache.choose(ws, method, ratio, seed)
-studio_cache.mark_known("subset", *token)
+if chosen is None:
+    chosen = studio_cache.choose(ws, method, ratio, seed)
 directory = studio_cache.write_subset(ws, chosen, method, ratio, seed)
 
 kept = np.zeros(len(labels), dtype=bool)
