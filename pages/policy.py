@@ -16,6 +16,10 @@ st.title("Policy")
 st.caption("Samples are ranked by influence (u near 1 = most helpful) and kept with probability shaped by "
            "Beta(alpha, beta); the bilevel loop moves (alpha, beta) to lower the proxy's validation KD loss J. "
            "(1, 1) is uniform, i.e. random pruning.")
+st.info("Where it stands (benchmarks/results/cifar10-cpu.md, 3 paired seeds): on CIFAR-10 the learned policy "
+        "stayed within noise of random pruning at every ratio (+0.8 points at r = 0.7, -1.3 at r = 0.9, std about "
+        "2), and no baseline beat random either. Before trusting a learned policy on your data, run the transfer "
+        "check below.", icon=":material/science:")
 ws = studio_cache.workspace()
 names = ws.train.class_names
 
