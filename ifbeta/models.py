@@ -142,10 +142,23 @@ def _read_state(path: Path, trust_pickle: bool) -> tuple[dict | nn.Module, dict]
 
 
 def _load_trusted(path: Path, _error: Exception):
+    """Unpickle a full model the caller trusts: the classes the file names are imported and
+    allow-listed, then loaded through the weights-only unpickler (no other global can run)."""
+    import importlib
+
+    def resolve(name: str):
+        module, _, attribute = name.rpartition(".")
+        value = importlib.import_module(module)
+        for part in attribute.split("."):
+            value = getattr(value, part)
+        return value
+
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=False)  # trusted by the caller
+        allowed = [resolve(name) for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path))]
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ModelError(f"{path} could not be unpickled ({error})") from None
+        raise ModelError(f"{path} could not be unpickled even as trusted ({type(error).__name__}: {error})") from None
 
 
 def load_checkpoint(path: str | Path, *, arch: str | None = None, num_classes: int | None = None,
