@@ -39,7 +39,9 @@ FILES = ("indices.npy", "samples.csv", "manifest.json")
 COLUMNS = ("index", "id", "label", "class_name", "score", "u", "inclusion_probability", "kept")
 
 __all__ = ["FORMAT_VERSION", "SubsetError", "Subset", "write", "load", "read_samples",
-           "export_imagefolder", "zip_bytes", "safe_name"]
+           "export_imagefolder", "torch_subset", "zip_bytes", "safe_name", "EXPORT_MODES"]
+
+EXPORT_MODES = ("copy", "symlink", "hardlink")
 
 
 class SubsetError(ValueError):
@@ -257,7 +259,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 def safe_name(name: str, *, fallback: str, max_length: int = 100) -> str:
     """One safe path component: only [A-Za-z0-9._-], no leading dots, never empty, '.' or '..'."""
-    cleaned = _UNSAFE.sub("_", str(name)).lstrip(".")[:max_length].strip("_")
+    cleaned = _UNSAFE.sub("_", str(name)).lstrip("._")[:max_length].rstrip("_")  # "._.." must not become ".."
     return cleaned or fallback
 
 
@@ -282,20 +284,104 @@ def _to_pil(image: np.ndarray):
     return Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)))
 
 
-def export_imagefolder(subset: Subset, images: Any, dataset: Any, destination: str | Path, *,
-                       split_name: str = "train", include_pruned: bool = False) -> Path:
-    """Write the kept images as PNG files in ImageFolder layout and return ``destination``.
+def torch_subset(subset: Subset, dataset_or_tensor_dataset: Any) -> "torch.utils.data.Subset":  # noqa: F821
+    """A ``torch.utils.data.Subset`` of the kept samples.
 
-    Layout: ``destination/<split_name>/<class>/<index>_<id>.png`` for kept samples, plus
+    ``dataset_or_tensor_dataset``: a DatasetSplit (images (N, C, H, W) uint8, labels (N,)), checked
+    against the subset's manifest and wrapped as ``TensorDataset(images, labels)``, or a ready
+    ``torch.utils.data.TensorDataset`` (only its length is checked). Items are (image, label).
+    """
+    import torch
+    from torch.utils.data import Subset as TorchSubset, TensorDataset
+
+    source = dataset_or_tensor_dataset
+    if isinstance(source, TensorDataset):
+        tensors = source
+    else:
+        if not hasattr(source, "images") or not hasattr(source, "labels"):
+            raise SubsetError(f"torch_subset needs a DatasetSplit or a TensorDataset, got {type(source).__name__}")
+        if hasattr(source, "ids") and hasattr(source, "fingerprint"):
+            _check_dataset(subset.manifest, source, subset.directory)
+        images = source.images if isinstance(source.images, torch.Tensor) else torch.as_tensor(np.asarray(source.images))
+        labels = torch.as_tensor(np.asarray(source.labels).reshape(-1).astype(np.int64))
+        if len(images) != len(labels):
+            raise SubsetError(f"dataset has {len(images)} images but {len(labels)} labels")
+        tensors = TensorDataset(images, labels)
+    if len(tensors) != subset.n:
+        raise SubsetError(f"subset {subset.directory} is for N={subset.n} samples, the dataset has {len(tensors)}")
+    return TorchSubset(tensors, [int(i) for i in subset.indices])
+
+
+def _within(destination: Path, path: Path) -> bool:
+    """``path`` (not followed if it is a link) lies strictly inside ``destination`` (both resolved)."""
+    return destination in (path.parent.resolve() / path.name).parents
+
+
+def _prepare_destination(destination: Path, folders: list[str], force: bool) -> None:
+    if destination.exists() and not destination.is_dir():
+        raise SubsetError(f"export destination {destination} exists and is not a folder; choose a new or empty folder")
+    if destination.is_dir() and any(destination.iterdir()):
+        if not force:
+            raise SubsetError(f"export destination {destination} is not empty; choose a new or empty folder, "
+                              "or pass force=True (--force) to replace the exported folders in it")
+        for folder in folders:  # only the folders this export writes; anything else there is left alone
+            target = destination / folder
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            elif target.is_dir():
+                shutil.rmtree(target)
+
+
+_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
+
+
+def _source_files(dataset: Any) -> Path | None:
+    """The ImageFolder root when the dataset's ids are file paths inside it, else None."""
+    name = str(getattr(dataset, "name", ""))
+    if not name.startswith("imagefolder:"):
+        return None
+    root = Path(name.split(":", 1)[1]).expanduser()
+    return root.resolve() if root.is_dir() else None
+
+
+def _materialise(source: Path, path: Path, mode: str) -> None:
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    if mode == "symlink":
+        os.symlink(source, path)
+    elif mode == "hardlink":
+        os.link(source, path)
+    else:
+        shutil.copy2(source, path)
+
+
+def export_imagefolder(subset: Subset, images: Any, dataset: Any, destination: str | Path, *,
+                       split_name: str = "train", include_pruned: bool = False, mode: str | None = None,
+                       materialise_links: str | None = None, force: bool = False) -> Path:
+    """Write the kept images in ImageFolder layout and return ``destination``.
+
+    Layout: ``destination/<split_name>/<class>/<index>_<id>.<ext>`` for kept samples, plus
     ``destination/pruned/<class>/...`` for the others when ``include_pruned``. Class names, ids
     and the split name are sanitised to single safe path components, so nothing is written
     outside ``destination``. ``images``: (N, C, H, W) uint8, torch tensor or numpy array.
+
+    ``mode`` (alias ``materialise_links``): None (default) writes PNGs decoded from ``images`` for
+    every dataset. "copy" | "symlink" | "hardlink": for an ImageFolder dataset (name
+    ``imagefolder:<root>``, ids ``<split>/<class>/<file>``) the original files are copied / linked;
+    datasets without files (digits, torchvision) still get PNGs. A non-empty ``destination`` is
+    refused unless ``force``, which replaces only the split folders this export writes.
     """
+    if mode is not None and materialise_links is not None and mode != materialise_links:
+        raise SubsetError(f"mode={mode!r} and materialise_links={materialise_links!r} disagree; pass one of them")
+    mode = mode if mode is not None else materialise_links
+    if mode is not None and mode not in EXPORT_MODES:
+        raise SubsetError(f"unknown export mode {mode!r}; choose one of {', '.join(EXPORT_MODES)}")
     _check_dataset(subset.manifest, dataset, subset.directory)
-    destination = Path(destination).resolve()
+    destination = Path(destination).expanduser().resolve()
     array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
     if array.dtype != np.uint8 or array.ndim != 4 or len(array) != len(dataset.ids):
         raise ValueError(f"images must be (N={len(dataset.ids)}, C, H, W) uint8, got {array.dtype} {array.shape}")
+    root = _source_files(dataset) if mode is not None else None
     folders = _class_folders(list(dataset.class_names))
     labels = np.asarray(dataset.labels).reshape(-1)
     kept = np.zeros(len(labels), dtype=bool)
@@ -303,14 +389,31 @@ def export_imagefolder(subset: Subset, images: Any, dataset: Any, destination: s
     parts = [(safe_name(split_name, fallback="train"), np.flatnonzero(kept))]
     if include_pruned:
         parts.append(("pruned", np.flatnonzero(~kept)))
+    _prepare_destination(destination, [folder for folder, _ in parts], force)
     for split_folder, members in parts:
         for i in members:
             folder = destination / split_folder / folders[int(labels[i])]
-            path = folder / f"{i:07d}_{safe_name(dataset.ids[i], fallback='sample', max_length=80)}.png"
-            if destination not in path.resolve().parents:  # defence in depth; safe_name forbids it
+            sample_id = str(dataset.ids[i])
+            source = None
+            if root is not None:
+                source = (root / sample_id).resolve()
+                if root not in source.parents or not source.is_file():
+                    raise SubsetError(f"sample id {sample_id!r} is not a file inside {root}; reload the dataset")
+                suffix = source.suffix if _SUFFIX.match(source.suffix) else ""
+                stem = safe_name(Path(sample_id).with_suffix('').as_posix(), fallback='sample', max_length=80)
+                name = f"{i:07d}_{stem}{suffix}"
+            else:
+                name = f"{i:07d}_{safe_name(sample_id, fallback='sample', max_length=80)}.png"
+            path = folder / name
+            if destination not in Path(os.path.abspath(path)).parents:  # defence in depth; safe_name forbids it
                 raise SubsetError(f"refusing to write {path} outside {destination}")
             folder.mkdir(parents=True, exist_ok=True)
-            _to_pil(array[i]).save(path)
+            if not _within(destination, path):  # and no linked folder leads out of it
+                raise SubsetError(f"refusing to write {path} outside {destination}")
+            if source is not None:
+                _materialise(source, path, mode)
+            else:
+                _to_pil(array[i]).save(path)
     return destination
 
 

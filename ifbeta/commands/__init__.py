@@ -1,7 +1,7 @@
 """Sub-commands of ``ifbeta`` (explicit dict: name -> module with HELP, add_arguments, run)."""
 from __future__ import annotations
 
-from ifbeta.commands import (bench, distill, extract, prune, score, select, train_teacher, transfer_check,
+from ifbeta.commands import (bench, distill, export, extract, prune, score, select, train_teacher, transfer_check,
                              validate_influence)
 
 COMMANDS = {
@@ -14,4 +14,5 @@ COMMANDS = {
     "distill": distill,
     "bench": bench,
     "transfer-check": transfer_check,
+    "export": export,
 }

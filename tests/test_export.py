@@ -1,0 +1,162 @@
+"""ifbeta export / subset.export_imagefolder modes / subset.torch_subset."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ifbeta import cli, data, subset
+from ifbeta.subset import SubsetError
+
+
+def write_subset(directory, dataset, indices):
+    return subset.write(directory, indices=np.asarray(indices), dataset=dataset, method="random", ratio=0.5, seed=0)
+
+
+def kept_indices(dataset, k, seed=0):
+    return np.sort(np.random.default_rng(seed).choice(len(dataset), size=k, replace=False))
+
+
+def test_digits_export_writes_k_pngs_per_class(tmp_path, digits, session_store):
+    train, _ = digits
+    indices = kept_indices(train, 25)
+    path = write_subset(tmp_path / "s", train, indices)
+    out = tmp_path / "out"
+    code = cli.main(["--cache", str(session_store.root), "export", "--dataset", "digits", "--subset", str(path),
+                     "--format", "imagefolder", "--out", str(out), "--mode", "symlink"])
+    assert code == 0
+    pngs = sorted((out / "train").rglob("*"))
+    files = [p for p in pngs if p.is_file()]
+    assert len(files) == 25 and all(p.suffix == ".png" and not p.is_symlink() for p in files)
+    labels = np.asarray(train.labels)
+    for c, name in enumerate(train.class_names):
+        folder = out / "train" / subset.safe_name(name, fallback=f"class_{c}")
+        expected = int(np.sum(labels[indices] == c))
+        assert len(list(folder.glob("*.png"))) == expected if expected else not folder.exists()
+    first = min(files, key=lambda p: p.name)
+    i = int(first.name.split("_")[0])
+    assert i == indices[0]
+    assert np.array_equal(np.asarray(Image.open(first)), train.images[i, 0].numpy())
+
+
+def test_imagefolder_symlink_export_links_originals(tmp_path, image_folder, session_store):
+    name = f"imagefolder:{image_folder}"
+    train = data.load(name, "train", store=session_store)
+    indices = [0, 4, 7, 11, 16]
+    path = write_subset(tmp_path / "s", train, indices)
+    out = tmp_path / "linked"
+    code = cli.main(["--cache", str(session_store.root), "export", "--dataset", name, "--subset", str(path),
+                     "--out", str(out), "--mode", "symlink", "--include-pruned"])
+    assert code == 0
+    links = sorted((out / "train").rglob("*.png"))
+    assert len(links) == len(indices) and len(list((out / "pruned").rglob("*.png"))) == len(train) - len(indices)
+    for link in links:
+        assert link.is_symlink()
+        i = int(link.name.split("_")[0])
+        assert i in indices
+        assert link.resolve() == (image_folder / train.ids[i]).resolve()
+        assert link.parent.name == train.class_names[int(train.labels[i])]
+    hard = subset.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "hard", mode="hardlink")
+    for f in (hard / "train").rglob("*.png"):
+        i = int(f.name.split("_")[0])
+        assert not f.is_symlink() and os.path.samefile(f, image_folder / train.ids[i])
+    copied = subset.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "copy",
+                                       materialise_links="copy")
+    for f in (copied / "train").rglob("*.png"):
+        i = int(f.name.split("_")[0])
+        assert not f.is_symlink() and not os.path.samefile(f, image_folder / train.ids[i])
+        assert f.read_bytes() == (image_folder / train.ids[i]).read_bytes()
+
+
+def test_non_empty_target_refused_without_force(tmp_path, digits, session_store):
+    train, _ = digits
+    path = write_subset(tmp_path / "s", train, kept_indices(train, 12))
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    command = [sys.executable, "-m", "ifbeta.cli", "--cache", str(session_store.root), "export", "--dataset", "digits",
+               "--subset", str(path), "--format", "imagefolder", "--out", str(out)]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in refused.stderr
+    assert "not empty" in lines[0] and "--force" in lines[0]
+    assert not (out / "train").exists()
+    accepted = subprocess.run(command + ["--force"], capture_output=True, text=True, timeout=300)
+    assert accepted.returncode == 0, accepted.stderr
+    assert len(list((out / "train").rglob("*.png"))) == 12
+    assert (out / "thesis.tex").read_text() == "precious"
+    # a second forced export replaces the previous one rather than piling files up
+    smaller = write_subset(tmp_path / "s2", train, kept_indices(train, 5, seed=1))
+    subset.export_imagefolder(subset.load(smaller, train), train.images, train, out, force=True)
+    assert len(list((out / "train").rglob("*.png"))) == 5
+    with pytest.raises(SubsetError, match="not empty"):
+        subset.export_imagefolder(subset.load(smaller, train), train.images, train, out)
+
+
+def test_bad_mode_and_missing_subset_are_one_line_errors(tmp_path, digits, session_store, capsys):
+    train, _ = digits
+    path = write_subset(tmp_path / "s", train, kept_indices(train, 12))
+    with pytest.raises(SubsetError, match="unknown export mode"):
+        subset.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "o", mode="move")
+    code = cli.main(["--cache", str(session_store.root), "export", "--dataset", "digits",
+                     "--subset", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_torch_subset(tmp_path, digits):
+    train, _ = digits
+    indices = kept_indices(train, 17)
+    loaded = subset.load(write_subset(tmp_path / "s", train, indices), train)
+    view = subset.torch_subset(loaded, train)
+    assert isinstance(view, torch.utils.data.Subset) and len(view) == 17
+    for position in (0, 8, 16):
+        image, label = view[position]
+        i = int(indices[position])
+        assert torch.equal(image, train.images[i]) and image.dtype == torch.uint8
+        assert int(label) == int(train.labels[i])
+    ready = torch.utils.data.TensorDataset(train.images, torch.as_tensor(train.labels))
+    assert list(subset.torch_subset(loaded, ready).indices) == list(indices)
+    with pytest.raises(SubsetError):
+        subset.torch_subset(loaded, torch.utils.data.TensorDataset(train.images[:10], torch.zeros(10)))
+
+
+def test_malicious_class_name_cannot_escape(tmp_path, session_store):
+    root = tmp_path / "folder"
+    from conftest import write_image
+
+    for c, cls in enumerate(["bad", "ok"]):
+        for i in range(3):
+            write_image(root / "train" / cls / f"{i}.png", seed=c * 10 + i)
+            write_image(root / "test" / cls / f"{i}.png", seed=c * 10 + i + 5)
+    train = data.load(f"imagefolder:{root}", "train", store=session_store)
+    train.class_names = ["../../escape", "/abs"]  # as if the cached metadata were tampered with
+    train.fingerprint = data.fingerprint(train.ids, train.labels)
+    path = write_subset(tmp_path / "s", train, [0, 1, 3, 4])
+    out = tmp_path / "a" / "out"
+    for mode in (None, "symlink"):
+        target = subset.export_imagefolder(subset.load(path, train), train.images, train, out / str(mode), mode=mode,
+                                           split_name="../..", include_pruned=True)
+        written = [p for p in tmp_path.rglob("*") if p.is_file() or p.is_symlink()]
+        inside = [p for p in written if target in p.parents]
+        assert len(inside) == 6
+        for p in inside:
+            relative = p.relative_to(target)
+            assert ".." not in relative.parts and len(relative.parts) == 3
+            assert relative.parts[1] in ("escape", "abs")
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "a" / "escape").exists()
+    train.ids[0] = "../../../etc/passwd"
+    train.fingerprint = data.fingerprint(train.ids, train.labels)
+    path = write_subset(tmp_path / "s3", train, [0, 1])
+    with pytest.raises(SubsetError, match="not a file inside"):
+        subset.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "x", mode="symlink")
+
+
+@pytest.mark.parametrize("name", ["../..", "._..", "_.._", "..", ".", "/..", "\\..\\.."])
+def test_safe_name_never_dots(name):
+    cleaned = subset.safe_name(name, fallback="x")
+    assert cleaned and not cleaned.startswith(".") and "/" not in cleaned
