@@ -2,13 +2,15 @@
 
 One module-scoped server (IFBETA_CACHE = the session's temporary store) and one page walk through
 Setup -> Influence -> Feature map (a real box-select drag, then the gallery) -> Subset (the zip
-download, its contents checked).
+download, its contents checked) -> Policy (a short bilevel run on digits through the page's widgets)
+-> every page once more (no exception box, a full-page screenshot in test-output/screenshots/).
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -152,3 +154,61 @@ def test_subset_zip_download(page):
     assert manifest["method"] == "influence-top" and manifest["dataset"] == "digits"
     assert manifest["k"] == 674 and manifest["n"] == 1347
     assert len(samples) == 1 + 1347 and samples[0].startswith("index,id,label")
+
+
+def test_policy_learns_alpha_beta_on_digits(page):
+    _open(page, "Policy")
+    expect(page.locator("h3", has_text="Teaching mode")).to_be_visible(timeout=120_000)
+    page.locator('[data-testid="stExpander"] summary', has_text="Optimiser settings").click()
+    steps = page.get_by_label("Outer steps")
+    expect(steps).to_be_visible()
+    steps.fill("5")
+    steps.press("Enter")
+    expect(steps).to_have_value("5")
+    page.get_by_role("button", name="Learn the policy").click()
+    result = page.locator('[data-testid="stMarkdownContainer"] p',
+                          has_text=re.compile(r"r = 0\.5: keep [\d,]+, alpha [-+\d.e]+, beta [-+\d.e]+"))
+    expect(result).to_be_visible(timeout=600_000)
+    match = re.search(r"alpha ([-+\d.e]+), beta ([-+\d.e]+)", result.inner_text())
+    alpha, beta = float(match.group(1)), float(match.group(2))
+    assert alpha > 0 and beta > 0
+    expect(page.locator("h3", has_text="Path over the J landscape")).to_be_visible()
+    expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
+    expect(page.locator('[data-testid="stPlotlyChart"] .main-svg').first).to_be_visible()
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 4  # path, curves, Beta pdf, class histogram
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+# (sidebar title, a heading from the page's own content drawn late in its script, screenshot name)
+PAGES = [("Setup", "Teacher", "setup"), ("Influence", "Leave-one-out check", "influence"),
+         ("Feature map", None, "feature_map"), ("Policy", "Transfer check", "policy"),
+         ("Subset", "Download and export", "subset"), ("Distill", "Results", "distill")]
+
+
+def _full_page_screenshot(page, path: Path) -> None:
+    """Streamlit scrolls inside its own container, so grow the viewport to the content before the shot."""
+    size = page.viewport_size
+    height = page.evaluate("""() => Math.max(document.documentElement.scrollHeight,
+        ...[...document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"], section.main')]
+            .map(node => node.scrollHeight))""")
+    page.set_viewport_size({"width": size["width"], "height": min(max(height, size["height"]), 8000)})
+    try:
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        page.set_viewport_size(size)
+
+
+@pytest.mark.parametrize("title, marker, name", PAGES, ids=[name for _, _, name in PAGES])
+def test_every_page_renders_without_exception(page, title, marker, name):
+    _open(page, title)
+    if marker is None:
+        expect(page.locator('[data-testid="stPlotlyChart"] .main-svg').first).to_be_visible(timeout=120_000)
+    else:
+        expect(page.locator("h3", has_text=marker)).to_be_visible(timeout=120_000)
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_be_hidden(timeout=120_000)  # the script run ended
+    assert page.locator('[data-testid="stException"]').count() == 0
+    folder = ROOT / "test-output" / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    _full_page_screenshot(page, folder / f"{name}.png")
+    assert (folder / f"{name}.png").stat().st_size > 10_000
