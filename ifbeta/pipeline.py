@@ -54,11 +54,11 @@ def open_workspace(dataset: str, *, teacher: str = "auto", store: Store | None =
     """Load (or decode once) the dataset, resolve the teacher (training ``auto`` when missing) and
     extract its features for the training pool (cached)."""
     store = store or Store()
-    train, test = load_splits(dataset, store=store, pool=pool, skip_corrupt=skip_corrupt)
-    if pool:  # the auto teacher is trained on the full training split, never on the pool alone
-        full_train, _ = load_splits(dataset, store=store, skip_corrupt=skip_corrupt)
-    else:
-        full_train = train
+    full_train, test = load_splits(dataset, store=store, skip_corrupt=skip_corrupt)
+    # the auto teacher is trained on the full training split, never on the pool alone
+    train = full_train
+    if pool:
+        train = full_train.subset(data_module.stratified_pool(full_train.labels, pool), split="train")
     resolved = resolve_teacher(teacher, full_train, store=store, arch=teacher_arch, test=test,
                                trust_pickle=trust_pickle, on_step=on_step)
     features = teacher_features(resolved, train, store=store, on_step=on_step)
