@@ -7,6 +7,7 @@ dataclasses of numpy arrays (picklable; the app can hold them in ``st.cache_data
 from __future__ import annotations
 
 import json
+import math
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -95,18 +96,17 @@ def scores(workspace: Workspace, config: InfluenceConfig = InfluenceConfig(), *,
 
 
 # ---------------------------------------------------------------------------- policy
-def json_ready(value):
-    """``value`` with numpy arrays and scalars turned into lists and Python numbers (for JSON)."""
+def json_ready(value, *, finite: bool = False):
+    """``value`` with numpy arrays and scalars turned into lists and Python numbers (for JSON);
+    with ``finite=True`` NaN and inf become None (strict JSON)."""
     if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
+        return {str(k): json_ready(v, finite=finite) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_ready(v, finite=finite) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if finite and isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

@@ -102,7 +102,7 @@ def transfer_check(workspace: Workspace, *, ratio: float, policies: int = 5, epo
     report.update(dataset=workspace.train.name, ratio=float(ratio), k=candidates[0]["k"], epochs=int(epochs),
                   budget=budget, student=student, seeds=list(seeds), out=str(out.resolve()),
                   seconds=time.time() - began)
-    return _json_ready(report)
+    return pipeline.json_ready(report, finite=True)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -284,14 +284,3 @@ def verdict(agreement: float | None, difference: float, difference_std: float | 
                   f"prune uniformly (stratified random) instead.")
 
 
-def _json_ready(value):
-    """NaN and inf become None, numpy scalars Python ones: the result goes to JSON as is."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -30,29 +30,16 @@ def store_of(args) -> Store:
 
 
 def load_splits(args):
-    """(train, test) splits, the train split reduced to --pool when given."""
-    from ifbeta import data
+    """(train, test) splits, the train split reduced to --pool when given; skipped images reported."""
+    from ifbeta import pipeline
 
-    store = store_of(args)
-    train = data.load(args.dataset, "train", store=store, skip_corrupt=args.skip_corrupt)
-    test = data.load(args.dataset, "test", store=store, skip_corrupt=args.skip_corrupt)
+    train, test = pipeline.load_splits(args.dataset, store=store_of(args), pool=getattr(args, "pool", None),
+                                       skip_corrupt=args.skip_corrupt)
     for split in (train, test):
         if split.skipped:
             print(f"skipped {len(split.skipped)} unreadable {split.split} image(s): "
                   f"{', '.join(split.skipped[:5])}{' ...' if len(split.skipped) > 5 else ''}", file=sys.stderr)
-    if getattr(args, "pool", None):
-        train = train.subset(data.stratified_pool(train.labels, args.pool), split="train")
     return train, test
-
-
-def load_teacher(args, train, test):
-    from ifbeta.teachers import resolve_teacher
-
-    bar = ProgressBar("teacher")
-    teacher = resolve_teacher(args.teacher, train, store=store_of(args), arch=args.teacher_arch, test=test,
-                              trust_pickle=args.trust_pickle, on_step=bar)
-    bar.close()
-    return teacher
 
 
 class ProgressBar:
