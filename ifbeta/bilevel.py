@@ -33,8 +33,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ifbeta import influence, policy, proxy
+from ifbeta import influence, policy, proxy, solvers
 from ifbeta.config import InfluenceConfig, KDConfig, PolicyConfig, ProxyConfig
+from ifbeta.runtime import thread_map
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ SCALE_GRID = (0.25, 1.0, 4.0)  # (alpha, beta) values of the 3 x 3 grid that mea
 SCALE_RATIO = 0.5  # pruning ratio at which the scale of J is measured
 GRID_RANGE = (0.125, 8.0)  # geometric grid of the `grid` estimator (odd sizes contain 1 = uniform)
 ADAM = (0.9, 0.999, 1e-8)  # beta1, beta2, eps
+REFRESH_PRODUCTS = 12  # Hessian products per Newton step / solve above which a fold's preconditioner is rebuilt
 
 __all__ = ["PolicyResult", "ESTIMATORS", "AXES", "optimise_policy", "landscape", "influence_axis", "entropy_axis",
            "shrinkage_weight"]
@@ -116,6 +118,8 @@ class _Fold:
     mu: float
     theta_full: np.ndarray  # fit with all candidates (w = 1)
     theta: np.ndarray | None = None
+    preconditioner: Callable | None = None  # flat v -> H^-1 v at a recent (theta, w); reused across steps
+    adjoint: np.ndarray | None = None  # last H^-1 g_V, the warm start of the next hypergradient solve
 
 
 @dataclass
@@ -129,10 +133,11 @@ class _Problem:
     config: PolicyConfig
     num_classes: int
     landscape: dict | None = None  # set by the grid estimator
+    per_sample_mu: float | None = None  # fold mu = per_sample_mu * n_f when mu was chosen by validation
 
     def reset(self) -> None:
         for fold in self.folds:
-            fold.theta = fold.theta_full
+            fold.theta, fold.adjoint = fold.theta_full, None
 
 
 @dataclass
@@ -157,7 +162,8 @@ def _splits(labels: np.ndarray, folds: int, val_fraction: float, seed: int) -> l
     return [(np.flatnonzero(~is_val), np.flatnonzero(is_val))]
 
 
-def _prepare(features, teacher_logits, labels, axis_values, *, kd, mu, bias_damping, config) -> _Problem:
+def _prepare(features, teacher_logits, labels, axis_values, *, kd, mu, bias_damping, config,
+             per_sample_mu: float | None = None) -> _Problem:
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     values = np.asarray(axis_values, dtype=np.float64).reshape(-1)
     if len(values) != len(labels) or len(features) != len(labels) or len(teacher_logits) != len(labels):
@@ -166,30 +172,77 @@ def _prepare(features, teacher_logits, labels, axis_values, *, kd, mu, bias_damp
     t = np.asarray(teacher_logits, dtype=np.float64)
     groups = labels if config.stratify else None
     splits = _splits(labels, config.folds, config.val_fraction, config.seed)
-    if mu is None:
+    per_sample = per_sample_mu
+    if mu is None and per_sample is None:
         mu, _ = proxy.choose_mu(z, t, labels, kd=kd, folds=2, seed=config.seed, bias_damping=bias_damping)
         per_sample = mu / (len(labels) / 2)  # choose_mu's mu is for n = N / 2; rescale to each fold
-    else:
-        per_sample = None
-    folds = []
-    for train, val in splits:
+    elif mu is None:
+        mu = per_sample * len(labels) / 2
+
+    def make_fold(train: np.ndarray, val: np.ndarray) -> _Fold:
         fold_mu = mu if per_sample is None else per_sample * len(train)
         full = proxy.fit(z[train], t[train], labels[train], mu=fold_mu, kd=kd, bias_damping=bias_damping)
-        folds.append(_Fold(z[train], t[train], labels[train],
-                           policy.rank_normalise(values[train], groups=None if groups is None else labels[train]),
-                           z[val], t[val], labels[val], fold_mu, full.theta, full.theta))
+        return _Fold(z[train], t[train], labels[train],
+                     policy.rank_normalise(values[train], groups=None if groups is None else labels[train]),
+                     z[val], t[val], labels[val], fold_mu, full.theta, full.theta)
+
+    folds = thread_map(make_fold, *zip(*splits))
     u = policy.rank_normalise(values, groups=groups)
-    return _Problem(folds, u, labels, float(mu), kd, bias_damping, config, t.shape[1])
+    return _Problem(folds, u, labels, float(mu), kd, bias_damping, config, t.shape[1], per_sample_mu=per_sample)
+
+
+def _matrix_free(fold: _Fold) -> bool:
+    """Large folds fit by Newton-CG; small ones by dense Newton (exact and cheaper there)."""
+    return not proxy.use_dense(len(fold.labels), fold.theta_full.size)
+
+
+def _preconditioner(problem: _Problem, fold: _Fold, weights: np.ndarray) -> Callable:
+    """The fold's reusable preconditioner, built at (warm start, weights) when missing.
+
+    Outer steps move the weights a little, so the exact Hessian factor of a recent step leaves CG a
+    handful of iterations: the Cholesky factor where C(d+1) <= proxy.DENSE_NEWTON_LIMIT, EKFAC above."""
+    if fold.preconditioner is None:
+        build = (solvers.cholesky_preconditioner if fold.theta_full.size <= proxy.DENSE_NEWTON_LIMIT
+                 else solvers.ekfac_preconditioner)
+        fold.preconditioner = build(fold.theta, fold.features, fold.teacher_logits, fold.labels, weights, mu=fold.mu,
+                                    kd=problem.kd, bias_damping=problem.bias_damping)
+    return fold.preconditioner
 
 
 def _fit(problem: _Problem, fold: _Fold, weights: np.ndarray) -> np.ndarray:
+    preconditioner = _preconditioner(problem, fold, weights) if _matrix_free(fold) else None
     result = proxy.fit(fold.features, fold.teacher_logits, fold.labels, weights=weights, mu=fold.mu, kd=problem.kd,
-                       bias_damping=problem.bias_damping, init=fold.theta)
+                       bias_damping=problem.bias_damping, init=fold.theta, preconditioner=preconditioner)
     if not result.converged:
         logger.warning("inner proxy fit stopped at ||grad|| = %.3g after %d iterations", result.grad_norm,
                        result.iterations)
+    if result.products > REFRESH_PRODUCTS * max(1, result.iterations):
+        fold.preconditioner = None  # drifted: rebuild at the next fit
     fold.theta = result.theta
     return result.theta
+
+
+def _adjoint_solver(problem: _Problem, fold: _Fold, weights: np.ndarray):
+    """The solve function of influence_on_weights: dense where small, else CG warm-started from the
+    last step's solution with the fold's preconditioner."""
+    if not _matrix_free(fold):
+        return "direct"
+
+    def solve(theta, features, teacher_logits, labels, weights_, rhs, **options):
+        calls = []
+        preconditioner = _preconditioner(problem, fold, weights)
+
+        def counted(vector):
+            calls.append(1)
+            return preconditioner(vector)
+
+        fold.adjoint = solvers.solve_cg(theta, features, teacher_logits, labels, weights_, rhs, **options,
+                                        preconditioner=counted, initial=fold.adjoint)
+        if len(calls) > REFRESH_PRODUCTS:
+            fold.preconditioner = None
+        return fold.adjoint
+
+    return solve
 
 
 def _validate(problem: _Problem, fold: _Fold, theta: np.ndarray) -> tuple[float, float]:
@@ -208,23 +261,27 @@ def _relaxed(problem: _Problem, psi: np.ndarray, ratio: float, with_gradient: bo
     dJ/dw_i = influence.influence_on_weights at theta*(pi); chained through pi(psi) by autograd.
     """
     psi_t = torch.tensor(psi, dtype=torch.float64, requires_grad=with_gradient)
-    total = _Evaluation(0.0, 0.0, np.zeros(2) if with_gradient else None)
-    for fold in problem.folds:
-        k = policy.k_for_ratio(len(fold.labels), ratio)
-        pi = policy.policy_probabilities_torch(fold.u, fold.labels, k, psi_t[0], psi_t[1],
-                                               stratify=problem.config.stratify)  # (n_f,)
-        weights = pi.detach().numpy()
+    probabilities = [policy.policy_probabilities_torch(fold.u, fold.labels, policy.k_for_ratio(len(fold.labels), ratio),
+                                                       psi_t[0], psi_t[1], stratify=problem.config.stratify)
+                     for fold in problem.folds]  # (n_f,) each
+
+    def work(fold: _Fold, weights: np.ndarray):
         theta = _fit(problem, fold, weights)
         loss, accuracy = _validate(problem, fold, theta)
-        total.J += loss / len(problem.folds)
-        total.accuracy += accuracy / len(problem.folds)
-        if with_gradient:
-            d_weights = influence.influence_on_weights(
-                theta, fold.features, fold.teacher_logits, fold.labels, weights, fold.val_features,
-                fold.val_teacher_logits, fold.val_labels, mu=fold.mu, kd=problem.kd, bias_damping=problem.bias_damping,
-                solver="direct" if proxy.use_dense(len(fold.labels), theta.size) else "cg")
-            (gradient,) = torch.autograd.grad(pi @ torch.as_tensor(np.asarray(d_weights, dtype=np.float64)), psi_t)
-            total.gradient += gradient.numpy() / len(problem.folds)
+        if not with_gradient:
+            return loss, accuracy, None
+        d_weights = influence.influence_on_weights(
+            theta, fold.features, fold.teacher_logits, fold.labels, weights, fold.val_features,
+            fold.val_teacher_logits, fold.val_labels, mu=fold.mu, kd=problem.kd, bias_damping=problem.bias_damping,
+            solver=_adjoint_solver(problem, fold, weights))
+        return loss, accuracy, np.asarray(d_weights, dtype=np.float64)
+
+    outcomes = thread_map(work, problem.folds, [pi.detach().numpy() for pi in probabilities])
+    count = len(problem.folds)
+    total = _Evaluation(sum(o[0] for o in outcomes) / count, sum(o[1] for o in outcomes) / count, None)
+    if with_gradient:
+        chained = sum(pi @ torch.as_tensor(o[2]) for pi, o in zip(probabilities, outcomes)) / count
+        total.gradient = torch.autograd.grad(chained, psi_t)[0].numpy()
     return total
 
 
@@ -288,18 +345,43 @@ def _kl_gradient(psi: np.ndarray) -> np.ndarray:
     return torch.autograd.grad(policy.kl_to_uniform_torch(psi_t[0], psi_t[1]), psi_t)[0].numpy()
 
 
-def _adam(problem: _Problem, ratio: float, rho: float, on_step, estimate) -> tuple[np.ndarray, list[dict], bool]:
+def _adam_state(problem: _Problem, step: int, psi, first, second, trace, best, previous, calm, rng) -> dict:
+    """Everything _adam needs to continue after ``step`` - 1, as plain JSON-able values."""
+    return {"step": step, "psi": psi.tolist(), "first": first.tolist(), "second": second.tolist(), "trace": trace,
+            "best": None if best is None else [best[0], best[1].tolist()], "previous": previous, "calm": calm,
+            "rng": rng.bit_generator.state,
+            "thetas": [fold.theta.tolist() for fold in problem.folds],
+            "adjoints": [None if fold.adjoint is None else fold.adjoint.tolist() for fold in problem.folds]}
+
+
+def _restore(problem: _Problem, state: dict, rng: np.random.Generator):
+    rng.bit_generator.state = state["rng"]
+    for fold, theta, adjoint in zip(problem.folds, state["thetas"], state["adjoints"]):
+        fold.theta = np.asarray(theta, dtype=np.float64)
+        fold.adjoint = None if adjoint is None else np.asarray(adjoint, dtype=np.float64)
+    best = None if state["best"] is None else (state["best"][0], np.asarray(state["best"][1], dtype=np.float64))
+    return (state["step"], np.asarray(state["psi"], dtype=np.float64), np.asarray(state["first"], dtype=np.float64),
+            np.asarray(state["second"], dtype=np.float64), list(state["trace"]), best, state["previous"], state["calm"])
+
+
+def _adam(problem: _Problem, ratio: float, rho: float, on_step, estimate, resume: dict | None = None,
+          checkpoint=None) -> tuple[np.ndarray, list[dict], bool]:
     """Adam on psi with clipping; stops after ``patience`` steps of relative objective change < tolerance.
 
     Returns (psi, trace, converged): the best objective visited for the deterministic implicit
-    estimator, the last iterate for the noisy reinforce one.
+    estimator, the last iterate for the noisy reinforce one. ``checkpoint(state)`` receives the
+    optimiser's state after every step; passing that state back as ``resume`` continues from it.
     """
     config = problem.config
     rng = np.random.default_rng([config.seed, 1])
     psi = np.clip(np.log(np.asarray(config.init, dtype=np.float64)), *LOG_BOUNDS)
     first, second = np.zeros(2), np.zeros(2)
-    trace, best, previous, calm = [], None, None, 0
-    for step in range(config.steps):
+    start_step, trace, best, previous, calm = 0, [], None, None, 0
+    if resume is not None:
+        start_step, psi, first, second, trace, best, previous, calm = _restore(problem, resume, rng)
+    for step in range(start_step, config.steps):
+        if calm >= config.patience:
+            break
         start = time.perf_counter()
         evaluation = estimate(problem, psi, ratio, rng)
         gradient = evaluation.gradient + rho * _kl_gradient(psi)
@@ -312,12 +394,13 @@ def _adam(problem: _Problem, ratio: float, rho: float, on_step, estimate) -> tup
         change = None if previous is None else abs(record["objective"] - previous) / max(abs(previous), 1e-12)
         calm = calm + 1 if change is not None and change < config.tolerance else 0
         previous = record["objective"]
-        if calm >= config.patience:
-            break
-        first = ADAM[0] * first + (1 - ADAM[0]) * gradient
-        second = ADAM[1] * second + (1 - ADAM[1]) * gradient**2
-        corrected = first / (1 - ADAM[0] ** (step + 1)), second / (1 - ADAM[1] ** (step + 1))
-        psi = np.clip(psi - config.learning_rate * corrected[0] / (np.sqrt(corrected[1]) + ADAM[2]), *LOG_BOUNDS)
+        if calm < config.patience:
+            first = ADAM[0] * first + (1 - ADAM[0]) * gradient
+            second = ADAM[1] * second + (1 - ADAM[1]) * gradient**2
+            corrected = first / (1 - ADAM[0] ** (step + 1)), second / (1 - ADAM[1] ** (step + 1))
+            psi = np.clip(psi - config.learning_rate * corrected[0] / (np.sqrt(corrected[1]) + ADAM[2]), *LOG_BOUNDS)
+        if checkpoint is not None:
+            checkpoint(_adam_state(problem, step + 1, psi, first, second, trace, best, previous, calm, rng))
     final = best[1] if estimate is _implicit else psi
     return final, trace, calm >= config.patience
 
@@ -344,7 +427,9 @@ def _evaluate_grid(problem: _Problem, ratio: float, alphas, betas, rho: float, o
     return values, trace
 
 
-def _grid(problem: _Problem, ratio: float, rho: float, on_step, estimate=None) -> tuple[np.ndarray, list[dict], bool]:
+def _grid(problem: _Problem, ratio: float, rho: float, on_step, resume=None, checkpoint=None
+          ) -> tuple[np.ndarray, list[dict], bool]:
+    """argmin of the objective over the log grid (one pass; a resumed run evaluates the grid again)."""
     alphas = betas = _grid_values(problem.config.grid_size)
     values, trace = _evaluate_grid(problem, ratio, alphas, betas, rho, on_step)
     kl = np.array([[policy.kl_to_uniform(a, b) for b in betas] for a in alphas])
@@ -356,8 +441,9 @@ def _grid(problem: _Problem, ratio: float, rho: float, on_step, estimate=None) -
 
 
 ESTIMATORS: dict[str, Callable] = {
-    "implicit": lambda problem, ratio, rho, on_step: _adam(problem, ratio, rho, on_step, _implicit),
-    "reinforce": lambda problem, ratio, rho, on_step: _adam(problem, ratio, rho, on_step, _reinforce),
+    "implicit": lambda problem, ratio, rho, on_step, **state: _adam(problem, ratio, rho, on_step, _implicit, **state),
+    "reinforce": lambda problem, ratio, rho, on_step, **state: _adam(problem, ratio, rho, on_step, _reinforce,
+                                                                     **state),
     "grid": _grid,
 }
 
@@ -377,13 +463,21 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
                     learning_rate: float = 0.1, shrinkage: float = 1.0, stratify: bool = True, seed: int = 0,
                     folds: int = 2, val_fraction: float = 0.5, init=(1.0, 1.0), tolerance: float = 1e-4,
                     patience: int = 5, reinforce_samples: int = 4, grid_size: int = 7, mu: float | None = None,
-                    bias_damping: float = 1e-3, on_step=None) -> list[PolicyResult]:
+                    bias_damping: float = 1e-3, on_step=None, checkpoint=None, resume: dict | None = None,
+                    on_result=None) -> list[PolicyResult]:
     """Learn (alpha, beta) for each pruning ratio in ``ratios``; one PolicyResult per ratio.
 
     features (N, d), teacher_logits (N, C), labels (N,) int. axis_values (N,): what the Beta ranks,
     larger = more helpful / easier (u near 1); None computes ``AXES[axis]``. mu None: chosen by
     ``proxy.choose_mu``. All ratios share the standardised features, split, mu and full fits (warm
-    start). ``on_step(step, info)`` gets each trace record plus ``ratio``.
+    start). ``on_step(step, info)`` gets each trace record plus ``ratio``; ``on_result(result)`` each
+    finished ratio's PolicyResult at once.
+
+    Survives a kill: ``checkpoint(state)`` receives a JSON-able dict after the setup and after every
+    outer step (the chosen mu, the scale of J, the current ratio and its optimiser state); calling
+    again with the same arguments and ``resume=state`` skips the setup and continues that ratio from
+    its last step (ratios finished before are the caller's to skip). The result equals an
+    uninterrupted run up to the inner solver's tolerance.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}")
@@ -398,15 +492,24 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
     ratios = [float(r) for r in np.atleast_1d(ratios)]
     for ratio in ratios:
         policy.k_for_ratio(len(labels), ratio)  # validates the ratio before any work
+    resume = resume or {}
     problem = _prepare(features, teacher_logits, labels, axis_values, kd=kd, mu=mu, bias_damping=bias_damping,
-                       config=config)
-    j_scale = _j_scale(problem) if shrinkage > 0 else None
+                       config=config, per_sample_mu=resume.get("per_sample_mu"))
+    j_scale = resume["j_scale"] if "j_scale" in resume else (_j_scale(problem) if shrinkage > 0 else None)
     c = shrinkage * j_scale if j_scale is not None else 0.0
+    setup = {"per_sample_mu": problem.per_sample_mu, "j_scale": j_scale}
+    if checkpoint is not None:
+        checkpoint(dict(setup))
     results = []
     for ratio in ratios:
         problem.reset()
         problem.landscape = None
-        psi, trace, converged = ESTIMATORS[estimator](problem, ratio, shrinkage_weight(ratio, c), on_step)
+        state = {}
+        if checkpoint is not None:
+            state["checkpoint"] = lambda adam, ratio=ratio: checkpoint({**setup, "ratio": ratio, "adam": adam})
+        if resume.get("ratio") == ratio and "adam" in resume:
+            state["resume"] = resume["adam"]
+        psi, trace, converged = ESTIMATORS[estimator](problem, ratio, shrinkage_weight(ratio, c), on_step, **state)
         alpha, beta = float(np.exp(psi[0])), float(np.exp(psi[1]))
         k = policy.k_for_ratio(len(problem.labels), ratio)
         indices = policy.sample_subset(problem.u, problem.labels, k, alpha, beta, seed=seed, stratify=stratify)
@@ -414,6 +517,8 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
                     len(trace), trace[0]["J"], trace[-1]["J"])
         results.append(PolicyResult(ratio, k, alpha, beta, trace, estimator, axis, float(c), problem.mu, indices,
                                     converged, j_scale, problem.landscape, len(problem.folds)))
+        if on_result is not None:
+            on_result(results[-1])
     return results
 
 

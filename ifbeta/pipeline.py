@@ -7,8 +7,9 @@ dataclasses of numpy arrays (picklable; the app can hold them in ``st.cache_data
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,11 +52,13 @@ def load_splits(dataset: str, *, store: Store, pool: int | None = None, skip_cor
 
 def open_workspace(dataset: str, *, teacher: str = "auto", store: Store | None = None, pool: int | None = None,
                    skip_corrupt: bool = False, teacher_arch: str | None = None, trust_pickle: bool = False,
-                   on_step: OnStep | None = None) -> Workspace:
+                   on_step: OnStep | None = None,
+                   splits: tuple[DatasetSplit, DatasetSplit] | None = None) -> Workspace:
     """Load (or decode once) the dataset, resolve the teacher (training ``auto`` when missing) and
-    extract its features for the training pool (cached)."""
+    extract its features for the training pool (cached). ``splits``: the (full train, test) of
+    ``dataset`` already loaded with ``load_splits`` (no pool), so a caller holding them skips reloading."""
     store = store or Store()
-    full_train, test = load_splits(dataset, store=store, skip_corrupt=skip_corrupt)
+    full_train, test = splits or load_splits(dataset, store=store, skip_corrupt=skip_corrupt)
     # the auto teacher is trained on the full training split, never on the pool alone
     train = full_train
     if pool:
@@ -110,6 +113,35 @@ def json_ready(value, *, finite: bool = False):
     return value
 
 
+class _PolicyCheckpoint:
+    """The bilevel loop's state, rewritten atomically after every outer step so a killed ``prune``
+    resumes at the step it reached: ``<store>/checkpoints/policies-<key>.json``."""
+
+    def __init__(self, store: Store, key: str):
+        self.path = store.root / "checkpoints" / f"policies-{key}.json"
+
+    def read(self) -> dict | None:
+        try:
+            state = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as error:
+            log.warning("ignoring unreadable policy checkpoint %s: %s", self.path, error)
+            return None
+        if state.get("ratio") is not None:
+            log.info("resuming the policy at ratio %g, step %d", state["ratio"], state["adam"]["step"])
+        return state
+
+    def write(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(json_ready(state)))
+        os.replace(temporary, self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = PolicyConfig(), *,
              influence_config: InfluenceConfig = InfluenceConfig(), compute: bool = True,
              on_step: OnStep | None = None) -> list | None:
@@ -130,15 +162,21 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
     if missing:  # one call shares mu, the J scale and warm starts across every missing ratio
         result, _ = scores(workspace, influence_config, on_step=on_step)
         values = result.scores if config.axis == "influence" else -result.teacher_scores["entropy"]
-        learned_all = bilevel.optimise_policy(features.features, features.logits, features.labels, ratios=missing,
-                                              axis_values=values, kd=influence_config.proxy.kd, on_step=on_step,
-                                              **asdict(config))
-        for ratio, learned in zip(missing, learned_all):
+        progress = _PolicyCheckpoint(store, make_key({"policy": asdict(config),
+                                                      "kd": influence_config.proxy.kd.to_dict()}, inputs))
+
+        def save(learned) -> None:  # each ratio is stored as soon as it is learned
             document = {k: json_ready(v) for k, v in asdict(learned).items() if k != "indices"}
-            key = make_key(settings_for(ratio), inputs)
+            key = make_key(settings_for(learned.ratio), inputs)
             with store.lock("policies", key):
                 if not store.exists("policies", key):
-                    store.save("policies", key, settings_for(ratio), {"indices": learned.indices}, document)
+                    store.save("policies", key, settings_for(learned.ratio), {"indices": learned.indices}, document)
+
+        bilevel.optimise_policy(features.features, features.logits, features.labels, ratios=missing,
+                                axis_values=values, kd=influence_config.proxy.kd, on_step=on_step,
+                                checkpoint=progress.write, resume=progress.read(), on_result=save,
+                                **asdict(config))
+        progress.remove()
     out = []
     for ratio in ratios:
         arrays, meta = store.load("policies", make_key(settings_for(ratio), inputs), settings_for(ratio))

@@ -25,11 +25,13 @@ import scipy.linalg
 import scipy.linalg.blas
 
 from ifbeta.config import KDConfig
+from ifbeta.runtime import thread_map
 from ifbeta.streaming import FeatureView, feature_statistics, row_view, take_rows
 
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 8192  # rows of features cast to float64 at a time
+OPERATOR_CACHE_BYTES = 1 << 30  # HessianOperator keeps x, p, q in memory up to this size
 DENSE_NEWTON_LIMIT = 4000  # C (d+1) up to which fit() uses dense Newton, above: Newton-CG
 DENSE_ROWS_PER_PARAMETER = 2  # dense Newton also needs N <= 2 C (d+1): building H costs O(N C^2 d^2)
 
@@ -44,7 +46,7 @@ _HESSIAN_BLOCK_ELEMENTS = 1 << 22  # rows x C(d+1) per Hessian outer-product blo
 
 __all__ = [
     "CHUNK_SIZE", "FeatureView", "ProxyFit", "choose_mu", "feature_statistics", "fit", "gradient",
-    "hessian", "hessian_diagonal", "hvp", "objective", "per_sample_loss", "predict_proba",
+    "HessianOperator", "hessian", "hessian_diagonal", "hvp", "objective", "per_sample_loss", "predict_proba",
     "regulariser", "residuals", "standardise", "stratified_folds", "take_rows", "teacher_head", "validation_gradient",
     "validation_loss",
 ]
@@ -59,6 +61,7 @@ class ProxyFit:
     iterations: int
     objective: float
     converged: bool
+    products: int = 0  # Hessian-vector products spent (Newton-CG)
 
 
 def standardise(features, *, mean=None, std=None, chunk_size: int = CHUNK_SIZE):
@@ -139,9 +142,8 @@ def _chunk_residual(heads: _Heads, y, kd: KDConfig):
     return residual  # (m, C)
 
 
-def _chunk_curvature_times(heads: _Heads, u, kd: KDConfig):
-    """B_i u_i for every row: (m, C)."""
-    p, q = heads.p, heads.q
+def _curvature_times(p, q, u, kd: KDConfig):
+    """B_i u_i for every row: (m, C); p = softmax(f), q = softmax(f / tau), u (m, C)."""
     cross = p * u - p * (p * u).sum(axis=1, keepdims=True)
     distil = q * u - q * (q * u).sum(axis=1, keepdims=True)
     return (1.0 - kd.lam) * cross + kd.lam * distil
@@ -241,17 +243,123 @@ def hessian_diagonal(theta, features, teacher_logits, labels, *, weights=None, m
     return result
 
 
+class _Rows:
+    """One problem's rows as float64 chunks (x = [phi, 1] (m, d+1), log softmax(t / tau) (m, C), y, w).
+
+    Kept in memory when they (and the softmax heads of one theta) fit in ``cache_bytes``: every pass
+    of fit() then skips the cast and the teacher's softmax, and Hessian products reuse the heads of
+    the current iterate. Larger problems are re-read from ``features`` on every pass."""
+
+    def __init__(self, features, teacher_logits, labels, weights, *, kd: KDConfig, chunk_size: int,
+                 cache_bytes: int = OPERATOR_CACHE_BYTES):
+        self.source, self.kd = (features, teacher_logits, labels, weights, chunk_size), kd
+        classes = np.asarray(teacher_logits[:1]).shape[1]
+        per_row = (features.shape[1] + 1 + 3 * classes + 2) * 8
+        self.cached = list(self._read()) if len(np.asarray(labels)) * per_row <= cache_bytes else None
+
+    def _read(self):
+        for x, t, y, w in _chunks(*self.source):
+            yield x, _log_softmax(t / self.kd.tau), y, w
+
+    def __iter__(self):
+        return iter(self.cached) if self.cached is not None else self._read()
+
+
+@dataclass
+class _Point:
+    """An iterate of fit(): theta (C, d+1), L_in, its gradient, and the softmax heads [(p, q)] per
+    chunk when the rows are cached (None otherwise)."""
+
+    theta: np.ndarray
+    value: float
+    grad: np.ndarray
+    heads: list | None
+
+
+def _evaluate(theta, rows: _Rows, ridge: np.ndarray) -> _Point:
+    """L_in and its gradient at theta in one pass over the rows (SUM form, ridge (C, d+1))."""
+    kd = rows.kd
+    value, grad = 0.5 * float((ridge * theta * theta).sum()), ridge * theta
+    heads = [] if rows.cached is not None else None
+    for x, log_pt, y, w in rows:
+        outputs = x @ theta.T  # (m, C)
+        chunk = _Heads(_log_softmax(outputs), _log_softmax(outputs / kd.tau), log_pt)
+        value += float(_weighted(_chunk_loss(chunk, y, kd), w).sum())
+        grad += _weighted(_chunk_residual(chunk, y, kd), w).T @ x
+        if heads is not None:
+            heads.append((chunk.p, chunk.q))
+    return _Point(theta, value, grad, heads)
+
+
+class HessianOperator:
+    """v -> H v for the Hessian of L_in at one (theta, weights): matrix-free, O(N C d) per product.
+
+    With u = x_i^T V (the change of sample i's outputs along V), w_i B_i u is
+
+        a_i * u - P_i (p_i . u) - Q_i (q_i . u),   a = w ((1-lam) p + lam q),  P = w (1-lam) p,  Q = w lam q,
+
+    so the terms (x, p, q, a, P, Q) are computed once at construction. When they fit in
+    ``cache_bytes`` they stay in memory and every product is two matmuls and a few row operations
+    per chunk; otherwise (features larger than RAM) each product streams the features and
+    recomputes them. ``products`` counts the calls. Call with a (C, d+1) or flat vector; returns (C, d+1).
+    """
+
+    def __init__(self, theta, features, teacher_logits, labels, *, weights=None, mu: float,
+                 bias_damping: float = 1e-3, kd: KDConfig, chunk_size: int = CHUNK_SIZE,
+                 cache_bytes: int = OPERATOR_CACHE_BYTES):
+        self.theta = np.asarray(theta, np.float64)
+        self.ridge = regulariser(self.theta.shape, mu=mu, bias_damping=bias_damping)
+        self.kd, self.products = kd, 0
+        self._source = (features, teacher_logits, labels, weights, chunk_size)
+        classes, width = self.theta.shape
+        rows = len(np.asarray(labels))
+        self._cache = None
+        if rows * (width + 5 * classes) * 8 <= cache_bytes:
+            self._cache = [self._chunk_terms(x, t, w) for x, t, _, w in self._chunks()]
+
+    @classmethod
+    def _at_point(cls, point: _Point, rows: _Rows, ridge: np.ndarray) -> "HessianOperator":
+        """The operator at a fit() iterate whose rows and heads are cached: no pass over the data."""
+        operator = cls.__new__(cls)
+        operator.theta, operator.ridge, operator.kd, operator.products = point.theta, ridge, rows.kd, 0
+        operator._source = None
+        operator._cache = [operator._terms(x, p, q, w) for (x, _, _, w), (p, q) in zip(rows.cached, point.heads)]
+        return operator
+
+    def _chunks(self):
+        features, teacher_logits, labels, weights, chunk_size = self._source
+        return _chunks(features, teacher_logits, labels, weights, chunk_size)
+
+    def _terms(self, x, p, q, w):
+        lam = self.kd.lam
+        big_p, big_q = _weighted((1.0 - lam) * p, w), _weighted(lam * q, w)
+        return x, p, q, big_p + big_q, big_p, big_q
+
+    def _chunk_terms(self, x, t, w):
+        heads = _heads(self.theta, x, t, self.kd)
+        return self._terms(x, heads.p, heads.q, w)
+
+    def __call__(self, vector) -> np.ndarray:
+        vector = np.asarray(vector, np.float64).reshape(self.theta.shape)
+        self.products += 1
+        result = self.ridge * vector
+        terms = self._cache if self._cache is not None else (self._chunk_terms(x, t, w) for x, t, _, w in self._chunks())
+        for x, p, q, a, big_p, big_q in terms:
+            u = x @ vector.T  # (m, C): change of the outputs along `vector`
+            image = a * u
+            image -= big_p * np.einsum("mc,mc->m", p, u)[:, None]
+            image -= big_q * np.einsum("mc,mc->m", q, u)[:, None]
+            result += image.T @ x
+        return result
+
+
 def hvp(theta, vector, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,
         kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
-    """Matrix-free H @ vector, O(N C d). vector (C, d+1) or flat; returns theta's shape (C, d+1)."""
-    theta = np.asarray(theta, np.float64)
-    vector = np.asarray(vector, np.float64).reshape(theta.shape)
-    result = regulariser(theta.shape, mu=mu, bias_damping=bias_damping) * vector
-    for x, t, y, w in _chunks(features, teacher_logits, labels, weights, chunk_size):
-        heads = _heads(theta, x, t, kd)
-        directional = x @ vector.T  # (m, C): change of the outputs along `vector`
-        result += _weighted(_chunk_curvature_times(heads, directional, kd), w).T @ x
-    return result
+    """Matrix-free H @ vector, O(N C d). vector (C, d+1) or flat; returns theta's shape (C, d+1).
+
+    For many products at one theta build a :class:`HessianOperator` once instead."""
+    return HessianOperator(theta, features, teacher_logits, labels, weights=weights, mu=mu, bias_damping=bias_damping,
+                           kd=kd, chunk_size=chunk_size, cache_bytes=0)(vector)
 
 
 def validation_loss(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> float:
@@ -298,20 +406,25 @@ def stratified_folds(labels, folds: int, seed: int) -> np.ndarray:
 
 class _NewtonSystem:
     """Newton directions for fit(). Dense: the Cholesky factor of H is reused (a chord step) while the
-    last step cut ||grad|| at least fivefold, and refreshed otherwise. Matrix-free: CG on hvp,
-    preconditioned by EKFAC, to the relative tolerance ``forcing``."""
+    last step cut ||grad|| at least fivefold, and refreshed otherwise. Matrix-free: CG on
+    HessianOperator products to the relative tolerance ``forcing``, preconditioned by the caller's
+    ``preconditioner`` (flat v -> M^-1 v) or else by EKFAC at the current theta."""
 
-    def __init__(self, problem: dict, dense: bool):
-        self.problem, self.dense, self.factor = problem, dense, None
+    def __init__(self, problem: dict, dense: bool, preconditioner=None):
+        self.problem, self.dense, self.factor, self.preconditioner = problem, dense, None, preconditioner
+        self.products = 0
 
-    def direction(self, theta, grad, *, forcing: float, refresh: bool):
-        flat = grad.reshape(-1)
+    def direction(self, point: _Point, rows: _Rows, ridge: np.ndarray, *, forcing: float, refresh: bool):
+        theta, flat = point.theta, point.grad.reshape(-1)
         if not self.dense:
             from ifbeta.solvers import conjugate_gradient, ekfac_preconditioner  # late: solvers builds on proxy
 
-            step, _, _ = conjugate_gradient(lambda v: hvp(theta, v, **self.problem).reshape(-1), flat,
-                                            tolerance=forcing, max_iterations=max(50, grad.size // 10),
-                                            preconditioner=ekfac_preconditioner(theta, **self.problem))
+            operator = (HessianOperator._at_point(point, rows, ridge) if point.heads is not None
+                        else HessianOperator(theta, **self.problem))
+            preconditioner = self.preconditioner or ekfac_preconditioner(theta, **self.problem)
+            step, _, _ = conjugate_gradient(lambda v: operator(v).reshape(-1), flat, tolerance=forcing,
+                                            max_iterations=max(50, flat.size // 10), preconditioner=preconditioner)
+            self.products += operator.products
             return -step.reshape(theta.shape)
         if refresh or self.factor is None:
             matrix = hessian(theta, **self.problem)
@@ -323,17 +436,19 @@ class _NewtonSystem:
         return -scipy.linalg.cho_solve(self.factor, flat).reshape(theta.shape)
 
 
-def _line_search(theta, value, grad, direction, problem):
-    """Backtracking Armijo; full step when the predicted decrease is below round-off."""
+def _line_search(point: _Point, direction, rows: _Rows, ridge: np.ndarray) -> _Point | None:
+    """Backtracking Armijo; full step when the predicted decrease is below round-off. Each trial is
+    evaluated with its gradient (one pass), so the accepted point needs no second pass."""
+    grad, value = point.grad, point.value
     slope = float((grad * direction).sum())
     if slope >= 0:  # not a descent direction (inexact CG): fall back to steepest descent
         direction, slope = -grad, -float((grad * grad).sum())
     if -slope <= 1e-13 * (1.0 + abs(value)):
-        return theta + direction
+        return _evaluate(point.theta + direction, rows, ridge)
     step = 1.0
     while step > 1e-12:
-        trial = theta + step * direction
-        if objective(trial, **problem) <= value + 1e-4 * step * slope:
+        trial = _evaluate(point.theta + step * direction, rows, ridge)
+        if trial.value <= value + 1e-4 * step * slope:
             return trial
         step *= 0.5
     return None
@@ -356,18 +471,21 @@ def teacher_head(features, teacher_logits, *, ridge: float = 1e-6, chunk_size: i
 
 def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConfig, bias_damping: float = 1e-3,
         init=None, tolerance: float = 1e-8, max_iterations: int = 100, chunk_size: int = CHUNK_SIZE,
-        method: str = "auto") -> ProxyFit:
+        method: str = "auto", preconditioner=None) -> ProxyFit:
     """theta*(w) = argmin L_in by damped Newton (exact, to round-off).
 
     Stops when ||grad|| <= tolerance * (1 + ||grad at the start||) (ProxyConfig.tolerance), so a
     warm start is polished relative to how far it started. method: "newton" (dense Hessian +
     Cholesky), "newton-cg" (matrix-free, EKFAC-preconditioned CG on hvp, any size) or "auto" (dense
     when C(d+1) <= DENSE_NEWTON_LIMIT). init (C, d+1) warm-starts; weights (N,) in [0, 1] or None.
+    preconditioner: flat v -> M^-1 v for Newton-CG (implies it), e.g. the Hessian factor of a nearby
+    fit; ProxyFit.products counts the Hessian-vector products spent.
     """
     labels = np.asarray(labels)
     classes = np.asarray(teacher_logits[:1]).shape[1]
     width = features.shape[1] + 1
     dense = use_dense(len(labels), classes * width) if method == "auto" else method == "newton"
+    dense = dense and preconditioner is None
     problem = dict(features=features, teacher_logits=teacher_logits, labels=labels, weights=weights, mu=mu,
                    bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
     if init is None:  # cold start: the better of zero and the teacher's least-squares head
@@ -375,26 +493,55 @@ def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConf
         theta = min(candidates, key=lambda candidate: objective(candidate, **problem))
     else:
         theta = np.array(init, dtype=np.float64)
-    value, grad = _value_and_gradient(theta, features, teacher_logits, labels, weights, mu=mu,
-                                      bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
-    threshold = tolerance * (1.0 + float(np.linalg.norm(grad)))
+    rows = _Rows(features, teacher_logits, labels, weights, kd=kd, chunk_size=chunk_size)
+    ridge = regulariser(theta.shape, mu=mu, bias_damping=bias_damping)
+    point = _evaluate(theta, rows, ridge)
+    threshold = tolerance * (1.0 + float(np.linalg.norm(point.grad)))
     # Newton-CG forcing term (Eisenstat-Walker), relative to the problem's scale, not the warm start's
-    scale = 1.0 if dense else 1.0 + float(np.linalg.norm(gradient(np.zeros_like(theta), **problem)))
-    iterations, previous_norm, system = 0, np.inf, _NewtonSystem(problem, dense)
-    while np.linalg.norm(grad) > threshold and iterations < max_iterations:
-        norm = float(np.linalg.norm(grad))
-        direction = system.direction(theta, grad, forcing=min(0.5, np.sqrt(norm / scale)),
+    scale = 1.0 if dense else 1.0 + float(np.linalg.norm(_evaluate(np.zeros_like(theta), rows, ridge).grad))
+    iterations, previous_norm, system = 0, np.inf, _NewtonSystem(problem, dense, preconditioner)
+    while np.linalg.norm(point.grad) > threshold and iterations < max_iterations:
+        norm = float(np.linalg.norm(point.grad))
+        direction = system.direction(point, rows, ridge, forcing=min(0.5, np.sqrt(norm / scale)),
                                      refresh=norm > 0.2 * previous_norm)
-        trial, previous_norm = _line_search(theta, value, grad, direction, problem), norm
+        trial, previous_norm = _line_search(point, direction, rows, ridge), norm
         if trial is None:
-            logger.warning("proxy fit: line search stalled at ||grad|| = %.3g", np.linalg.norm(grad))
+            logger.warning("proxy fit: line search stalled at ||grad|| = %.3g", norm)
             break
-        theta, iterations = trial, iterations + 1
-        value, grad = _value_and_gradient(theta, features, teacher_logits, labels, weights, mu=mu,
-                                          bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
-        logger.debug("proxy fit: iteration %d objective %.12g ||grad|| %.3g", iterations, value, np.linalg.norm(grad))
+        point, iterations = trial, iterations + 1
+        logger.debug("proxy fit: iteration %d objective %.12g ||grad|| %.3g", iterations, point.value,
+                     np.linalg.norm(point.grad))
+    theta, value, grad = point.theta, point.value, point.grad
     norm = float(np.linalg.norm(grad))
-    return ProxyFit(theta=theta, grad_norm=norm, iterations=iterations, objective=value, converged=norm <= threshold)
+    return ProxyFit(theta=theta, grad_norm=norm, iterations=iterations, objective=value, converged=norm <= threshold,
+                    products=system.products)
+
+
+class _DataCurvature:
+    """Preconditioners for a sequence of fits on one training set that differ in mu (choose_mu).
+
+    Where dense Newton is too costly per iteration (N > 2 C(d+1)) but C(d+1) <= DENSE_NEWTON_LIMIT,
+    the unregularised Hessian is built once at a fitted theta and each fit gets the Cholesky factor
+    of it plus its own ridge; rebuilt when a fit needed many products. Elsewhere: None (fit's default)."""
+
+    def __init__(self, features, teacher_logits, labels, *, kd, bias_damping, chunk_size):
+        classes = np.asarray(teacher_logits[:1]).shape[1]
+        self.size = classes * (features.shape[1] + 1)
+        self.enabled = self.size <= DENSE_NEWTON_LIMIT and not use_dense(len(labels), self.size)
+        self.problem = dict(features=features, teacher_logits=teacher_logits, labels=labels, kd=kd,
+                            chunk_size=chunk_size)
+        self.bias_damping, self.matrix, self.shape = bias_damping, None, (classes, features.shape[1] + 1)
+
+    def preconditioner(self, mu: float):
+        if self.matrix is None:
+            return None
+        ridge = regulariser(self.shape, mu=mu, bias_damping=self.bias_damping).reshape(-1)
+        factor = scipy.linalg.cho_factor(self.matrix + np.diag(ridge))
+        return lambda vector: scipy.linalg.cho_solve(factor, vector)
+
+    def update(self, theta, result: ProxyFit) -> None:
+        if self.enabled and (self.matrix is None or result.products > 12 * max(1, result.iterations)):
+            self.matrix = hessian(theta, **self.problem, mu=0.0, bias_damping=0.0)
 
 
 def choose_mu(features, teacher_logits, labels, *, kd: KDConfig, grid=(1e-3, 1e-2, 1e-1, 1.0, 10.0), folds: int = 2,
@@ -410,19 +557,28 @@ def choose_mu(features, teacher_logits, labels, *, kd: KDConfig, grid=(1e-3, 1e-
     """
     labels = np.asarray(labels)
     assignment = stratified_folds(labels, folds, seed)
-    losses = np.zeros(len(grid))
     order = np.argsort(grid)[::-1]  # strongest ridge first: each fit warm-starts the next
-    for k in range(folds):
+
+    def fold_losses(k: int) -> np.ndarray:
+        """Held-out L_V of fold k's fits, one per grid value."""
         train, held_out = np.flatnonzero(assignment == k), np.flatnonzero(assignment != k)
         x_train, t_train = take_rows(features, train), take_rows(teacher_logits, train)
-        theta = None
+        problem = dict(kd=kd, bias_damping=bias_damping, tolerance=tolerance, max_iterations=max_iterations,
+                       chunk_size=chunk_size)
+        theta, curvature = None, _DataCurvature(x_train, t_train, labels[train], kd=kd, bias_damping=bias_damping,
+                                                chunk_size=chunk_size)
+        values = np.zeros(len(grid))
         for g_index in order:
-            result = fit(x_train, t_train, labels[train], mu=grid[g_index] * len(train) / 1000.0, kd=kd,
-                         bias_damping=bias_damping, init=theta, tolerance=tolerance, max_iterations=max_iterations,
-                         chunk_size=chunk_size)
+            mu = grid[g_index] * len(train) / 1000.0
+            result = fit(x_train, t_train, labels[train], mu=mu, init=theta, **problem,
+                         preconditioner=curvature.preconditioner(mu))
             theta = result.theta
-            losses[g_index] += validation_loss(theta, row_view(features, held_out), row_view(teacher_logits, held_out),
-                                               labels[held_out], kd=kd, chunk_size=chunk_size) / folds
+            curvature.update(theta, result)
+            values[g_index] = validation_loss(theta, row_view(features, held_out), row_view(teacher_logits, held_out),
+                                              labels[held_out], kd=kd, chunk_size=chunk_size)
+        return values
+
+    losses = sum(thread_map(fold_losses, range(folds))) / folds
     scale = len(labels) / folds / 1000.0
     table = [{"grid": float(g), "mu": float(g) * scale, "val_loss": float(v)} for g, v in zip(grid, losses)]
     best = int(np.argmin(losses))

@@ -38,20 +38,25 @@ from ifbeta.config import KDConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SOLVERS", "conjugate_gradient", "ekfac_factors", "ekfac_preconditioner", "newton_removal_scores",
+__all__ = ["SOLVERS", "cholesky_preconditioner", "conjugate_gradient", "ekfac_factors", "ekfac_preconditioner", "newton_removal_scores",
            "solve_cg", "solve_direct", "solve_ekfac"]
 
 
 def conjugate_gradient(apply, rhs, *, tolerance: float = 1e-10, max_iterations: int | None = None,
-                       preconditioner=None):
+                       preconditioner=None, initial=None):
     """Solve A x = rhs for symmetric positive definite A given as ``apply(v) -> A v`` (flat float64).
 
     Stops when ||A x - rhs|| <= tolerance * ||rhs||; preconditioner: None, the flat diagonal of M^{-1},
-    or a function v -> M^{-1} v (M symmetric positive definite). Returns (x, iterations, relative residual).
+    or a function v -> M^{-1} v (M symmetric positive definite); initial: a flat starting guess (a
+    warm start costs one extra product). Returns (x, iterations, relative residual).
     """
     rhs = np.asarray(rhs, np.float64)
     scale = float(np.linalg.norm(rhs)) or 1.0
-    x, residual = np.zeros_like(rhs), rhs.copy()
+    if initial is None:
+        x, residual = np.zeros_like(rhs), rhs.copy()
+    else:
+        x = np.array(initial, dtype=np.float64).reshape(rhs.shape)
+        residual = rhs - apply(x)
     if preconditioner is None:
         preconditioner = np.ones_like(rhs)
     if not callable(preconditioner):
@@ -83,28 +88,46 @@ def solve_direct(theta, features, teacher_logits, labels, weights, rhs, *, mu: f
 
 def solve_cg(theta, features, teacher_logits, labels, weights, rhs, *, mu: float, kd: KDConfig,
              bias_damping: float = 1e-3, chunk_size: int = proxy.CHUNK_SIZE, tolerance: float = 1e-10,
-             max_iterations: int | None = None, preconditioner: str = "ekfac") -> np.ndarray:
+             max_iterations: int | None = None, preconditioner="ekfac", initial=None) -> np.ndarray:
     """H^{-1} rhs by conjugate gradient on matrix-free Hessian-vector products; (C, d+1).
 
-    preconditioner: "ekfac" (default; 2-5x fewer iterations on clustered teacher features) or "jacobi".
-    Converges to ``tolerance`` relative residual whatever the preconditioner: it is exact, not approximate.
+    preconditioner: "ekfac" (default; 2-5x fewer iterations on clustered teacher features), "jacobi",
+    or a function flat v -> M^-1 v (e.g. the Hessian factor of a nearby problem, as the bilevel loop
+    reuses). initial (C, d+1): a warm start. Converges to ``tolerance`` relative residual whatever
+    the preconditioner: it is exact, not approximate.
     """
     problem = dict(features=features, teacher_logits=teacher_logits, labels=labels, weights=weights, mu=mu,
                    bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
     theta = np.asarray(theta, np.float64)
-    if preconditioner == "ekfac":
+    if callable(preconditioner):
+        inverse = preconditioner
+    elif preconditioner == "ekfac":
         inverse = ekfac_preconditioner(theta, **problem)
     elif preconditioner == "jacobi":
         inverse = 1.0 / proxy.hessian_diagonal(theta, **problem).reshape(-1)
     else:
-        raise ValueError(f"unknown preconditioner {preconditioner!r}; use 'ekfac' or 'jacobi'")
+        raise ValueError(f"unknown preconditioner {preconditioner!r}; use 'ekfac', 'jacobi' or a function")
+    operator = proxy.HessianOperator(theta, **problem)
     solution, iterations, residual = conjugate_gradient(
-        lambda v: proxy.hvp(theta, v, **problem).reshape(-1), np.asarray(rhs, np.float64).reshape(-1),
-        tolerance=tolerance, max_iterations=max_iterations, preconditioner=inverse)
+        lambda v: operator(v).reshape(-1), np.asarray(rhs, np.float64).reshape(-1), tolerance=tolerance,
+        max_iterations=max_iterations, preconditioner=inverse,
+        initial=None if initial is None else np.asarray(initial, np.float64).reshape(-1))
     logger.info("cg solver: %d iterations, relative residual %.2e", iterations, residual)
     if residual > 1e3 * tolerance:
         logger.warning("cg solver did not converge: relative residual %.2e", residual)
     return solution.reshape(theta.shape)
+
+
+def cholesky_preconditioner(theta, features, teacher_logits, labels, weights=None, *, mu: float, kd: KDConfig,
+                            bias_damping: float = 1e-3, chunk_size: int = proxy.CHUNK_SIZE):
+    """Flat v -> H^-1 v from the Cholesky factor of the dense Hessian at (theta, weights).
+
+    Exact at that point; at a nearby point (the next outer step of the bilevel loop) it leaves CG a
+    handful of iterations. Memory (C(d+1))^2 floats, cost O(N C^2 (d+1)^2) once."""
+    matrix = proxy.hessian(theta, features, teacher_logits, labels, weights=weights, mu=mu,
+                           bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
+    factor = scipy.linalg.cho_factor(matrix)
+    return lambda vector: scipy.linalg.cho_solve(factor, vector)
 
 
 def _curvature_in_basis(heads_p, heads_q, basis, kd: KDConfig):
@@ -224,8 +247,9 @@ def newton_removal_scores(theta, features, teacher_logits, labels, val_features,
             x, t, y = (a[start:start + block] for a in (x_chunk, t_chunk, y_chunk))
             heads = proxy._heads(theta, x, t, kd)
             residual = proxy._chunk_residual(heads, y, kd)  # (m, C)
+            p, q = heads.p, heads.q
             leverage = _blocks_at_inputs(inverse, x, classes)  # K_i (m, C, C)
-            curvature_columns = np.stack([proxy._chunk_curvature_times(heads, leverage[:, :, c], kd)
+            curvature_columns = np.stack([proxy._curvature_times(p, q, leverage[:, :, c], kd)
                                           for c in range(classes)], axis=2)  # B_i K_i (m, C, C)
             z = np.linalg.solve(np.eye(classes) - curvature_columns, residual[:, :, None])[:, :, 0]
             quadratic = np.einsum("nc,nce,ne->n", z, _blocks_at_inputs(sandwich, x, classes), z)

@@ -98,6 +98,20 @@ def test_implicit_hypergradient_matches_finite_difference(hard, stratify):
         assert np.allclose(gradient, numeric, rtol=1e-4, atol=1e-7), psi
 
 
+def test_reused_preconditioner_and_warm_adjoint_give_the_fresh_answer(hard):
+    """Large folds reuse a Hessian factor across outer steps; the answer must not depend on it."""
+    features, teacher, labels, _, axis = hard
+    reused = prepared(features[:300], teacher[:300], labels[:300], axis[:300])
+    assert all(bilevel._matrix_free(fold) for fold in reused.folds)
+    bilevel._relaxed(reused, np.array([1.5, -1.0]), 0.7)  # a distant step leaves its factor and adjoint behind
+    assert all(fold.preconditioner is not None and fold.adjoint is not None for fold in reused.folds)
+    psi = np.array([-0.4, 0.6])
+    again = bilevel._relaxed(reused, psi, 0.7)
+    fresh = bilevel._relaxed(prepared(features[:300], teacher[:300], labels[:300], axis[:300]), psi, 0.7)
+    assert np.isclose(again.J, fresh.J, rtol=1e-10)
+    assert np.allclose(again.gradient, fresh.gradient, rtol=1e-6, atol=1e-12)
+
+
 def test_reinforce_gradient_agrees_in_sign_with_implicit(hard):
     features, teacher, labels, _, axis = hard
     problem = prepared(features, teacher, labels, axis, reinforce_samples=12)
@@ -213,3 +227,35 @@ def test_invalid_arguments(flipped):
         bilevel.optimise_policy(features, teacher, labels, ratios=[1.0], axis_values=scores)
     with pytest.raises(ValueError, match="rows"):
         bilevel.optimise_policy(features, teacher, labels, ratios=[0.5], axis_values=scores[:-1])
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("estimator", ["implicit", "reinforce"])
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(hard, estimator):
+    """Stop the loop after a few outer steps of the second ratio, resume from its last state."""
+    features, teacher, labels, _, axis = hard
+    options = dict(ratios=[0.5, 0.8], axis_values=axis, steps=7, tolerance=0.0, estimator=estimator,
+                   reinforce_samples=2)
+    reference = bilevel.optimise_policy(features, teacher, labels, **options)
+    states, finished = [], []
+
+    def checkpoint(state):
+        states.append(state)
+        if state.get("ratio") == 0.8 and state["adam"]["step"] == 3:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        bilevel.optimise_policy(features, teacher, labels, **options, checkpoint=checkpoint, on_result=finished.append)
+    assert [r.ratio for r in finished] == [0.5]  # the finished ratio was handed over before the kill
+    assert states[0] == {"per_sample_mu": states[-1]["per_sample_mu"], "j_scale": states[-1]["j_scale"]}
+    resumed = bilevel.optimise_policy(features, teacher, labels, **{**options, "ratios": [0.8]}, resume=states[-1])[0]
+    expected = reference[1]
+    assert resumed.trace[:3] == states[-1]["adam"]["trace"]  # the first steps were not recomputed
+    assert len(resumed.trace) == len(expected.trace) == 7
+    assert [r["step"] for r in resumed.trace] == list(range(7))
+    assert (resumed.alpha, resumed.beta) == pytest.approx((expected.alpha, expected.beta), rel=1e-6)
+    assert [r["J"] for r in resumed.trace] == pytest.approx([r["J"] for r in expected.trace], rel=1e-7)
+    assert np.array_equal(resumed.indices, expected.indices)
