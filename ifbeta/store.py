@@ -3,7 +3,8 @@
 The key is a hash of the step's config and of the keys of its inputs, so a changed input or
 setting gives a new key and nothing is ever silently reused. Writes are atomic (temporary sibling
 directory, then rename) and guarded by a file lock, so two processes computing the same artefact
-never corrupt it: one computes, the other waits and then reuses.
+never corrupt it: one computes, the other waits and then reuses. A writer killed mid-save leaves
+only a hidden temporary directory, never listed and removed when the artefact is next computed.
 """
 from __future__ import annotations
 
@@ -88,9 +89,12 @@ class Store:
             raise
         return final
 
-    def load(self, kind: str, key: str, config: dict | None = None, *, mmap: bool = False
+    def load(self, kind: str, key: str, config: dict | None = None, *, mmap: bool | str = False
              ) -> tuple[dict[str, np.ndarray], dict]:
-        """Return (arrays, meta). If ``config`` is given it must equal the stored one."""
+        """Return (arrays, meta). If ``config`` is given it must equal the stored one.
+
+        ``mmap``: False reads the arrays into memory; True maps them read-only; ``"c"`` maps them
+        copy-on-write (writable in memory, the file never changes)."""
         directory = self.path(kind, key)
         if not (directory / _COMPLETE).is_file():
             raise StoreError(f"no finished artefact at {directory}")
@@ -103,34 +107,43 @@ class Store:
         arrays = {}
         for file in sorted(directory.glob("*.npy")):
             try:
-                arrays[file.stem] = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+                mode = mmap if isinstance(mmap, str) else ("r" if mmap else None)
+                arrays[file.stem] = np.load(file, mmap_mode=mode, allow_pickle=False)
             except (OSError, ValueError) as error:
                 raise StoreError(f"corrupt array {file}: {error}; delete {directory} to recompute") from None
         return arrays, document.get("meta", {})
 
     def get_or_compute(self, kind: str, config: dict, inputs: list[str] | tuple[str, ...],
-                       compute: Callable[[], tuple[dict[str, np.ndarray], dict]], *, mmap: bool = False
+                       compute: Callable[[], tuple[dict[str, np.ndarray], dict]], *, mmap: bool | str = False
                        ) -> tuple[dict[str, np.ndarray], dict, str]:
         """Load the artefact for (config, inputs) or compute it once under a lock; returns (arrays, meta, key)."""
         key = make_key(config, inputs)
         if not self.exists(kind, key):
             with self.lock(kind, key):
                 if not self.exists(kind, key):
+                    self._remove_stale_temporaries(kind, key)
                     log.info("computing %s/%s", kind, key)
                     arrays, meta = compute()
                     self.save(kind, key, config, arrays, meta)
         arrays, meta = self.load(kind, key, config, mmap=mmap)
         return arrays, meta, key
 
+    def _remove_stale_temporaries(self, kind: str, key: str) -> None:
+        """Delete temporary directories of ``key`` left by a writer killed mid-save (call under its lock)."""
+        for stale in (self.root / kind).glob(f".{key}.tmp-*"):
+            log.info("removing %s, left by an interrupted write", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
     def entries(self, kind: str) -> list[tuple[str, dict]]:
-        """(key, config.json document) for every finished artefact of a kind, newest first."""
+        """(key, config.json document) for every finished artefact of a kind, newest first (temporary
+        directories of unfinished writes are skipped even when their config.json is already written)."""
         base = self.root / kind
         if not base.is_dir():
             return []
         found = []
         for directory in base.iterdir():
             marker = directory / _COMPLETE
-            if directory.is_dir() and marker.is_file():
+            if directory.is_dir() and not directory.name.startswith(".") and marker.is_file():
                 try:
                     found.append((marker.stat().st_mtime, directory.name, json.loads(marker.read_text())))
                 except (OSError, json.JSONDecodeError):

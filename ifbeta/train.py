@@ -4,12 +4,14 @@ Deterministic and resumable: the model is initialised from ``seed``; epoch e dra
 order and augmentation from a generator seeded with (seed, e); a checkpoint (model, optimiser,
 scheduler, history) is written atomically after every epoch, so a run killed at any point and
 started again continues from the last finished epoch and ends with the same weights as an
-uninterrupted run (on CPU; GPU kernels may differ in the last bits). Under ``torchrun`` it trains
-with DistributedDataParallel (gloo on CPU, nccl on GPU), each rank taking a strided share of every
-global batch.
+uninterrupted run (on CPU; GPU kernels may differ in the last bits). A checkpoint records the
+settings, data and model shapes it was trained with and is only resumed by an identical run.
+Under ``torchrun`` it trains with DistributedDataParallel (gloo on CPU, nccl on GPU), each rank
+taking a strided share of every global batch.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -153,14 +155,26 @@ def _save_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def _load_state(path: Path) -> dict | None:
+def _load_state(path: Path, signature: dict) -> dict | None:
+    """The resume state at ``path`` if it was written by the run ``signature`` describes, else None."""
     if not path.is_file():
         return None
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged resume file is discarded, never trusted
         log.warning("ignoring unreadable resume checkpoint %s (%s)", path, error)
         return None
+    if not isinstance(state, dict) or state.get("signature") != signature:
+        log.warning("ignoring resume checkpoint %s: written by a run with other settings, data or model", path)
+        return None
+    return state
+
+
+def _signature(model: nn.Module, data: DatasetSplit, config: TrainConfig, indices: np.ndarray) -> dict:
+    """What a resume checkpoint must match: training settings, dataset, sample indices, parameter shapes."""
+    return {"config": config.to_dict(), "fingerprint": data.fingerprint,
+            "indices_sha256": hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest(),
+            "shapes": {name: list(tensor.shape) for name, tensor in model.state_dict().items()}}
 
 
 def _schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -211,7 +225,8 @@ def fit(model: nn.Module, data: DatasetSplit, *, config: TrainConfig, indices: n
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(config, steps_per_epoch))
     result, start_epoch = TrainResult(), 0
     resume_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
-    state = _load_state(resume_path) if resume_path else None
+    signature = _signature(model, data, config, indices)
+    state = _load_state(resume_path, signature) if resume_path else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -271,7 +286,8 @@ def fit(model: nn.Module, data: DatasetSplit, *, config: TrainConfig, indices: n
             resume_path.parent.mkdir(parents=True, exist_ok=True)
             _save_state(resume_path, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                                       "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                                      "history": result.history, "seconds": result.seconds})
+                                      "history": result.history, "seconds": result.seconds,
+                                      "signature": signature})
         if on_step and rank == 0:
             on_step(epoch + 1, {"event": "epoch", "epochs": config.epochs, **record})
     if world > 1:

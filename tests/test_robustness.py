@@ -1,10 +1,13 @@
-"""Faults and hostile input: kill -9 and resume, NaN features, disk full, property tests of the store."""
+"""Faults and hostile input: kill -9 and resume (real subprocesses), NaN features, disk full, property tests
+of the store."""
+import csv
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,33 +21,169 @@ def _cli(cache, *args):
     return [sys.executable, "-m", "ifbeta.cli", "--cache", str(cache), *args]
 
 
+def _env() -> dict:
+    """One torch thread on the CPU for every ``ifbeta`` subprocess. Resuming is bit-exact on the CPU with a
+    fixed thread count (the same kernels reduce in the same order); on a GPU, bf16 autocast and
+    non-deterministic kernels may change the last bits, so these tests never let a GPU be used."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "IFBETA_BLAS_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _run(cache, *args) -> subprocess.CompletedProcess:
+    """Run ``ifbeta`` to the end; fails the test on a non-zero exit."""
+    done = subprocess.run(_cli(cache, *args), capture_output=True, text=True, timeout=600, env=_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def _last_json(done: subprocess.CompletedProcess) -> dict:
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _start(cache, *args) -> subprocess.Popen:
+    """Start ``ifbeta`` in its own process group, so that kill -9 also reaches the processes it launches."""
+    return subprocess.Popen(_cli(cache, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
+                            start_new_session=True)
+
+
+def _kill_9_when(victim: subprocess.Popen, ready, *, every: float = 0.02, timeout: float = 300, watch=None) -> None:
+    """Poll until ``ready()`` holds (calling ``watch()`` at every poll), then SIGKILL the victim's process group.
+    Fails when the victim exits first, so the fault is always injected at the state ``ready`` describes."""
+    deadline = time.time() + timeout
+    try:
+        while not ready():
+            assert victim.poll() is None, f"the run exited ({victim.returncode}) before the fault was injected"
+            assert time.time() < deadline, "the run never reached the state to kill it in"
+            if watch is not None:
+                watch()
+            time.sleep(every)
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 @pytest.mark.slow
 def test_kill_9_during_distill_then_resume_equals_an_uninterrupted_run(tmp_path, session_store):
     cache = session_store.root
     args = ["distill", "--subset", "full", "--epochs", "4", "--seed", "3", "--json"]
-    reference = subprocess.run(_cli(cache, *args, "--out", str(tmp_path / "ref")), capture_output=True, text=True,
-                               timeout=600)
-    assert reference.returncode == 0, reference.stderr
-    victim = subprocess.Popen(_cli(cache, *args, "--out", str(tmp_path / "killed")), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    reference = _run(cache, *args, "--out", str(tmp_path / "ref"))
     progress = tmp_path / "killed" / "progress.json"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait until at least one epoch is checkpointed
-        if progress.is_file() and json.loads(progress.read_text())["epoch"] >= 1:
-            break
-        time.sleep(0.2)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
+    _kill_9_when(_start(cache, *args, "--out", str(tmp_path / "killed")),
+                 lambda: (_read_json(progress) or {"epoch": 0})["epoch"] >= 1, every=0.2)
     assert not (tmp_path / "killed" / "metrics.json").exists()
-    resumed = subprocess.run(_cli(cache, *args, "--out", str(tmp_path / "killed")), capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    first, second = (json.loads(r.stdout.strip().splitlines()[-1]) for r in (reference, resumed))
+    resumed = _run(cache, *args, "--out", str(tmp_path / "killed"))
+    first, second = _last_json(reference), _last_json(resumed)
     assert second["resumed_from_epoch"] >= 1
     assert second["test_top1"] == pytest.approx(first["test_top1"], abs=1e-9)
     losses = lambda m: [h["train_loss"] for h in m["history"]]  # noqa: E731
     saved = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert losses(saved) == pytest.approx(losses(json.loads((tmp_path / "ref" / "metrics.json").read_text())))
+
+
+@pytest.mark.slow
+def test_kill_9_during_train_teacher_then_resume_equals_an_uninterrupted_run(tmp_path, session_store):
+    import torch
+    from safetensors.torch import load_file
+
+    cache, epochs = session_store.root, 6
+    args = ["train-teacher", "--dataset", "digits", "--epochs", str(epochs), "--seed", "4", "--json"]
+    reference_out, killed_out = tmp_path / "ref" / "teacher.safetensors", tmp_path / "killed" / "teacher.safetensors"
+    reference = _last_json(_run(cache, *args, "--out", str(reference_out)))
+    resume_file = Path(f"{killed_out}.resume") / "last.pt"  # written atomically after every epoch
+    _kill_9_when(_start(cache, *args, "--out", str(killed_out)), resume_file.is_file)
+    assert not killed_out.exists()
+    resumed = _last_json(_run(cache, *args, "--out", str(killed_out)))
+    assert reference["resumed_from_epoch"] == 0 and 1 <= resumed["resumed_from_epoch"] < epochs
+    assert (resumed["test_top1"], resumed["test_top5"]) == (reference["test_top1"], reference["test_top5"])
+    expected, weights = load_file(str(reference_out)), load_file(str(killed_out))
+    assert expected.keys() == weights.keys()
+    assert all(torch.equal(expected[name], weights[name]) for name in expected), "resumed weights differ"
+    history = lambda path: [{k: v for k, v in record.items() if k != "seconds"}  # noqa: E731
+                            for record in torch.load(Path(f"{path}.resume") / "last.pt", weights_only=True)["history"]]
+    assert history(killed_out) == history(reference_out) and len(history(killed_out)) == epochs
+
+
+def _complete_keys(kind_dir: Path) -> set[str]:
+    """Store keys whose directory is marked finished (config.json present); temporary directories excluded."""
+    if not kind_dir.is_dir():
+        return set()
+    return {d.name for d in kind_dir.iterdir() if not d.name.startswith(".") and (d / "config.json").is_file()}
+
+
+def _extracting_after_a_finished_split(kind_dir: Path) -> bool:
+    """One features artefact is finished and another one is being computed (its lock exists, it is not finished)."""
+    finished = _complete_keys(kind_dir)
+    locked = {p.name[1:-len(".lock")] for p in kind_dir.glob(".*.lock")} if kind_dir.is_dir() else set()
+    return bool(finished) and bool(locked - finished)
+
+
+def _assert_only_complete_artefacts_are_visible(store: Store, kind: str, verified: set[str]) -> None:
+    """Every visible entry of ``kind`` is a finished, loadable artefact whose arrays match its recorded size."""
+    kind_dir = store.root / kind
+    visible = {d.name for d in kind_dir.iterdir() if not d.name.startswith(".")} if kind_dir.is_dir() else set()
+    assert visible == _complete_keys(kind_dir), "a directory without config.json is visible in the store"
+    assert {key for key, _ in store.entries(kind)} == visible
+    for key in visible - verified:
+        arrays, meta = store.load(kind, key)
+        assert arrays["features"].shape == (meta["n"], meta["dim"]) and len(arrays["logits"]) == meta["n"]
+        verified.add(key)
+
+
+@pytest.mark.slow
+def test_kill_9_during_extract_then_rerun_gives_identical_features(tmp_path, digits_teacher):
+    args = ["extract", "--dataset", "digits", "--teacher", digits_teacher.info.path, "--json"]
+    reference = _last_json(_run(tmp_path / "ref", *args))
+    store, verified = Store(tmp_path / "killed"), set()
+    kind_dir = store.root / "features"
+    _kill_9_when(_start(store.root, *args), lambda: _extracting_after_a_finished_split(kind_dir), every=0.002,
+                 watch=lambda: _assert_only_complete_artefacts_are_visible(store, "features", verified))
+    _assert_only_complete_artefacts_are_visible(store, "features", verified)
+    finished = {key: (kind_dir / key / "config.json").stat().st_mtime_ns for key in _complete_keys(kind_dir)}
+    assert len(finished) == 1, "killed while the second split was being extracted"
+    resumed = _last_json(_run(store.root, *args))
+    assert {key: (kind_dir / key / "config.json").stat().st_mtime_ns for key in finished} == finished  # reused
+    assert not list(kind_dir.glob(".*.tmp-*")), "a temporary directory of the killed write was left behind"
+    reference_store = Store(tmp_path / "ref")
+    for split, summary in reference["splits"].items():
+        assert resumed["splits"][split]["key"] == summary["key"]
+        expected, _ = reference_store.load("features", summary["key"])
+        arrays, _ = store.load("features", summary["key"])
+        assert all(np.array_equal(expected[name], arrays[name]) for name in ("features", "logits")), split
+
+
+TIMING_COLUMNS = ("distill_seconds", "selection_seconds")
+
+
+def _results_without_timing(out: Path) -> list[dict]:
+    with open(out / "results.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
+
+
+@pytest.mark.slow
+def test_kill_9_during_bench_then_rerun_equals_an_uninterrupted_grid(tmp_path, session_store, digits_teacher):
+    cache = session_store.root
+    args = ["bench", "--preset", "digits", "--methods", "random", "moderate", "--ratios", "0.5", "--seeds", "0",
+            "--epochs", "8"]
+    _run(cache, *args, "--out", str(tmp_path / "ref"))
+    runs = tmp_path / "killed" / "runs"
+    done_cell, partial_cell = runs / "full-s0", runs / "random-r0.5-s0-epochs"  # the grid's first two cells
+
+    def second_cell_mid_training() -> bool:
+        return (done_cell / "metrics.json").is_file() and \
+            (_read_json(partial_cell / "progress.json") or {"epoch": 0})["epoch"] >= 1
+
+    _kill_9_when(_start(cache, *args, "--out", str(tmp_path / "killed")), second_cell_mid_training)
+    assert not (partial_cell / "metrics.json").exists() and not (tmp_path / "killed" / "results.csv").exists()
+    untouched = [done_cell / "metrics.json", runs / "full-s0.log"]
+    stamps = [path.stat().st_mtime_ns for path in untouched]
+    _run(cache, *args, "--out", str(tmp_path / "killed"))
+    assert [path.stat().st_mtime_ns for path in untouched] == stamps, "a finished cell was recomputed"
+    assert json.loads((partial_cell / "metrics.json").read_text())["resumed_from_epoch"] >= 1
+    rows = _results_without_timing(tmp_path / "killed")
+    assert len(rows) == 3 and rows == _results_without_timing(tmp_path / "ref")
 
 
 def test_nan_features_are_refused_by_scoring(digits_features):

@@ -32,6 +32,18 @@ def test_half_written_entry_is_invisible_and_recomputed(tmp_path):
     assert arrays["features"].tolist() == [1.0, 1.0, 1.0]
 
 
+
+def test_write_killed_before_its_rename_is_never_listed_and_is_cleaned_up(tmp_path):
+    store = Store(tmp_path)
+    key = make_key({"x": 2})
+    stale = tmp_path / "features" / f".{key}.tmp-dead"
+    stale.mkdir(parents=True)
+    np.save(stale / "features.npy", np.zeros(3))
+    (stale / "config.json").write_text('{"config": {"x": 2}, "meta": {}}')  # killed just before os.replace
+    assert store.entries("features") == [] and not store.exists("features", key)
+    store.get_or_compute("features", {"x": 2}, [], lambda: ({"features": np.ones(3)}, {}))
+    assert not stale.exists() and [k for k, _ in store.entries("features")] == [key]
+
 def test_failed_write_leaves_nothing_behind(tmp_path):
     store = Store(tmp_path)
 

@@ -79,3 +79,20 @@ def test_damaged_resume_file_is_ignored_not_trusted(digits, tmp_path):
     model = models.build("cnn-tiny", num_classes=10, in_channels=1)
     result = train.fit(model, digits[0], config=train.TrainConfig(epochs=1, batch_size=256), checkpoint_dir=tmp_path)
     assert result.resumed_from == 0 and len(result.history) == 1
+
+
+def test_resume_checkpoint_of_another_run_is_ignored(digits, tmp_path):
+    train_split, _ = digits
+    subset = np.arange(0, len(train_split), 4)
+
+    def resumed_from(seed=1, indices=subset, arch="cnn-tiny"):
+        torch.manual_seed(seed)
+        model = models.build(arch, num_classes=10, in_channels=1)
+        config = train.TrainConfig(epochs=1, batch_size=128, seed=seed)
+        return train.fit(model, train_split, config=config, indices=indices, checkpoint_dir=tmp_path).resumed_from
+
+    assert resumed_from() == 0
+    assert resumed_from(seed=2) == 0  # another seed
+    assert resumed_from(seed=2, indices=subset[1:]) == 0  # other samples
+    assert resumed_from(seed=2, indices=subset[1:], arch="cnn-small") == 0  # another architecture
+    assert resumed_from(seed=2, indices=subset[1:], arch="cnn-small") == 1  # the same run resumes
