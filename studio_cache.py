@@ -191,7 +191,8 @@ def _workspace(spec: WorkspaceSpec, root: str) -> pipeline.Workspace:
     handed = _HANDOFF.pop((spec, root), None)
     if handed is not None:
         return handed
-    return pipeline.open_workspace(spec.dataset, store=Store(root), **spec.options())
+    return pipeline.open_workspace(spec.dataset, store=Store(root), splits=_splits(spec.dataset, root),
+                                   **spec.options())
 
 
 def require_dataset(spec: WorkspaceSpec) -> None:
@@ -239,7 +240,7 @@ def workspace(spec: WorkspaceSpec | None = None) -> pipeline.Workspace:
             epochs = teachers.TEACHER_EPOCHS.get(spec.dataset, teachers.DEFAULT_TEACHER_EPOCHS)
             with progress(f"Preparing {spec.dataset} (teacher, features)", epochs=epochs) as bar:
                 _HANDOFF[(spec, root)] = pipeline.open_workspace(spec.dataset, store=Store(root), on_step=bar,
-                                                                 **spec.options())
+                                                                 splits=splits(spec), **spec.options())
             _READY.add(("workspace", spec, root))
         return _workspace(spec, root)
 

@@ -19,12 +19,13 @@ __all__ = [
     "class_counts_bar", "score_histogram", "class_violin", "confidence_scatter", "loo_scatter",
     "sample_map", "policy_path", "objective_curves", "beta_pdf", "beta_pdf_animation", "class_histogram",
     "kept_pruned_bars", "jaccard_heatmap", "teaching_figure", "training_curves",
-    "thumbnail", "extremes_per_class", "downsample", "jaccard_matrix", "beta_density", "PALETTE",
+    "thumbnail", "extremes_per_class", "downsample", "jaccard_matrix", "beta_density", "PALETTE", "DISPLAY_LIMIT",
 ]
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
 KEPT_COLOUR, PRUNED_COLOUR = "#2ca02c", "#c7c7c7"
+DISPLAY_LIMIT = 20_000  # scatters of more samples show a class-stratified ``downsample`` of this many
 HELPFUL_SCALE = "RdBu"  # red = harmful (< 0), blue = helpful (> 0)
 
 
@@ -318,17 +319,22 @@ def jaccard_heatmap(names: Sequence[str], index_sets: Sequence[np.ndarray], *,
 
 
 def teaching_figure(u: np.ndarray, inclusion: np.ndarray, kept: np.ndarray, alpha: float, beta: float, *,
-                    ids: Sequence[str] | None = None, title: str | None = None) -> go.Figure:
-    """How the Beta pdf maps onto samples: top, the pdf and the density of kept ranks; bottom, every
-    sample at its rank u with its inclusion probability, kept / pruned coloured (ids in customdata)."""
+                    ids: Sequence[str] | None = None, shown: np.ndarray | None = None,
+                    title: str | None = None) -> go.Figure:
+    """How the Beta pdf maps onto samples: top, the pdf and the density of kept ranks (all samples);
+    bottom, each sample at its rank u with its inclusion probability, kept / pruned coloured (ids in
+    customdata): every sample, or only the indices ``shown`` (e.g. a ``downsample`` of a large pool)."""
     u, inclusion, kept = np.asarray(u, dtype=np.float64), np.asarray(inclusion), np.asarray(kept, dtype=bool)
     ids = np.asarray(ids if ids is not None else [str(i) for i in range(len(u))], dtype=object)
+    kept_ranks = u[kept]
+    if shown is not None:
+        u, inclusion, kept, ids = u[shown], inclusion[shown], kept[shown], ids[shown]
     grid = np.linspace(0.0025, 0.9975, 200)
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.45, 0.55],
                            subplot_titles=("Beta pdf and the ranks actually kept", "inclusion probability per sample"))
     figure.add_trace(go.Scatter(x=grid, y=beta_density(grid, alpha, beta), mode="lines", name="Beta pdf",
                                 line=dict(color="black")), row=1, col=1)
-    figure.add_trace(go.Histogram(x=u[kept], histnorm="probability density", name="kept ranks",
+    figure.add_trace(go.Histogram(x=kept_ranks, histnorm="probability density", name="kept ranks",
                                   xbins=dict(start=0, end=1, size=0.05), marker_color=KEPT_COLOUR, opacity=0.6),
                      row=1, col=1)
     for name, mask, colour in (("pruned", ~kept, PRUNED_COLOUR), ("kept", kept, KEPT_COLOUR)):

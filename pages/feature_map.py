@@ -10,8 +10,6 @@ from ifbeta import plots, policy
 
 studio_cache.page_guard(__file__)
 
-DISPLAY_LIMIT = 20_000  # above this many points the map shows a class-stratified sample unless asked
-
 st.title("Feature map")
 st.caption("Teacher penultimate features, standardised. Draw a lasso or a box to open the selected samples.")
 ws = studio_cache.workspace()
@@ -21,8 +19,8 @@ left, middle, right = st.columns([1, 2, 1])
 method = left.radio("Projection", ["PCA", "UMAP"], horizontal=True, key="map_method")
 colour = middle.radio("Colour by", ["class", "influence score", "kept / pruned", "inclusion probability"],
                       horizontal=True, key="map_colour")
-show_all = right.checkbox(f"Show all points (> {DISPLAY_LIMIT:,} is slow)", key="map_show_all",
-                          disabled=len(ids) <= DISPLAY_LIMIT)
+show_all = right.checkbox(f"Show all points (> {plots.DISPLAY_LIMIT:,} is slow)", key="map_show_all",
+                          disabled=len(ids) <= plots.DISPLAY_LIMIT)
 
 coords = None
 if method == "UMAP":
@@ -61,7 +59,7 @@ elif colour == "inclusion probability":
         pi = policy.policy_probabilities(u, labels, policy.k_for_ratio(len(u), ratio), alpha, beta)
     options = {"values": pi, "value_name": "inclusion p", "colorscale": "Viridis"}
 
-shown = np.arange(len(ids)) if show_all else plots.downsample(labels, DISPLAY_LIMIT)
+shown = np.arange(len(ids)) if show_all else plots.downsample(labels, plots.DISPLAY_LIMIT)
 if len(shown) < len(ids):
     st.caption(f"showing a class-stratified {len(shown):,} of {len(ids):,} points")
 subset_options = {k: (v[shown] if isinstance(v, np.ndarray) and k != "class_names" else v) for k, v in options.items()}

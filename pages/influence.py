@@ -46,7 +46,11 @@ studio_cache.gallery(ws, harmful, scores_=s)
 st.subheader("Influence vs teacher confidence")
 statistic = st.selectbox("Teacher statistic", ["margin", "entropy", "el2n", "kd_loss"], key="confidence_statistic",
                          help="margin: p_y - max other (higher = easier); entropy: uncertainty; el2n, kd_loss: difficulty")
-st.plotly_chart(plots.confidence_scatter(result.teacher_scores[statistic], s, labels, names, ws.train.ids,
+shown = plots.downsample(labels, plots.DISPLAY_LIMIT)
+if len(shown) < len(s):
+    st.caption(f"showing a class-stratified {len(shown):,} of {len(s):,} samples")
+st.plotly_chart(plots.confidence_scatter(result.teacher_scores[statistic][shown], s[shown], labels[shown], names,
+                                         np.asarray(ws.train.ids, dtype=object)[shown],
                                          confidence_name=f"teacher {statistic}"), key="confidence_scatter")
 
 st.subheader("Leave-one-out check")

@@ -122,7 +122,10 @@ columns[0].metric("Kept", f"{k:,} of {len(u):,}")
 columns[1].metric("Mean rank u of kept", f"{u[kept].mean():.3f}", help="0.5 = like random")
 columns[2].metric("Mean influence of kept vs pruned", f"{values[kept].mean():+.3g}",
                   delta=f"{values[kept].mean() - values[~kept].mean():+.3g}")
-st.plotly_chart(plots.teaching_figure(u, pi, kept, alpha, beta, ids=ws.train.ids), key="teaching_figure")
+shown = plots.downsample(labels, plots.DISPLAY_LIMIT)
+if len(shown) < len(u):
+    st.caption(f"Lower panel: a class-stratified {len(shown):,} of {len(u):,} samples (the histogram counts all).")
+st.plotly_chart(plots.teaching_figure(u, pi, kept, alpha, beta, ids=ws.train.ids, shown=shown), key="teaching_figure")
 
 # ---------------------------------------------------------------------------------------- transfer
 st.subheader("Transfer check")

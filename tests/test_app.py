@@ -163,6 +163,34 @@ def test_feature_map_selection_opens_gallery(app):
     assert len(figure["data"]) == 1 and figure["data"][0]["marker"]["cmid"] == 0
 
 
+def test_large_pools_show_downsampled_scatters_and_the_map_can_show_all(app, monkeypatch):
+    """Above plots.DISPLAY_LIMIT samples (20,000; 500 here) the scatters draw a class-stratified sample."""
+    from ifbeta import plots
+
+    monkeypatch.setattr(plots, "DISPLAY_LIMIT", 500)
+
+    def scatter_ids(figure: dict) -> list[str]:
+        return [i for trace in figure["data"] if trace["type"] == "scattergl" for i in trace["customdata"]]
+
+    at = _page(app, "feature_map")
+    ids = scatter_ids(_figures(at)[0])
+    assert len(ids) == len(set(ids)) and abs(len(ids) - 500) <= 10
+    assert any("of 1,347 points" in c.value for c in at.caption)
+    at.checkbox(key="map_show_all").check().run()
+    assert not at.exception and len(set(scatter_ids(_figures(at)[0]))) == 1347
+    assert not any("of 1,347 points" in c.value for c in at.caption)
+
+    at = _page(at, "influence")
+    scatter = next(f for f in _figures(at) if f["data"][0]["type"] == "scattergl")
+    assert abs(len(set(scatter_ids(scatter))) - 500) <= 10
+    assert any("of 1,347 samples" in c.value for c in at.caption)
+
+    at = _page(at, "policy")
+    teaching = next(f for f in _figures(at) if any(t.get("name") == "kept ranks" for t in f["data"]))
+    assert abs(len(set(scatter_ids(teaching))) - 500) <= 10
+    assert any("of 1,347 samples" in c.value for c in at.caption)
+
+
 def test_policy_page_learns_and_teaches(app):
     at = _page(app, "policy")
     assert [b.label for b in at.button][0] == "Learn the policy"

@@ -36,6 +36,39 @@ def test_imagefolder_decodes_once_and_keeps_relative_ids(image_folder, tmp_path)
     assert np.array_equal(again.images.numpy(), train.images.numpy())
 
 
+def test_cached_images_are_mapped_copy_on_write(image_folder, tmp_path):
+    store = Store(tmp_path / "cache")
+    data.load(f"imagefolder:{image_folder}", "train", store=store)
+    train = data.load(f"imagefolder:{image_folder}", "train", store=store)
+    stored = np.load(next((tmp_path / "cache" / "datasets").glob("*/images.npy")))
+    train.images[0] = 0  # writable in memory ...
+    assert np.array_equal(np.load(next((tmp_path / "cache" / "datasets").glob("*/images.npy"))), stored)  # ... not on disk
+    assert np.array_equal(data.load(f"imagefolder:{image_folder}", "train", store=store).images.numpy(), stored)
+
+
+def test_source_signature_matches_the_sorted_rglob_it_replaced(tmp_path):
+    """The scandir walk must give the old hash (else every decoded ImageFolder is decoded again)."""
+    import hashlib
+    import os
+
+    def reference(folder):
+        stat = [(str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime))
+                for p in sorted(folder.rglob("*")) if p.is_file()] if folder.is_dir() else []
+        return {"files": hashlib.sha256(repr(stat).encode()).hexdigest()}
+
+    folder = tmp_path / "set" / "train"
+    for name in ["a/1.png", "a/10.png", "a/2.png", "a b/x.png", "a-b/y.png", "A/z.png", ".hidden/q.png", "a/.dot",
+                 "b/c/d/e.png", "ab/1.png", "a.png"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x" * len(name))
+    os.symlink(folder / "a", folder / "linked-folder")  # not entered, as rglob does not
+    os.symlink(folder / "a" / "1.png", folder / "b" / "linked.png")  # a file through a link counts
+    os.symlink(folder / "missing", folder / "b" / "broken.png")
+    (folder / "empty").mkdir()
+    for split in ("train", "test"):  # test/ does not exist
+        assert data._source_signature(f"imagefolder:{tmp_path / 'set'}", split) == reference(tmp_path / "set" / split)
+
+
 def test_mixed_sizes_and_grey_rgb_are_normalised(image_folder, tmp_path):
     write_image(image_folder / "train" / "cat" / "big.png", size=(20, 16), mode="RGB")
     write_image(image_folder / "train" / "dog" / "grey.png", size=(12, 12), mode="L")

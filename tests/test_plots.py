@@ -88,6 +88,10 @@ def test_teaching_subset_and_distill_figures():
     scatters = [t for t in figure.data if isinstance(t, go.Scattergl)]
     assert {t.name for t in scatters} == {"kept", "pruned"}
     assert sorted(_ids_of(figure)) == sorted(IDS)
+    shown = np.arange(0, len(IDS), 2)  # a large pool draws only a sample; the histogram still counts all kept
+    figure = plots.teaching_figure(u, np.where(kept, 0.9, 0.1), kept, 2.0, 1.0, ids=IDS, shown=shown)
+    assert sorted(_ids_of(figure)) == sorted(np.asarray(IDS, dtype=object)[shown])
+    assert len(next(t for t in figure.data if isinstance(t, go.Histogram)).x) == kept.sum()
     bars = plots.kept_pruned_bars([1, 2, 3], [3, 2, 1], NAMES)
     assert bars.layout.barmode == "stack" and len(bars.data) == 2
     heatmap = plots.jaccard_heatmap(["x", "y"], [np.array([1, 2, 3]), np.array([2, 3, 4])])
