@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ifbeta import distill, pipeline
+from ifbeta.config import PolicyConfig
 from ifbeta.store import Store
 from ifbeta.train import OnStep
 
@@ -46,6 +47,8 @@ class BenchSpec:
     learning_rate: float = 0.05
     steps_ratios: tuple[float, ...] | None = None  # ratios run under the steps budget (None: all)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    full: bool = True  # include the full-pool ceiling (one run per seed)
+    policy: dict = field(default_factory=dict)  # PolicyConfig overrides for ifbeta / ifbeta-entropy (e.g. shrinkage)
 
 
 PRESETS = {
@@ -63,7 +66,7 @@ PRESETS = {
 
 def cells(spec: BenchSpec) -> list[dict]:
     """Every distillation run of the grid: one dict per (method, ratio, seed, budget) + full per seed."""
-    out = [{"method": "full", "ratio": 0.0, "seed": s, "budget": "epochs"} for s in spec.seeds]
+    out = [{"method": "full", "ratio": 0.0, "seed": s, "budget": "epochs"} for s in spec.seeds] if spec.full else []
     for budget in spec.budgets:
         ratios = spec.ratios if budget == "epochs" or spec.steps_ratios is None else spec.steps_ratios
         out += [{"method": m, "ratio": r, "seed": s, "budget": budget}
@@ -84,7 +87,7 @@ def select_all(workspace: pipeline.Workspace, spec: BenchSpec, out: Path, on_ste
     for position, (method, ratio, seed) in enumerate(
             (m, r, s) for m in spec.methods for r in spec.ratios for s in spec.seeds):
         directory = out / "subsets" / method / f"r{ratio:g}-s{seed}"
-        chosen = pipeline.choose(workspace, method, ratio, seed=seed)
+        chosen = pipeline.choose(workspace, method, ratio, seed=seed, policy_config=PolicyConfig(**spec.policy))
         if not (directory / "manifest.json").is_file():
             pipeline.write_subset(workspace, chosen, directory, ratio=ratio, seed=seed, influence_result=result)
         infos[(method, ratio, seed)] = {k: v for k, v in chosen.info.items() if k != "trace"}

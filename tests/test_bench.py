@@ -45,3 +45,27 @@ def test_cells_cover_the_grid_once():
     assert len(names) == len(set(names))
     expected = len(spec.seeds) * (1 + len(spec.methods) * (len(spec.ratios) + len(spec.steps_ratios)))
     assert len(names) == expected
+
+
+def test_grid_without_the_ceiling_and_with_policy_settings(tmp_path, session_store, digits_features):
+    """--no-full drops the ceiling cells; --policy reaches the learned policy of ifbeta rows."""
+    spec = bench.BenchSpec(dataset="digits", methods=("ifbeta",), ratios=(0.7,), seeds=(0,), full=False,
+                           policy={"shrinkage": 0.0, "steps": 3})
+    assert [c["method"] for c in bench.cells(spec)] == ["ifbeta"]
+    from ifbeta import pipeline
+
+    workspace = pipeline.open_workspace("digits", store=session_store)
+    infos = bench.select_all(workspace, spec, tmp_path)
+    (learned,) = pipeline.policies(workspace, [0.7], bench.PolicyConfig(shrinkage=0.0, steps=3), compute=False)
+    assert learned.c == 0.0 and len(learned.trace) <= 3
+    assert infos[("ifbeta", 0.7, 0)]["alpha"] == pytest.approx(learned.alpha)
+
+
+def test_bench_policy_settings_are_checked(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ifbeta.cli", "bench", "--preset", "digits", "--policy", "axis=x",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown --policy setting axis" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -20,6 +20,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--budgets", nargs="+", default=None, choices=["epochs", "steps"])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--no-full", action="store_true", help="skip the full-pool ceiling runs")
+    parser.add_argument("--policy", action="append", default=[], metavar="KEY=VALUE",
+                        help="IF-Beta policy setting for ifbeta / ifbeta-entropy, e.g. shrinkage=0.25 (repeatable)")
     parser.add_argument("--workers", type=int, default=1, help="distillation runs in parallel")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from the runs finished so far, train nothing")
@@ -37,12 +40,14 @@ def run(args) -> int:
             raise UserError(f"unknown method {method!r}; see `ifbeta select --list`")
     for ratio in args.ratios or []:
         common.check_ratio(ratio)
+    policy = _policy_overrides(args.policy)
     spec = bench.spec_from(args.preset, dataset=args.dataset, teacher=args.teacher, student=args.student,
                            pool=args.pool, methods=tuple(args.methods) if args.methods else None,
                            ratios=tuple(args.ratios) if args.ratios else None,
                            seeds=tuple(args.seeds) if args.seeds else None,
                            budgets=tuple(args.budgets) if args.budgets else None, epochs=args.epochs,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, full=False if args.no_full else None,
+                           policy=policy or None)
     if args.ratios and spec.steps_ratios:
         spec = bench.replace(spec, steps_ratios=None)
     bar = common.ProgressBar("bench")
@@ -51,3 +56,19 @@ def run(args) -> int:
     bar.close()
     print(f"{len(rows)} runs -> {args.out}/results.csv, results.md, results.png")
     return 0
+
+
+def _policy_overrides(pairs: list[str]) -> dict:
+    """--policy KEY=VALUE pairs -> PolicyConfig overrides, checked against its fields."""
+    from dataclasses import fields
+
+    from ifbeta.cli import UserError
+    from ifbeta.commands.select import parse_options
+    from ifbeta.config import PolicyConfig
+
+    overrides = parse_options(pairs)
+    known = {f.name for f in fields(PolicyConfig)} - {"seed", "axis"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UserError(f"unknown --policy setting {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    return overrides
