@@ -101,7 +101,8 @@ def _distill_command(spec: BenchSpec, cell: dict, out: Path, cache: Path) -> lis
                                                          f"r{cell['ratio']:g}-s{cell['seed']}")
     command = [sys.executable, "-m", "ifbeta.cli", "--cache", str(cache), "distill", "--dataset", spec.dataset,
                "--teacher", spec.teacher, "--subset", subset, "--seed", str(cell["seed"]), "--budget",
-               cell["budget"], "--out", str(out / "runs" / cell_name(cell)), "--lr", str(spec.learning_rate)]
+               cell["budget"], "--out", str(out / "runs" / cell_name(cell)), "--lr", str(spec.learning_rate),
+               "--eval-every", "1000000"]  # the grid reports the last epoch only: test once, at the end
     for flag, value in (("--pool", spec.pool), ("--student", spec.student), ("--epochs", spec.epochs),
                         ("--batch-size", spec.batch_size)):
         if value is not None:

@@ -56,9 +56,11 @@ def plan(n_pool: int, k: int, *, epochs: int, budget: str, batch_size: int) -> t
 
 def run(workspace: Workspace, *, subset: str | Path | None, out: str | Path, student: str | None = None,
         epochs: int | None = None, budget: str = "epochs", seed: int = 0, batch_size: int | None = None,
-        learning_rate: float = 0.05, kd: KDConfig = KDConfig(), on_step: OnStep | None = None) -> dict:
+        learning_rate: float = 0.05, kd: KDConfig = KDConfig(), on_step: OnStep | None = None,
+        eval_every: int = 1) -> dict:
     """Distil ``workspace.teacher`` into a fresh ``student`` on ``subset`` (a subset directory, or
-    None for the full pool). Returns the metrics dict (test_top1/top5 are last-epoch fractions)."""
+    None for the full pool). Returns the metrics dict (test_top1/top5 are last-epoch fractions).
+    ``eval_every``: test the student every that many epochs (always after the last one)."""
     from ifbeta import subset as subset_module
 
     train = workspace.train
@@ -91,7 +93,7 @@ def run(workspace: Workspace, *, subset: str | Path | None, out: str | Path, stu
     began = time.time()
     result = fit(model, train, config=config, indices=indices, teacher=workspace.teacher.model, kd=kd,
                  test=workspace.test, checkpoint_dir=out / "checkpoint", normaliser=workspace.teacher.normaliser,
-                 on_step=progress)
+                 on_step=progress, eval_every=eval_every)
     metrics = {**request, "name": out.name, "out": str(out.resolve()), "status": "finished",
                "test_top1": result.test_top1, "test_top5": result.test_top5, "epochs_run": run_epochs,
                "train_samples": int(len(indices)), "steps": run_epochs * max(len(indices) // batch_size, 1),

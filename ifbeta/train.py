@@ -203,7 +203,7 @@ def _batches(indices: np.ndarray, config: TrainConfig, epoch: int, rank: int, wo
 def fit(model: nn.Module, data: DatasetSplit, *, config: TrainConfig, indices: np.ndarray | None = None,
         teacher: nn.Module | None = None, kd: KDConfig | None = None, test: DatasetSplit | None = None,
         checkpoint_dir: str | Path | None = None, device: torch.device | None = None,
-        normaliser: Normaliser | None = None, on_step: OnStep | None = None) -> TrainResult:
+        normaliser: Normaliser | None = None, on_step: OnStep | None = None, eval_every: int = 1) -> TrainResult:
     """Train ``model`` on ``data[indices]``: cross-entropy, or KD against ``teacher`` when given.
 
     Teacher logits come from the same augmented batch, in inference mode. Returns the per-epoch
@@ -277,7 +277,7 @@ def fit(model: nn.Module, data: DatasetSplit, *, config: TrainConfig, indices: n
             totals = dict(zip(("loss", "correct", "seen"), summed.tolist()))
         record = {"epoch": epoch + 1, "train_loss": totals["loss"] / max(totals["seen"], 1),
                   "train_acc": totals["correct"] / max(totals["seen"], 1), "seconds": time.perf_counter() - began}
-        if test is not None and rank == 0:
+        if test is not None and rank == 0 and ((epoch + 1) % max(eval_every, 1) == 0 or epoch + 1 == config.epochs):
             metrics = evaluate(model, normaliser, test, device=device)
             record.update(test_top1=metrics["top1"], test_top5=metrics["top5"], test_loss=metrics["loss"])
         result.history.append(record)

@@ -96,3 +96,14 @@ def test_resume_checkpoint_of_another_run_is_ignored(digits, tmp_path):
     assert resumed_from(seed=2, indices=subset[1:]) == 0  # other samples
     assert resumed_from(seed=2, indices=subset[1:], arch="cnn-small") == 0  # another architecture
     assert resumed_from(seed=2, indices=subset[1:], arch="cnn-small") == 1  # the same run resumes
+
+
+def test_eval_every_tests_on_schedule_and_after_the_last_epoch(digits):
+    train_split, test = digits
+    torch.manual_seed(0)
+    student = models.build("cnn-tiny", num_classes=10, in_channels=1)
+    result = train.fit(student, train_split, config=train.TrainConfig(epochs=5, batch_size=128),
+                       indices=np.arange(256), test=test, eval_every=2)
+    tested = [record["epoch"] for record in result.history if "test_top1" in record]
+    assert tested == [2, 4, 5]
+    assert result.test_top1 == result.history[-1]["test_top1"]

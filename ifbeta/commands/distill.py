@@ -17,6 +17,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=1, metavar="E",
+                        help="test the student every E epochs (always after the last); larger is faster")
     parser.add_argument("--out", required=True, help="run directory (checkpoints, progress.json, metrics.json)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
@@ -29,6 +31,8 @@ def run(args) -> int:
         raise UserError(f"unknown student {args.student!r}; choose one of {', '.join(models.ARCHITECTURES)}")
     if args.epochs is not None and args.epochs < 1:
         raise UserError("--epochs must be at least 1")
+    if args.eval_every < 1:
+        raise UserError("--eval-every must be at least 1")
     if args.subset != "full":
         from pathlib import Path
 
@@ -39,7 +43,8 @@ def run(args) -> int:
     bar = common.ProgressBar("distill")
     metrics = distill.run(ws, subset=None if args.subset == "full" else args.subset, out=args.out,
                           student=args.student, epochs=args.epochs, budget=args.budget, seed=args.seed,
-                          batch_size=args.batch_size, learning_rate=args.lr, on_step=bar)
+                          batch_size=args.batch_size, learning_rate=args.lr, on_step=bar,
+                          eval_every=args.eval_every)
     bar.close()
     from ifbeta.train import distributed_context
 
