@@ -24,6 +24,23 @@ validation gradients, teacher statistics and scores stream ``config.chunk_size``
 teacher logits (N/K x C) used by the fit, unless ``config.materialise_fold`` is False, in which case
 the fit re-reads the fold from disk at every pass (choose_mu and loo_check always copy one fold).
 Solver ``direct`` adds (C(d+1))^2 floats, the Newton estimator 4 (C(d+1))^2.
+
+Degenerate input (tests/test_degenerate.py), checked by :func:`score` and :func:`loo_check` before any fit:
+- NaN or Inf in features or teacher logits: ValueError naming the first bad row and column. Free for
+  the features (a non-finite value makes its column's mean non-finite; the row is searched only to
+  report it), one chunked pass over the logits.
+- labels not (N,), not integer-valued, or outside [0, C) (C = teacher_logits columns): ValueError.
+  (A label -1 would otherwise silently index the last class.)
+- a fold left empty by stratified cross-fitting (only when every class has fewer than K samples):
+  ValueError with the fold sizes.
+- constant feature columns (all features constant included): standardised to exactly 0, so their
+  weights only see the ridge and the scores equal those with the columns deleted. A column counts as
+  constant when its std is 0 or within float64 round-off of its mean (std <= CONSTANT_RELATIVE_STD |mean|):
+  feature_statistics alone leaves e.g. a column of 0.1 with std ~1e-17, which standardises to a
+  constant +-1, a second, ridge-penalised bias.
+- a class with a single sample (or fewer than K): allowed. Its sample lands in one fold, gets a
+  finite score from that fold's fit like any other sample, and is never in its own validation set;
+  the other folds' fits never see the class except through the teacher's logits.
 """
 from __future__ import annotations
 
@@ -45,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 ESTIMATORS = ("auto", "first_order", "newton")
 NEWTON_LIMIT = 2 * proxy.DENSE_NEWTON_LIMIT  # largest C(d+1) for the dense Newton estimator
+CONSTANT_RELATIVE_STD = 1e-9  # a feature column with std <= this * |mean| is constant (float64 round-off)
 AUTO_NEWTON_ROWS_PER_PARAMETER = 4  # auto: newton while a fold has fewer samples per parameter than this
 
 __all__ = ["ESTIMATORS", "SOLVERS", "InfluenceResult", "influence_on_weights", "influence_scores", "loo_check", "score",
@@ -135,6 +153,52 @@ class _Clock:
         self._last = now
 
 
+def _first_non_finite(array, chunk_size: int):
+    """(row, column) of the first NaN/Inf of a 2-D array read in chunks, or None."""
+    for start in range(0, len(array), chunk_size):
+        bad = np.argwhere(~np.isfinite(np.asarray(array[start:start + chunk_size], dtype=np.float64)))
+        if len(bad):
+            return start + int(bad[0][0]), int(bad[0][1])
+    return None
+
+
+def _validated_labels(labels, features, teacher_logits) -> np.ndarray:
+    """labels as (N,) int64 in [0, C), or a ValueError saying what is wrong with them."""
+    labels, count = np.asarray(labels), len(features)
+    classes = np.asarray(teacher_logits[:1]).shape[1]
+    if len(teacher_logits) != count or labels.shape != (count,):
+        raise ValueError(f"features ({count} rows), teacher_logits ({len(teacher_logits)} rows) and labels "
+                         f"(shape {labels.shape}) must describe the same N samples")
+    if labels.dtype.kind not in "iub":
+        if labels.dtype.kind != "f" or not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+            raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype} with non-integer values")
+    labels = labels.astype(np.int64)
+    if count and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must lie in [0, {classes}) (teacher_logits has {classes} columns); got "
+                         f"{labels.min()}..{labels.max()}")
+    return labels
+
+
+def _pool_statistics(features, teacher_logits, chunk_size: int):
+    """Pool mean and std (d,) for standardising; refuses NaN/Inf, makes constant columns standardise to 0."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while summing: reported below
+        mean, std = feature_statistics(features, chunk_size=chunk_size)
+    if not np.isfinite(mean).all():
+        where = _first_non_finite(features, chunk_size)
+        at = "" if where is None else f" (first at row {where[0]}, column {where[1]})"
+        raise ValueError(f"features contain NaN or Inf{at}; remove or impute those samples before scoring")
+    where = _first_non_finite(teacher_logits, chunk_size)
+    if where is not None:
+        raise ValueError(f"teacher logits contain NaN or Inf (first at row {where[0]}, column {where[1]}); "
+                         "remove those samples or fix the teacher before scoring")
+    constant = std <= CONSTANT_RELATIVE_STD * np.abs(mean)  # round-off only: (x - mean) / std would be +-1
+    if constant.any() and len(features):
+        mean, std = mean.copy(), std.copy()
+        mean[constant] = np.asarray(features[:1], dtype=np.float64)[0, constant]  # x - mean = 0 exactly
+        std[constant] = 1.0
+    return mean, std
+
+
 def _prepare(features, teacher_logits, labels, config: InfluenceConfig, clock: _Clock):
     """Config with the estimator resolved, standardised pool view, logits view, fold ids, mu, table."""
     if config.folds < 2:
@@ -146,9 +210,13 @@ def _prepare(features, teacher_logits, labels, config: InfluenceConfig, clock: _
     parameters = np.asarray(teacher_logits[:1]).shape[1] * (features.shape[1] + 1)
     rows = len(labels) // config.folds
     config = dataclasses.replace(config, estimator=resolve_estimator(config, parameters, rows))
-    mean, std = feature_statistics(features, chunk_size=config.chunk_size)
+    mean, std = _pool_statistics(features, teacher_logits, config.chunk_size)
     pool, logits = FeatureView(features, mean=mean, std=std), FeatureView(teacher_logits)
     fold = proxy.stratified_folds(labels, config.folds, config.seed)
+    sizes = np.bincount(fold, minlength=config.folds)
+    if (sizes == 0).any():
+        raise ValueError(f"cross-fitting left a fold empty (fold sizes {sizes.tolist()} for N={len(labels)}): every "
+                         f"class has fewer than folds={config.folds} samples; add samples or use fewer folds (>= 2)")
     clock.lap("standardise")
     settings = config.proxy
     if settings.mu is not None:
@@ -218,8 +286,11 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
 
     features (N, d) any float dtype (memmap OK), teacher_logits (N, C), labels (N,) int in [0, C).
     Returns an :class:`InfluenceResult`; scores > 0 = helpful. on_step(step, info) after each stage.
+    Raises ValueError on NaN/Inf features or logits, labels outside [0, C) or of the wrong shape, and
+    an empty cross-fitting fold. Constant feature columns standardise to 0 (as if deleted); a class
+    with one sample is scored like any other sample (see the module docstring).
     """
-    clock, labels = _Clock(), np.asarray(labels).astype(np.int64)
+    clock, labels = _Clock(), _validated_labels(labels, features, teacher_logits)
     notify = on_step or (lambda step, info: None)
     config, pool, logits, fold, mu, table = _prepare(features, teacher_logits, labels, config, clock)
     notify(0, {"stage": "prepare", "mu": mu, "folds": config.folds})
@@ -320,7 +391,8 @@ def loo_check(features, teacher_logits, labels, *, config: InfluenceConfig = Inf
     plus group_size, mu, base_val_loss, estimator, solver, seconds. Each refit costs a few
     passes over the training fold and one over V.
     """
-    clock, labels, notify = _Clock(), np.asarray(labels).astype(np.int64), on_step or (lambda step, info: None)
+    clock, notify = _Clock(), on_step or (lambda step, info: None)
+    labels = _validated_labels(labels, features, teacher_logits)
     config, pool, logits, fold, mu, _ = _prepare(features, teacher_logits, labels, config, clock)
     train, held_out = np.flatnonzero(fold == 0), np.flatnonzero(fold != 0)
     refits = _Refits(pool, logits, labels, train, held_out, mu, config)
