@@ -37,20 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import scipy.stats
-
-
-def synthetic(n: int, d: int, c: int, seed: int = 0):
-    """As benchmarks/bilevel_timing.py: class clusters, a random linear teacher, +3 on the true logit."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, c, n)
-    features = rng.normal(size=(c, d))[labels] * 2 + rng.normal(size=(n, d))
-    logits = features @ rng.normal(size=(d, c)) / np.sqrt(d) * 4
-    logits[np.arange(n), labels] += 3
-    return features.astype(np.float32), logits.astype(np.float32), labels
+from bilevel_timing import synthetic  # the same teacher-like features (benchmarks/ is on sys.path)
 
 
 def kd_loss_torch(kd):
-    import torch
     import torch.nn.functional as F
 
     def loss(outputs, targets):  # targets (m, C + 1): teacher logits, then the label as a float
@@ -84,7 +74,8 @@ def main() -> None:
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--c", type=int, default=10)
     parser.add_argument("--mu", type=float, default=1.0, help="ridge per 1000 samples (proxy.choose_mu's grid unit)")
-    parser.add_argument("--cg", action="store_true", help="also run pyDVL's CgInfluence (slow: one CG per validation row)")
+    parser.add_argument("--cg", action="store_true",
+                        help="also run pyDVL's CgInfluence (slow: block CG over every validation row)")
     parser.add_argument("--batch", type=int, default=1000, help="pyDVL data loader batch size")
     parser.add_argument("--out", default="benchmarks/results/influence-library.md")
     args = parser.parse_args()
@@ -155,8 +146,8 @@ def main() -> None:
 
     libraries = [("DirectInfluence", lambda: DirectInfluence(model, loss, regularization=mu / n))]
     if args.cg:
-        libraries.append(("CgInfluence", lambda: CgInfluence(model, loss, regularization=mu / n, rtol=1e-10, atol=1e-12,
-                                                             solve_simultaneously=True)))
+        libraries.append(("CgInfluence", lambda: CgInfluence(model, loss, regularization=mu / n, rtol=1e-10,
+                                                             atol=1e-12, solve_simultaneously=True)))
     rows = []
     for name, build in libraries:
         def run(make=build):
