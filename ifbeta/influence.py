@@ -35,9 +35,9 @@ Degenerate input (tests/test_degenerate.py), checked by :func:`score` and :func:
   ValueError with the fold sizes.
 - constant feature columns (all features constant included): standardised to exactly 0, so their
   weights only see the ridge and the scores equal those with the columns deleted. A column counts as
-  constant when its std is 0 or within float64 round-off of its mean (std <= CONSTANT_RELATIVE_STD |mean|):
-  feature_statistics alone leaves e.g. a column of 0.1 with std ~1e-17, which standardises to a
-  constant +-1, a second, ridge-penalised bias.
+  constant when its std is 0 or within float64 round-off of its mean (streaming.feature_statistics:
+  a column of 0.1 has a float64 std of ~1e-17 and would otherwise standardise to a constant +-1, a
+  second, ridge-penalised bias). The bilevel loop standardises by the same rule.
 - a class with a single sample (or fewer than K): allowed. Its sample lands in one fold, gets a
   finite score from that fold's fit like any other sample, and is never in its own validation set;
   the other folds' fits never see the class except through the teacher's logits.
@@ -62,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 ESTIMATORS = ("auto", "first_order", "newton")
 NEWTON_LIMIT = 2 * proxy.DENSE_NEWTON_LIMIT  # largest C(d+1) for the dense Newton estimator
-CONSTANT_RELATIVE_STD = 1e-9  # a feature column with std <= this * |mean| is constant (float64 round-off)
 AUTO_NEWTON_ROWS_PER_PARAMETER = 4  # auto: newton while a fold has fewer samples per parameter than this
 
 __all__ = ["ESTIMATORS", "SOLVERS", "InfluenceResult", "influence_on_weights", "influence_scores", "loo_check", "score",
@@ -180,7 +179,7 @@ def _validated_labels(labels, features, teacher_logits) -> np.ndarray:
 
 
 def _pool_statistics(features, teacher_logits, chunk_size: int):
-    """Pool mean and std (d,) for standardising; refuses NaN/Inf, makes constant columns standardise to 0."""
+    """Pool mean and std (d,) for standardising; refuses NaN/Inf (constant columns standardise to 0)."""
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while summing: reported below
         mean, std = feature_statistics(features, chunk_size=chunk_size)
     if not np.isfinite(mean).all():
@@ -191,12 +190,7 @@ def _pool_statistics(features, teacher_logits, chunk_size: int):
     if where is not None:
         raise ValueError(f"teacher logits contain NaN or Inf (first at row {where[0]}, column {where[1]}); "
                          "remove those samples or fix the teacher before scoring")
-    constant = std <= CONSTANT_RELATIVE_STD * np.abs(mean)  # round-off only: (x - mean) / std would be +-1
-    if constant.any() and len(features):
-        mean, std = mean.copy(), std.copy()
-        mean[constant] = np.asarray(features[:1], dtype=np.float64)[0, constant]  # x - mean = 0 exactly
-        std[constant] = 1.0
-    return mean, std
+    return mean, std  # constant columns standardise to exactly 0 (feature_statistics)
 
 
 def _prepare(features, teacher_logits, labels, config: InfluenceConfig, clock: _Clock):

@@ -12,10 +12,16 @@ import numpy as np
 __all__ = ["FeatureView", "feature_statistics", "row_view", "take_rows"]
 
 
+CONSTANT_RELATIVE_STD = 1e-9  # a column with std <= this * |mean| is constant (float64 round-off)
+
+
 def feature_statistics(features, *, chunk_size: int = 8192):
     """Column mean and std (population), (d,) float64 each, in two chunked passes.
 
-    Columns with std 0 (or non-finite) get std 1 so standardising never divides by zero.
+    Columns with std 0 (or non-finite) get std 1 so standardising never divides by zero. A constant
+    column whose computed std is only round-off (std <= CONSTANT_RELATIVE_STD * |mean|, e.g. a column
+    of 0.1 gives ~1e-17) gets mean = its first value and std 1, so it standardises to exactly 0
+    rather than to a constant +-1 (which would act as a second, ridge-penalised bias).
     """
     count = len(features)
     total = np.zeros(features.shape[1])
@@ -27,6 +33,10 @@ def feature_statistics(features, *, chunk_size: int = 8192):
         centred = np.asarray(features[start:start + chunk_size], dtype=np.float64) - mean
         squares += (centred * centred).sum(axis=0)
     std = np.sqrt(squares / max(count, 1))
+    constant = np.isfinite(mean) & (std <= CONSTANT_RELATIVE_STD * np.abs(mean))
+    if constant.any() and count:
+        mean[constant] = np.asarray(features[:1], dtype=np.float64)[0, constant]  # x - mean = 0 exactly
+        std[constant] = 1.0
     std[~np.isfinite(std) | (std <= 0)] = 1.0
     return mean, std
 

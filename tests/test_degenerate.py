@@ -110,13 +110,14 @@ def test_an_empty_cross_fitting_fold_is_refused(n):
 
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_constant_columns_standardise_to_zero_as_if_deleted(solver):
-    """0.1 is not representable: feature_statistics leaves that column std ~1e-17 (not 0), which would
-    standardise it to a constant +-1 column, a second ridge-penalised bias (ekfac scores then moved by
-    ~9% here). Constant columns must instead behave exactly as if they were not there."""
+    """0.1 is not representable: the column's float64 std is ~1e-17 (not 0), which would standardise
+    it to a constant +-1 column, a second ridge-penalised bias (ekfac scores then moved by ~9% here).
+    Constant columns must instead behave exactly as if they were not there."""
     features, logits, labels = pool()
     padded = np.insert(features, [2, 4], 0.0, axis=1)
     padded[:, 2], padded[:, 5] = 0.1, 5.0
-    assert 0 < feature_statistics(padded)[1][2] < 1e-12  # the round-off case the fix is about
+    assert 0 < padded[:, 2].std() < 1e-12  # the round-off case the rule is about
+    assert feature_statistics(padded)[1][2] == 1.0 and feature_statistics(padded)[0][2] == 0.1
     expected = influence.score(features, logits, labels, config=config(solver)).scores
     got = influence.score(padded, logits, labels, config=config(solver)).scores
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
@@ -169,3 +170,15 @@ def test_a_single_sample_class_score_matches_its_true_removal():
     loss = lambda theta: proxy.validation_loss(theta, z[held_out], logits[held_out], labels[held_out], kd=kd)  # noqa: E731
     true_change = loss(removed.theta) - loss(full.theta)
     assert result.scores[7] == pytest.approx(true_change, rel=0.05)
+
+
+def test_standardise_maps_a_round_off_constant_column_to_exact_zeros():
+    """proxy.standardise (used by the bilevel loop) shares the rule: a column of 0.1 has a float64
+    std of ~1e-17, and must standardise to 0, not to a constant +-1."""
+    from ifbeta import proxy
+
+    rng = np.random.default_rng(0)
+    features = np.column_stack([rng.normal(size=301), np.full(301, 0.1), np.full(301, -3.7e5)])
+    z, mean, std = proxy.standardise(features)
+    assert np.array_equal(z[:, 1:], np.zeros((301, 2)))
+    assert np.allclose(z[:, 0].mean(), 0.0, atol=1e-12) and np.isclose(z[:, 0].std(), 1.0)
