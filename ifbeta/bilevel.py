@@ -44,7 +44,6 @@ SCALE_GRID = (0.25, 1.0, 4.0)  # (alpha, beta) values of the 3 x 3 grid that mea
 SCALE_RATIO = 0.5  # pruning ratio at which the scale of J is measured
 GRID_RANGE = (0.125, 8.0)  # geometric grid of the `grid` estimator (odd sizes contain 1 = uniform)
 ADAM = (0.9, 0.999, 1e-8)  # beta1, beta2, eps
-REFRESH_PRODUCTS = 12  # Hessian products per Newton step / solve above which a fold's preconditioner is rebuilt
 
 __all__ = ["PolicyResult", "ESTIMATORS", "AXES", "optimise_policy", "landscape", "influence_axis", "entropy_axis",
            "shrinkage_weight"]
@@ -216,7 +215,7 @@ def _fit(problem: _Problem, fold: _Fold, weights: np.ndarray) -> np.ndarray:
     if not result.converged:
         logger.warning("inner proxy fit stopped at ||grad|| = %.3g after %d iterations", result.grad_norm,
                        result.iterations)
-    if result.products > REFRESH_PRODUCTS * max(1, result.iterations):
+    if result.products > proxy.REFRESH_PRODUCTS * max(1, result.iterations):
         fold.preconditioner = None  # drifted: rebuild at the next fit
     fold.theta = result.theta
     return result.theta
@@ -238,7 +237,7 @@ def _adjoint_solver(problem: _Problem, fold: _Fold, weights: np.ndarray):
 
         fold.adjoint = solvers.solve_cg(theta, features, teacher_logits, labels, weights_, rhs, **options,
                                         preconditioner=counted, initial=fold.adjoint)
-        if len(calls) > REFRESH_PRODUCTS:
+        if len(calls) > proxy.REFRESH_PRODUCTS:
             fold.preconditioner = None
         return fold.adjoint
 

@@ -540,7 +540,7 @@ class _DataCurvature:
         return lambda vector: scipy.linalg.cho_solve(factor, vector)
 
     def update(self, theta, result: ProxyFit) -> None:
-        if self.enabled and (self.matrix is None or result.products > 12 * max(1, result.iterations)):
+        if self.enabled and (self.matrix is None or result.products > REFRESH_PRODUCTS * max(1, result.iterations)):
             self.matrix = hessian(theta, **self.problem, mu=0.0, bias_damping=0.0)
 
 
