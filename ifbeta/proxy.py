@@ -34,6 +34,7 @@ CHUNK_SIZE = 8192  # rows of features cast to float64 at a time
 OPERATOR_CACHE_BYTES = 1 << 30  # HessianOperator keeps x, p, q in memory up to this size
 DENSE_NEWTON_LIMIT = 4000  # C (d+1) up to which fit() uses dense Newton, above: Newton-CG
 DENSE_ROWS_PER_PARAMETER = 2  # dense Newton also needs N <= 2 C (d+1): building H costs O(N C^2 d^2)
+REFRESH_PRODUCTS = 12  # CG products per Newton step (or solve) above which a reused Hessian factor is rebuilt
 
 
 def use_dense(rows: int, size: int) -> bool:
