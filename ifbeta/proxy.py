@@ -175,16 +175,12 @@ def residuals(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_si
 
 def _value_and_gradient(theta, features, teacher_logits, labels, weights, *, mu, bias_damping, kd,
                         chunk_size, with_gradient=True):
+    """(L_in, its gradient) at theta in one streamed pass (the gradient is skipped when not wanted)."""
     theta = np.asarray(theta, np.float64)
-    ridge = regulariser(theta.shape, mu=mu, bias_damping=bias_damping)
-    value = 0.5 * float((ridge * theta * theta).sum())
-    grad = ridge * theta
-    for x, t, y, w in _chunks(features, teacher_logits, labels, weights, chunk_size):
-        heads = _heads(theta, x, t, kd)
-        value += float(_weighted(_chunk_loss(heads, y, kd), w).sum())
-        if with_gradient:
-            grad += _weighted(_chunk_residual(heads, y, kd), w).T @ x  # (C, d+1)
-    return value, grad
+    rows = _Rows(features, teacher_logits, labels, weights, kd=kd, chunk_size=chunk_size, cache_bytes=0)
+    point = _evaluate(theta, rows, regulariser(theta.shape, mu=mu, bias_damping=bias_damping),
+                      with_gradient=with_gradient)
+    return point.value, point.grad
 
 
 def objective(theta, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,
@@ -277,7 +273,7 @@ class _Point:
     heads: list | None
 
 
-def _evaluate(theta, rows: _Rows, ridge: np.ndarray) -> _Point:
+def _evaluate(theta, rows: _Rows, ridge: np.ndarray, *, with_gradient: bool = True) -> _Point:
     """L_in and its gradient at theta in one pass over the rows (SUM form, ridge (C, d+1))."""
     kd = rows.kd
     value, grad = 0.5 * float((ridge * theta * theta).sum()), ridge * theta
@@ -286,7 +282,8 @@ def _evaluate(theta, rows: _Rows, ridge: np.ndarray) -> _Point:
         outputs = x @ theta.T  # (m, C)
         chunk = _Heads(_log_softmax(outputs), _log_softmax(outputs / kd.tau), log_pt)
         value += float(_weighted(_chunk_loss(chunk, y, kd), w).sum())
-        grad += _weighted(_chunk_residual(chunk, y, kd), w).T @ x
+        if with_gradient:
+            grad += _weighted(_chunk_residual(chunk, y, kd), w).T @ x  # (C, d+1)
         if heads is not None:
             heads.append((chunk.p, chunk.q))
     return _Point(theta, value, grad, heads)
