@@ -90,7 +90,9 @@ def regulariser(shape, *, mu: float, bias_damping: float = 1e-3) -> np.ndarray:
 
 
 def _chunks(features, teacher_logits, labels, weights, chunk_size):
-    """Yield (x (m, d+1), t (m, C), y (m,) int64, w (m,) or None) float64 chunks."""
+    """Yield (x (m, d+1), t (m, C), y (m,) int64, w (m,) or None) float64 chunks.
+
+    Raises ValueError for a label outside [0, C): numpy would otherwise read label -1 as class C - 1."""
     labels = np.asarray(labels)
     for start in range(0, len(labels), chunk_size):
         stop = min(len(labels), start + chunk_size)
@@ -99,8 +101,13 @@ def _chunks(features, teacher_logits, labels, weights, chunk_size):
         x[:, :-1] = phi
         x[:, -1] = 1.0
         t = np.asarray(teacher_logits[start:stop], dtype=np.float64)
+        y = labels[start:stop].astype(np.int64)
+        if len(y) and (y.min() < 0 or y.max() >= t.shape[1]):
+            bad = start + int(np.flatnonzero((y < 0) | (y >= t.shape[1]))[0])
+            raise ValueError(f"label {int(labels[bad])} of sample {bad} is outside [0, {t.shape[1]}): "
+                             f"labels must be class indices of the teacher's {t.shape[1]} logits")
         w = None if weights is None else np.asarray(weights[start:stop], dtype=np.float64)
-        yield x, t, labels[start:stop].astype(np.int64), w
+        yield x, t, y, w
 
 
 def _log_softmax(z):

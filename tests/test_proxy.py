@@ -126,6 +126,22 @@ def test_chunk_size_does_not_change_results():
                                    rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_labels_outside_the_classes_are_refused(bad):
+    """Label -1 would silently index class C - 1; every entry point refuses it, naming the sample."""
+    features, teacher, labels, theta, _ = problem(n=30)
+    labels = labels.copy()
+    labels[17] = bad
+    calls = [lambda: proxy.objective(theta, features, teacher, labels, mu=0.1, kd=KD),
+             lambda: proxy.gradient(theta, features, teacher, labels, mu=0.1, kd=KD, chunk_size=8),
+             lambda: proxy.hessian(theta, features, teacher, labels, mu=0.1, kd=KD),
+             lambda: proxy.validation_loss(theta, features, teacher, labels, kd=KD),
+             lambda: proxy.fit(features, teacher, labels, mu=0.1, kd=KD)]
+    for call in calls:
+        with pytest.raises(ValueError, match=rf"label {bad} of sample 17 is outside \[0, 3\)"):
+            call()
+
+
 def test_validation_loss_gradient_and_predict_proba():
     features, teacher, labels, theta, _ = problem()
     losses = proxy.per_sample_loss(theta, features, teacher, labels, kd=KD)

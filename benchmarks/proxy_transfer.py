@@ -1,0 +1,215 @@
+"""Does the bilevel objective J predict the student? J of every benchmarked subset against its student.
+
+The `cifar10-cpu` benchmark distilled about 100 resnet8 students on subsets from twelve selection
+methods (`benchmarks/results/cifar10-cpu.csv`, `cifar10-cpu-replication.csv`, `epochs` budget). For
+each of those subsets S this script evaluates J(S), the proxy's cross-fitted validation loss with S
+as the training set (weights 1 on S, 0 elsewhere; the two stratified folds of the bilevel loop, each
+fitting on S inside one half and validating on the other half), for several proxies:
+
+- the features the proxy sees: the teacher's penultimate features (the default), the output of the
+  teacher's first or second stage average-pooled to 2x2, or raw pixels pooled to 8x8 (no teacher);
+- what it fits: the KD loss of METHOD.md (tau 4, lam 0.9) or hard labels (lam 0);
+- what J measures on the validation half: the KD loss or the cross-entropy on hard labels.
+
+A proxy whose J can steer the policy must rank the subsets like the students do: Spearman(J,
+student top-1) clearly negative at every ratio (lower J, better student). Reported per ratio over
+all subsets (seed noise included) and over the per-method means, with two simple subset statistics
+(mean teacher confidence, share of samples the teacher gets wrong) as references.
+
+Usage: python benchmarks/proxy_transfer.py [--report-only]. Writes benchmarks/results/proxy-transfer.{md,csv}.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+
+from ifbeta import pipeline, proxy
+from ifbeta.config import KDConfig
+from ifbeta.runtime import limit_blas_threads
+
+RESULTS = Path("benchmarks/results")
+RUNS = ("cifar10-cpu.csv", "cifar10-cpu-replication.csv")
+KD, HARD = KDConfig(), KDConfig(lam=0.0)
+NEAR_UNIFORM = ("random", "ifbeta", "ifbeta-entropy")
+
+
+@torch.inference_mode()
+def block_features(workspace: pipeline.Workspace, batch_size: int = 500) -> dict[str, np.ndarray]:
+    """Teacher stage outputs pooled to 2x2, and raw pixels pooled to 8x8: name -> (N, d) float64."""
+    model, normaliser = workspace.teacher.model.eval(), workspace.teacher.normaliser
+    stages = {"teacher stage 1, 2x2 pool": model.layers[len(model.layers) // 3 - 1],
+              "teacher stage 2, 2x2 pool": model.layers[2 * len(model.layers) // 3 - 1]}
+    captured: dict[str, list] = {name: [] for name in stages}
+    hooks = [module.register_forward_hook(lambda _m, _i, out, name=name: captured[name].append(
+        F.adaptive_avg_pool2d(out, 2).flatten(1).double())) for name, module in stages.items()]
+    pixels = []
+    images = workspace.train.images
+    for start in range(0, len(images), batch_size):
+        x = normaliser(images[start:start + batch_size])
+        model(x)
+        pixels.append(F.adaptive_avg_pool2d(x, 8).flatten(1).double())
+    for hook in hooks:
+        hook.remove()
+    out = {name: torch.cat(parts).numpy() for name, parts in captured.items()}
+    out["raw pixels, 8x8 pool (no teacher)"] = torch.cat(pixels).numpy()
+    return out
+
+
+def benchmarked_runs() -> list[dict]:
+    rows = []
+    for name in RUNS:
+        with open(RESULTS / name) as handle:
+            for row in csv.DictReader(handle):
+                if row["budget"] == "epochs" and row["method"] != "full":
+                    rows.append({"source": name, "method": row["method"], "ratio": float(row["ratio"]),
+                                 "seed": int(row["seed"]), "top1": 100 * float(row["test_top1"]),
+                                 "train_samples": int(row["train_samples"])})
+    return rows
+
+
+class Objective:
+    """J(S) for one proxy: features, the fit's KD config, the validation KD config; mu by validation."""
+
+    def __init__(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray, fit_kd: KDConfig,
+                 val_kd: KDConfig, seed: int = 0):
+        self.z, _, _ = proxy.standardise(features)
+        self.t, self.y, self.fit_kd, self.val_kd = logits, labels, fit_kd, val_kd
+        mu, _ = proxy.choose_mu(self.z, logits, labels, kd=fit_kd, folds=2, seed=seed)
+        per_sample = mu / (len(labels) / 2)
+        assignment = proxy.stratified_folds(labels, 2, seed)
+        self.folds = [(np.flatnonzero(assignment == f), np.flatnonzero(assignment != f)) for f in range(2)]
+        self.mu = [per_sample * len(train) for train, _ in self.folds]
+
+    def __call__(self, subset: np.ndarray) -> float:
+        """Mean over the two folds of L_V(theta fitted on S within the fold's training half); lower is better."""
+        losses = []
+        for (train, val), mu in zip(self.folds, self.mu):
+            weights = np.isin(train, subset).astype(np.float64)
+            theta = proxy.fit(self.z[train], self.t[train], self.y[train], weights=weights, mu=mu,
+                              kd=self.fit_kd).theta
+            losses.append(proxy.validation_loss(theta, self.z[val], self.t[val], self.y[val], kd=self.val_kd))
+        return float(np.mean(losses))
+
+
+def correlations(rows: list[dict], column: str) -> dict:
+    """Per ratio: Spearman(column, top1) over all subsets, and over per-method means of the main grid
+    (RUNS[0], where every method ran on the same hardware and seeds)."""
+    out = {}
+    for ratio in sorted({r["ratio"] for r in rows}):
+        cell = [r for r in rows if r["ratio"] == ratio]
+        grid = [r for r in cell if r["source"] == RUNS[0]]
+        methods = sorted({r["method"] for r in grid})
+        means = [(np.mean([r[column] for r in grid if r["method"] == m]),
+                  np.mean([r["top1"] for r in grid if r["method"] == m])) for m in methods]
+        out[ratio] = (spearmanr([r[column] for r in cell], [r["top1"] for r in cell])[0],
+                      spearmanr(*zip(*means))[0], len(cell), len(methods))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=str(RESULTS / "proxy-transfer"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the .csv")
+    args = parser.parse_args()
+    if args.report_only:
+        report(args.out)
+        return
+    limit_blas_threads()
+    began = time.perf_counter()
+    workspace = pipeline.open_workspace("imagefolder:../shared/data/cifar10", pool=10_000)
+    f = workspace.features
+    logits, labels = np.asarray(f.logits, np.float64), np.asarray(f.labels)
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    confidence, wrong = probabilities.max(1), (logits.argmax(1) != labels).astype(np.float64)
+
+    rows = benchmarked_runs()
+    for row in rows:
+        chosen = pipeline.choose(workspace, row["method"], row["ratio"], seed=row["seed"])
+        if len(chosen.indices) != row["train_samples"]:
+            raise SystemExit(f"{row}: rebuilt subset has {len(chosen.indices)} samples")
+        row["subset"] = np.asarray(chosen.indices)
+        row["mean teacher confidence"] = float(confidence[row["subset"]].mean())
+        row["share the teacher gets wrong"] = float(wrong[row["subset"]].mean())
+    print(f"{len(rows)} subsets rebuilt in {time.perf_counter() - began:.0f} s", flush=True)
+
+    feature_sets = {"teacher penultimate (default)": np.asarray(f.features, np.float64), **block_features(workspace)}
+    objectives = {"fit KD, J = KD loss": (KD, KD), "fit KD, J = hard-label CE": (KD, HARD),
+                  "fit hard labels, J = hard-label CE": (HARD, HARD)}
+    variants = []
+    for feature_name, features in feature_sets.items():
+        for objective_name, (fit_kd, val_kd) in objectives.items():
+            start = time.perf_counter()
+            objective = Objective(features, logits, labels, fit_kd, val_kd)
+            name = f"{feature_name} | {objective_name}"
+            for row in rows:
+                row[name] = objective(row["subset"])
+            variants.append((name, features.shape[1], time.perf_counter() - start))
+            print(f"{name}: {variants[-1][2]:.0f} s", flush=True)
+
+    columns = [name for name, _, _ in variants] + ["mean teacher confidence", "share the teacher gets wrong"]
+    with open(f"{args.out}.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source", "method", "ratio", "seed", "top1"] + [f"{c} (d={d})" for c, d, _ in variants]
+                        + columns[len(variants):])
+        for row in rows:
+            writer.writerow([row["source"], row["method"], row["ratio"], row["seed"], f"{row['top1']:.2f}"]
+                            + [f"{row[c]:.6g}" for c in columns])
+    report(args.out, seconds=time.perf_counter() - began)
+
+
+def report(out: str, seconds: float | None = None) -> None:
+    """Write {out}.md from {out}.csv."""
+    with open(f"{out}.csv") as handle:
+        table = list(csv.DictReader(handle))
+    columns = [c for c in table[0] if c not in ("source", "method", "ratio", "seed", "top1")]
+    rows = [{**{c: float(r[c]) for c in columns}, "source": r["source"], "method": r["method"],
+             "ratio": float(r["ratio"]), "top1": float(r["top1"])} for r in table]
+    ratios = sorted({r["ratio"] for r in rows})
+    header = " | ".join(f"r={r}: subsets / method means" for r in ratios)
+    made = f" in {seconds:.0f} s" if seconds else ""
+    lines = ["# Does J predict the student? Spearman(J, student top-1) over the benchmarked subsets", "",
+             f"{len(rows)} subsets from `{'`, `'.join(RUNS)}` (`epochs` budget, resnet20 -> resnet8, 15 epochs,",
+             "10k CIFAR-10 pool), each with the last-epoch test top-1 of its student. J(S) = the proxy's",
+             "cross-fitted validation loss with S as its training set (lower is better), so a proxy that can",
+             "steer the policy needs a clearly NEGATIVE Spearman at every ratio. The two statistics at the",
+             f"bottom are references, not proxies. Generated by `benchmarks/proxy_transfer.py`{made}.", "",
+             "## Across all selection rules", "",
+             f"| proxy (features \\| objective) | {header} |", "|---|" + "---|" * len(ratios)]
+    for column in columns:
+        cells = correlations(rows, column)
+        label = column.replace(" | ", " \\| ")
+        lines.append(f"| {label} | " + " | ".join(f"{cells[r][0]:+.2f} / {cells[r][1]:+.2f}" for r in ratios) + " |")
+    counts = correlations(rows, columns[0])
+    lines += ["", "Subsets / methods per ratio: " + ", ".join(f"r={r}: {counts[r][2]} / {counts[r][3]}" for r in ratios)]
+    default = columns[0]
+    near = [r for r in rows if r["method"] in NEAR_UNIFORM]
+    cells = correlations(near, default)
+    lines += ["", f"## Near uniform: only {', '.join(NEAR_UNIFORM)}", "",
+              f"Spearman(default J, top-1) over those subsets: "
+              + ", ".join(f"r={r}: {cells[r][0]:+.2f} ({cells[r][2]} subsets)" for r in sorted(cells)), "",
+              f"## Default J and student top-1 per method (`{RUNS[0]}`, means over its seeds; Δ = method - random)",
+              "",
+              "| method | " + " | ".join(f"r={r}: ΔJ x 1e4 / Δ top-1" for r in ratios) + " |",
+              "|---|" + "---|" * len(ratios)]
+    grid = [x for x in rows if x["source"] == RUNS[0]]
+    means = {(m, r): (np.mean([x[default] for x in grid if x["method"] == m and x["ratio"] == r] or [np.nan]),
+                      np.mean([x["top1"] for x in grid if x["method"] == m and x["ratio"] == r] or [np.nan]))
+             for m in {x["method"] for x in grid} for r in ratios}
+    for method in sorted({x["method"] for x in grid}, key=lambda m: (m != "random", m)):
+        lines.append(f"| {method} | " + " | ".join(
+            f"{1e4 * (means[method, r][0] - means['random', r][0]):+.1f} / {means[method, r][1] - means['random', r][1]:+.2f}"
+            for r in ratios) + " |")
+    Path(f"{out}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
