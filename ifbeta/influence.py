@@ -354,7 +354,7 @@ class _Refits:
         theta = proxy.fit(tolerance=settings.tolerance, max_iterations=settings.max_iterations, **self.problem).theta
         self.factor = None
         if theta.size <= NEWTON_LIMIT:
-            self.factor = scipy.linalg.cho_factor(proxy.hessian(theta, **self.problem))
+            self.factor = scipy.linalg.cho_factor(proxy.hessian(theta, **self.problem), overwrite_a=True)
         self.scale = 1.0 + float(np.linalg.norm(proxy.gradient(np.zeros_like(theta), **self.problem)))
         self.theta, _ = _refit(theta, self.factor, self.problem, None, self.scale)
         self.base = self.validation_loss(self.theta)

@@ -208,14 +208,15 @@ def hessian(theta, features, teacher_logits, labels, *, weights=None, mu: float,
             kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
     """Exact dense Hessian of L_in, (C(d+1), C(d+1)) float64, rows in ``theta.reshape(-1)`` order.
 
-    Cost O(N C^2 (d+1)^2), memory (C(d+1))^2 floats: for C(d+1) up to ~8k.
+    Cost O(N C^2 (d+1)^2). Memory: the result (C(d+1))^2 floats and one block of rows: the rank-one
+    parts accumulate in place in its lower triangle (BLAS syrk), which is mirrored at the end.
     """
     theta = np.asarray(theta, np.float64)
     classes, width = theta.shape
     size = classes * width
-    result = np.diag(regulariser(theta.shape, mu=mu, bias_damping=bias_damping).reshape(-1))
     block = max(1, _HESSIAN_BLOCK_ELEMENTS // (2 * size))
-    lower = np.zeros((size, size))  # the rank-one parts, accumulated in one triangle (syrk)
+    matrix = np.zeros((size, size), order="F")  # lower triangle valid until the mirror below
+    matrix[np.diag_indices(size)] = regulariser(theta.shape, mu=mu, bias_damping=bias_damping).reshape(-1)
     for x, t, y, w in _chunks(features, teacher_logits, labels, weights, chunk_size):
         w = np.ones(len(y)) if w is None else w
         for start in range(0, len(y), block):
@@ -225,13 +226,25 @@ def hessian(theta, features, teacher_logits, labels, *, weights=None, mu: float,
             diagonal = ws[:, None] * ((1.0 - kd.lam) * heads.p + kd.lam * heads.q)  # (m, C)
             for c in range(classes):
                 span = slice(c * width, (c + 1) * width)
-                result[span, span] += (xs * diagonal[:, c:c + 1]).T @ xs
+                matrix[span, span] += (xs * diagonal[:, c:c + 1]).T @ xs
             scaled = np.concatenate([np.sqrt((1.0 - kd.lam) * ws)[:, None] * heads.p,
                                      np.sqrt(kd.lam * ws)[:, None] * heads.q])  # (2m, C)
             outer = (scaled[:, :, None] * np.concatenate([xs, xs])[:, None, :]).reshape(-1, size)  # (2m, C(d+1))
-            lower -= scipy.linalg.blas.dsyrk(1.0, outer, trans=1, lower=1)  # outer^T outer, lower triangle
-    lower = np.tril(lower)
-    return result + lower + np.tril(lower, -1).T
+            # matrix -= outer^T outer, lower triangle, in place (Fortran order lets syrk write into it)
+            matrix = scipy.linalg.blas.dsyrk(-1.0, outer, beta=1.0, c=matrix, trans=1, lower=1, overwrite_c=1)
+    _mirror_lower(matrix)
+    return matrix
+
+
+def _mirror_lower(matrix: np.ndarray, block: int = 1024) -> None:
+    """Copy the strict lower triangle of a square matrix onto its upper triangle, in place, one
+    block of columns at a time (no size^2 temporaries)."""
+    size = len(matrix)
+    for start in range(0, size, block):
+        stop = min(size, start + block)
+        corner = matrix[start:stop, start:stop]
+        matrix[start:stop, start:stop] = np.tril(corner) + np.tril(corner, -1).T
+        matrix[start:stop, stop:] = matrix[stop:, start:stop].T
 
 
 def hessian_diagonal(theta, features, teacher_logits, labels, *, weights=None, mu: float,

@@ -82,7 +82,7 @@ def solve_direct(theta, features, teacher_logits, labels, weights, rhs, *, mu: f
     """Exact H^{-1} rhs by Cholesky of the dense Hessian; (C, d+1) float64."""
     matrix = proxy.hessian(theta, features, teacher_logits, labels, weights=weights, mu=mu,
                            bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
-    factor = scipy.linalg.cho_factor(matrix)
+    factor = scipy.linalg.cho_factor(matrix, overwrite_a=True)  # fresh matrix: factor in place
     return scipy.linalg.cho_solve(factor, np.asarray(rhs, np.float64).reshape(-1)).reshape(np.shape(theta))
 
 
@@ -126,7 +126,7 @@ def cholesky_preconditioner(theta, features, teacher_logits, labels, weights=Non
     handful of iterations. Memory (C(d+1))^2 floats, cost O(N C^2 (d+1)^2) once."""
     matrix = proxy.hessian(theta, features, teacher_logits, labels, weights=weights, mu=mu,
                            bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
-    factor = scipy.linalg.cho_factor(matrix)
+    factor = scipy.linalg.cho_factor(matrix, overwrite_a=True)
     return lambda vector: scipy.linalg.cho_solve(factor, vector)
 
 

@@ -142,6 +142,27 @@ def test_labels_outside_the_classes_are_refused(bad):
             call()
 
 
+def test_dense_hessian_is_built_in_one_matrix():
+    """The Hessian accumulates in place: peak numpy memory stays near one (C(d+1))^2 matrix plus a
+    row block (it was 4.4 matrices before syrk wrote into the result), and it is exactly symmetric."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n, d, classes = 600, 63, 40  # C(d+1) = 2560: a 50 MiB matrix
+    features, teacher = rng.normal(size=(n, d)), rng.normal(size=(n, classes))
+    labels, theta = rng.integers(0, classes, n), rng.normal(size=(classes, d + 1)) * 0.1
+    tracemalloc.start()
+    matrix = proxy.hessian(theta, features, teacher, labels, mu=0.1, kd=KD)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2.0 * matrix.nbytes, peak / matrix.nbytes
+    np.testing.assert_array_equal(matrix, matrix.T)
+    vector = rng.normal(size=theta.shape)
+    np.testing.assert_allclose(matrix @ vector.reshape(-1),
+                               proxy.hvp(theta, vector, features, teacher, labels, mu=0.1, kd=KD).reshape(-1),
+                               rtol=1e-10, atol=1e-10)
+
+
 def test_validation_loss_gradient_and_predict_proba():
     features, teacher, labels, theta, _ = problem()
     losses = proxy.per_sample_loss(theta, features, teacher, labels, kd=KD)
