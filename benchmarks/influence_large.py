@@ -12,8 +12,7 @@ logits). Every step runs in its own process (one per command below) and appends 
              unit costs that the full run is made of
   score      influence.score(solver=cg|ekfac) with the proxy's Newton iterations capped by
              ``--max-iterations`` (ProxyConfig.max_iterations) and, for cg, the solver's CG iterations
-             capped by ``--cg-iterations`` (solvers.SOLVERS["cg"] is replaced, in that process only, by
-             solve_cg with max_iterations set: influence.score has no knob for it). Records seconds per
+             capped by ``--cg-iterations`` (InfluenceConfig.cg_max_iterations). Records seconds per
              stage, every pass over the data (caller, rows, seconds: proxy._chunks is wrapped to count),
              the final ||grad L_in|| per fold, the CG residual, peak RSS (VmHWM, includes memory-mapped
              file pages, which the kernel can drop) and peak anonymous memory (RssAnon sampled every 0.2 s)
@@ -118,10 +117,9 @@ def probe(args) -> dict:
 
 
 def score(args) -> dict:
-    import functools
     import logging
 
-    from ifbeta import influence, proxy, solvers
+    from ifbeta import influence, proxy
     from ifbeta.config import InfluenceConfig, ProxyConfig
 
     messages = []
@@ -140,11 +138,10 @@ def score(args) -> dict:
         passes.append((caller, len(labels), time.perf_counter() - start))
 
     proxy._chunks = counting
-    if args.solver == "cg" and args.cg_iterations:
-        solvers.SOLVERS["cg"] = functools.partial(solvers.solve_cg, max_iterations=args.cg_iterations)
     features, logits, labels = open_pool(args)
+    capped = args.cg_iterations if args.solver == "cg" and args.cg_iterations else None
     config = InfluenceConfig(solver=args.solver, estimator="first_order", chunk_size=args.chunk_size,
-                             materialise_fold=False,
+                             materialise_fold=False, cg_max_iterations=capped,
                              proxy=ProxyConfig(mu=args.mu * len(labels) / 2 / 1000.0, max_iterations=args.max_iterations))
     folds = []
     start = time.perf_counter()

@@ -47,9 +47,23 @@ class InfluenceConfig:
     # first_order: s_i = g_V^T H^-1 grad l_i | newton: exact removal step + L_V curvature (dense only)
     # auto: newton where a fold has < 4 samples per parameter (first-order is biased there), else first_order
     estimator: str = "auto"
+    # cg solver only: stop at this relative residual, and after this many iterations (None: the solver's
+    # defaults, 1e-10 and no cap). A capped solve is approximate; the log reports its final residual.
+    cg_tolerance: float | None = None
+    cg_max_iterations: int | None = None
+
+    def __post_init__(self):
+        if self.solver != "cg" and (self.cg_tolerance is not None or self.cg_max_iterations is not None):
+            raise ValueError(f"cg_tolerance and cg_max_iterations apply to the cg solver only, not {self.solver!r}")
+        if self.cg_tolerance is not None and not 0.0 < self.cg_tolerance < 1.0:
+            raise ValueError(f"cg_tolerance must be in (0, 1), got {self.cg_tolerance}")
+        if self.cg_max_iterations is not None and self.cg_max_iterations < 1:
+            raise ValueError(f"cg_max_iterations must be >= 1, got {self.cg_max_iterations}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as a dict, the artefact key's input; unset cg limits are left out, so the keys of
+        scores computed before they existed stay valid."""
+        return {k: v for k, v in asdict(self).items() if not (k.startswith("cg_") and v is None)}
 
 
 @dataclass(frozen=True)

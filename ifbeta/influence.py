@@ -253,6 +253,9 @@ def _removal_scores(theta, train: tuple, validation: tuple, mu: float, config: I
     if resolve_estimator(config, theta.size, len(train[2])) == "newton":  # resolved by _prepare; re-checked
         return solvers.newton_removal_scores(theta, *train, *validation, **options)
     g_val = proxy.validation_gradient(theta, *validation, kd=settings.kd, chunk_size=chunk)  # (C, d+1)
+    if config.solver == "cg":
+        limits = {"tolerance": config.cg_tolerance, "max_iterations": config.cg_max_iterations}
+        options.update({k: v for k, v in limits.items() if v is not None})
     direction = SOLVERS[config.solver](theta, *train, None, g_val, **options)  # v = H^{-1} g_V
     return influence_scores(theta, direction, *train, kd=settings.kd, chunk_size=chunk)
 

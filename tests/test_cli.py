@@ -62,6 +62,7 @@ def test_vertical_slice_score_select_prune_distill(cache, tmp_path):
     (["score", "--teacher", "/no/such/teacher.safetensors"], "does not exist"),
     (["distill", "--subset", "/no/such/subset", "--out", "x"], "subset"),
     (["train-teacher", "--arch", "resnet9000"], "unknown architecture"),
+    (["score", "--solver", "direct", "--cg-max-iterations", "5"], "cg solver only"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(cache, tmp_path, args, message):
     result = ifbeta(*[a if a != "x" else str(tmp_path / "x") for a in args], cache=cache)

@@ -163,6 +163,28 @@ def test_solvers_agree():
     assert scipy.stats.spearmanr(scores["ekfac"], scores["direct"])[0] > 0.6  # clustered: approximate
 
 
+def test_cg_limits_reach_the_solver_and_leave_default_keys_alone():
+    features, teacher, labels = pool()
+    base = dict(solver="cg", estimator="first_order")
+    converged = influence.score(features, teacher, labels, config=InfluenceConfig(**base))
+    same = influence.score(features, teacher, labels, config=InfluenceConfig(**base, cg_tolerance=1e-10))
+    np.testing.assert_array_equal(same.scores, converged.scores)  # the explicit default changes nothing
+    capped = influence.score(features, teacher, labels, config=InfluenceConfig(**base, cg_max_iterations=1))
+    assert np.abs(capped.scores - converged.scores).max() > 1e-3 * np.abs(converged.scores).max()
+    assert scipy.stats.spearmanr(capped.scores, converged.scores)[0] > 0.5  # one preconditioned step: rough
+    loose = influence.score(features, teacher, labels, config=InfluenceConfig(**base, cg_tolerance=1e-3))
+    np.testing.assert_allclose(loose.scores, converged.scores, rtol=0, atol=1e-2 * np.abs(converged.scores).max())
+    # unset limits are not part of the artefact key's input: keys of earlier scores stay valid
+    assert set(InfluenceConfig().to_dict()) == {"proxy", "solver", "folds", "seed", "chunk_size", "materialise_fold",
+                                                "estimator"}
+    assert InfluenceConfig(solver="cg", cg_max_iterations=3).to_dict()["cg_max_iterations"] == 3
+    for settings, message in ((dict(solver="direct", cg_max_iterations=3), "cg solver only"),
+                              (dict(solver="cg", cg_tolerance=0.0), "cg_tolerance"),
+                              (dict(solver="cg", cg_max_iterations=0), "cg_max_iterations")):
+        with pytest.raises(ValueError, match=message):
+            InfluenceConfig(**settings)
+
+
 def test_ekfac_is_close_on_a_well_conditioned_problem():
     rng = np.random.default_rng(0)
     features, teacher, labels = rng.normal(size=(600, 6)), rng.normal(size=(600, 4)), rng.integers(0, 4, 600)

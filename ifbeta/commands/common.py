@@ -102,7 +102,9 @@ def influence_config(args):
     from ifbeta.config import InfluenceConfig
 
     return InfluenceConfig(solver=getattr(args, "solver", "direct"),
-                           estimator=getattr(args, "influence_estimator", "auto"))
+                           estimator=getattr(args, "influence_estimator", "auto"),
+                           cg_tolerance=getattr(args, "cg_tolerance", None),
+                           cg_max_iterations=getattr(args, "cg_max_iterations", None))
 
 
 def add_influence(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +113,10 @@ def add_influence(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--influence-estimator", default="auto", choices=["auto", "first_order", "newton"],
                         help="first_order influence, newton (exact removal step, dense), or auto (newton when a "
                              "fold has < 4 samples per parameter)")
+    parser.add_argument("--cg-tolerance", type=float, default=None, metavar="TOL",
+                        help="cg only: relative residual to stop at (default 1e-10)")
+    parser.add_argument("--cg-max-iterations", type=int, default=None, metavar="N",
+                        help="cg only: cap the iterations (approximate scores; default: no cap)")
 
 
 def check_budget(workspace_or_train, ratio: float, *, stratify: bool = True) -> int:

@@ -51,11 +51,11 @@ def run(args) -> int:
     from ifbeta import pipeline
 
     ratios = [common.check_ratio(r) for r in args.ratio]
+    config, influence = policy_config(args), common.influence_config(args)
     train, _ = common.load_splits(args)
     for ratio in ratios:
         common.check_budget(train, ratio, stratify=not args.no_stratify)
     ws = common.workspace(args, description="extract")
-    config, influence = policy_config(args), common.influence_config(args)
     method = "ifbeta" if args.axis == "influence" else "ifbeta-entropy"
     bar = common.ProgressBar("policy")
     learned_all = pipeline.policies(ws, ratios, config, influence_config=influence, on_step=bar)

@@ -20,11 +20,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ifbeta import pipeline
 
+    config = common.influence_config(args)  # bad settings fail before any work
     began = time.perf_counter()
     ws = common.workspace(args, description="extract")
     opened = time.perf_counter() - began
     bar = common.ProgressBar("score")
-    result, key = pipeline.scores(ws, common.influence_config(args), on_step=bar)
+    result, key = pipeline.scores(ws, config, on_step=bar)
     bar.close()
     labels, names = ws.train.labels, ws.train.class_names
     per_class = {names[c]: float(result.scores[labels == c].mean()) for c in range(len(names))}

@@ -51,10 +51,10 @@ def run(args) -> int:
     if args.method not in selection.METHODS:
         raise UserError(f"unknown method {args.method!r}; choose one of {', '.join(selection.METHODS)}")
     ratio = common.check_ratio(args.ratio)
+    influence = common.influence_config(args)
     train, _ = common.load_splits(args)
     common.check_budget(train, ratio, stratify=args.method not in ("random",))
     ws = common.workspace(args, description="extract")
-    influence = common.influence_config(args)
     bar = common.ProgressBar(args.method)
     chosen = pipeline.choose(ws, args.method, ratio, seed=args.seed, options=parse_options(args.option),
                              influence_config=influence, on_step=bar)

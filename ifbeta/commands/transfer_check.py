@@ -67,12 +67,13 @@ def run(args) -> int:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
     if args.student and args.student not in models.ARCHITECTURES:
         raise UserError(f"unknown student {args.student!r}; choose one of {', '.join(models.ARCHITECTURES)}")
+    influence_config = common.influence_config(args)
     ws = common.workspace(args, description="extract")
     progress = _Progress()
     try:
         report = transfer.transfer_check(ws, ratio=ratio, policies=args.policies, epochs=args.epochs,
                                          seeds=tuple(range(args.seeds)), student=args.student, out=args.out,
-                                         budget=args.budget, influence_config=common.influence_config(args),
+                                         budget=args.budget, influence_config=influence_config,
                                          on_step=progress)
     finally:
         progress.close()

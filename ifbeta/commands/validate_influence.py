@@ -30,11 +30,12 @@ def run(args) -> int:
 
     if args.samples < 3:
         raise UserError("--samples must be at least 3")
+    config = common.influence_config(args)
     ws = common.workspace(args, description="extract")
     bar = common.ProgressBar("leave-one-out refits")
     features = ws.features
     report = influence.loo_check(features.features, features.logits, features.labels,
-                                 config=common.influence_config(args), samples=args.samples, seed=args.seed,
+                                 config=config, samples=args.samples, seed=args.seed,
                                  on_step=bar)
     bar.close()
     checks = passes(report)
