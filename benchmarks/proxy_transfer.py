@@ -191,10 +191,17 @@ def report(out: str, seconds: float | None = None) -> None:
     lines += ["", "Subsets / methods per ratio: " + ", ".join(f"r={r}: {counts[r][2]} / {counts[r][3]}" for r in ratios)]
     default = columns[0]
     near = [r for r in rows if r["method"] in NEAR_UNIFORM]
-    cells = correlations(near, default)
+    near_ratios = sorted({r["ratio"] for r in near})
+    counts = correlations(near, default)
     lines += ["", f"## Near uniform: only {', '.join(NEAR_UNIFORM)}", "",
-              f"Spearman(default J, top-1) over those subsets: "
-              + ", ".join(f"r={r}: {cells[r][0]:+.2f} ({cells[r][2]} subsets)" for r in sorted(cells)), "",
+              "Spearman(J, top-1) over those subsets ("
+              + ", ".join(f"r={r}: {counts[r][2]} subsets" for r in near_ratios) + ").", "",
+              "| proxy | " + " | ".join(f"r={r}" for r in near_ratios) + " |", "|---|" + "---|" * len(near_ratios)]
+    for column in columns:
+        cells = correlations(near, column)
+        label = column.replace(" | ", " \\| ")
+        lines.append(f"| {label} | " + " | ".join(f"{cells[r][0]:+.2f}" for r in near_ratios) + " |")
+    lines += ["",
               f"## Default J and student top-1 per method (`{RUNS[0]}`, means over its seeds; Δ = method - random)",
               "",
               "| method | " + " | ".join(f"r={r}: ΔJ x 1e4 / Δ top-1" for r in ratios) + " |",
