@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ifbeta import bilevel, pipeline
-from ifbeta.runtime import limit_blas_threads
+from ifbeta import pipeline
+from ifbeta.policy import bilevel
+from ifbeta.threads import limit_blas_threads
 
 
 def synthetic(n: int, d: int, c: int, seed: int = 0):

@@ -13,7 +13,7 @@ logits). Every step runs in its own process (one per command below) and appends 
   score      influence.score(solver=cg|ekfac) with the proxy's Newton iterations capped by
              ``--max-iterations`` (ProxyConfig.max_iterations) and, for cg, the solver's CG iterations
              capped by ``--cg-iterations`` (InfluenceConfig.cg_max_iterations). Records seconds per
-             stage, every pass over the data (caller, rows, seconds: proxy._chunks is wrapped to count),
+             stage, every pass over the data (caller, rows, seconds: objective.chunks is wrapped to count),
              the final ||grad L_in|| per fold, the CG residual, peak RSS (VmHWM, includes memory-mapped
              file pages, which the kernel can drop) and peak anonymous memory (RssAnon sampled every 0.2 s)
   report     write the results as a section of benchmarks/results/influence-scaling.md
@@ -94,9 +94,9 @@ def open_pool(args):
 
 
 def probe(args) -> dict:
-    from ifbeta import proxy
     from ifbeta.config import KDConfig
-    from ifbeta.streaming import FeatureView, feature_statistics
+    from ifbeta.data.streaming import FeatureView, feature_statistics
+    from ifbeta.influence import objective, proxy
 
     features, logits, labels = open_pool(args)
     seconds = {}
@@ -107,8 +107,8 @@ def probe(args) -> dict:
     x, t, y = FeatureView(features, mean=mean, std=std).subset(train), FeatureView(logits).subset(train), labels[train]
     theta = np.random.default_rng(1).normal(size=(logits.shape[1], features.shape[1] + 1)) * 1e-2
     options = dict(mu=args.mu * len(train) / 1000.0, kd=KDConfig(), chunk_size=args.chunk_size)
-    for name, call in (("gradient pass", lambda: proxy.gradient(theta, x, t, y, **options)),
-                       ("Hessian-vector product", lambda: proxy.hvp(theta, theta, x, t, y, **options))):
+    for name, call in (("gradient pass", lambda: objective.gradient(theta, x, t, y, **options)),
+                       ("Hessian-vector product", lambda: objective.hvp(theta, theta, x, t, y, **options))):
         start = time.perf_counter()
         call()
         seconds[name] = time.perf_counter() - start
@@ -119,8 +119,9 @@ def probe(args) -> dict:
 def score(args) -> dict:
     import logging
 
-    from ifbeta import influence, proxy
     from ifbeta.config import InfluenceConfig, ProxyConfig
+    from ifbeta.influence import objective, proxy
+    from ifbeta.influence import scores as influence
 
     messages = []
 
@@ -130,14 +131,14 @@ def score(args) -> dict:
 
     logging.getLogger("ifbeta").addHandler(Capture())
     logging.getLogger("ifbeta").setLevel(logging.INFO)
-    passes, original = [], proxy._chunks
+    passes, original = [], objective.chunks
 
     def counting(features, teacher_logits, labels, weights, chunk_size):  # one call = one pass over the data
         caller, start = sys._getframe(1).f_code.co_name, time.perf_counter()
         yield from original(features, teacher_logits, labels, weights, chunk_size)
         passes.append((caller, len(labels), time.perf_counter() - start))
 
-    proxy._chunks = counting
+    objective.chunks = proxy.chunks = counting  # proxy imports the name, so it is replaced there too
     features, logits, labels = open_pool(args)
     capped = args.cg_iterations if args.solver == "cg" and args.cg_iterations else None
     config = InfluenceConfig(solver=args.solver, estimator="first_order", chunk_size=args.chunk_size,
@@ -207,7 +208,7 @@ def main() -> None:
     if args.step == "report":
         report(args)
         return
-    from ifbeta.runtime import limit_blas_threads
+    from ifbeta.threads import limit_blas_threads
 
     limit_blas_threads()
     memory, start = Memory(), time.perf_counter()

@@ -91,10 +91,11 @@ def main() -> None:
     import pydvl
     from torch.utils.data import DataLoader, TensorDataset
 
-    from ifbeta import influence, proxy, solvers
     from ifbeta.config import KDConfig
-    from ifbeta.runtime import limit_blas_threads
-    from ifbeta.streaming import feature_statistics
+    from ifbeta.data.streaming import feature_statistics
+    from ifbeta.influence import objective, proxy, solvers
+    from ifbeta.influence import scores as influence
+    from ifbeta.threads import limit_blas_threads
 
     limit_blas_threads()
     torch.set_num_threads(1)
@@ -118,7 +119,7 @@ def main() -> None:
     ours, ours_seconds = {}, {}
     for name in ("direct", "cg", "ekfac"):
         def score_once(solver=name):
-            g_val = proxy.validation_gradient(theta, xv, tv, yv, kd=kd)
+            g_val = objective.validation_gradient(theta, xv, tv, yv, kd=kd)
             direction = solvers.SOLVERS[solver](theta, x, t, y, None, g_val, **options)
             return influence.influence_scores(theta, direction, x, t, y, kd=kd)
         score_once()  # warm-up
@@ -140,7 +141,7 @@ def main() -> None:
     theirs_h = pydvl_hessian(model, loss, loader).numpy() + np.eye(theta.size) * mu / n
     order = np.concatenate([(np.arange(args.c)[:, None] * (args.d + 1) + np.arange(args.d)).ravel(),
                             np.arange(args.c) * (args.d + 1) + args.d])  # weight (C, d) row-major, then bias
-    ours_h = proxy.hessian(theta, x, t, y, **options)[np.ix_(order, order)] / n
+    ours_h = objective.hessian(theta, x, t, y, **options)[np.ix_(order, order)] / n
     hessian_diff = float(np.abs(theirs_h - ours_h).max() / np.abs(ours_h).max())
     print(f"Hessian max relative difference {hessian_diff:.2e}", flush=True)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 CHILD = r"""
 import json, logging, resource, sys, threading, time
 import numpy as np
-from ifbeta.runtime import limit_blas_threads
-from ifbeta import influence
+from ifbeta.threads import limit_blas_threads
+from ifbeta.influence import scores as influence
 from ifbeta.config import InfluenceConfig, ProxyConfig
 limit_blas_threads()
 
@@ -79,7 +79,7 @@ print(json.dumps({"seconds": seconds, "peak_rss_mib": resource.getrusage(resourc
 """
 
 MEMORY_BYTES = 24 * 2**30  # this machine
-DIRECT_COPIES = 5  # proxy.hessian: result, lower, tril(lower), tril(lower, -1).T and the sum coexist
+DIRECT_COPIES = 5  # objective.hessian: result, lower, tril(lower), tril(lower, -1).T and the sum coexist
 
 
 def direct_infeasible(n: int, d: int, c: int) -> str | None:
@@ -89,7 +89,7 @@ def direct_infeasible(n: int, d: int, c: int) -> str | None:
     if gib < 0.5 * MEMORY_BYTES / 2**30:
         return None
     build = (n // 2) * size**2  # syrk: 2 rows of C(d+1) per sample, one triangle -> ~ n/2 * size^2 per fold x 2 folds
-    return (f"not run: C(d+1) = {size:,}; the dense Hessian is {8 * size**2 / 2**30:.1f} GiB and proxy.hessian holds "
+    return (f"not run: C(d+1) = {size:,}; the dense Hessian is {8 * size**2 / 2**30:.1f} GiB and objective.hessian holds "
             f"~{DIRECT_COPIES} such arrays at once (~{gib:.0f} GiB, this machine has 24 GB); building it costs "
             f"~{2 * build:.1e} multiply-adds for the two folds (N/2 x (C(d+1))^2 each), ~{4 * build / 5e10 / 60:.0f} "
             f"min at 50 GFLOP/s, plus a {size:,}^3/3 Cholesky per fold")

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ifbeta import bilevel, pipeline, proxy
+from ifbeta import pipeline
 from ifbeta.config import KDConfig
-from ifbeta.runtime import limit_blas_threads
+from ifbeta.influence import objective, proxy
+from ifbeta.policy import bilevel
+from ifbeta.threads import limit_blas_threads
 
 GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
 RATIOS = (0.5, 0.7, 0.9)
@@ -29,7 +31,7 @@ def variants(features: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> di
     """name -> (features, KD config of the proxy, mu or None = chosen by validation)."""
     centred = features - features.mean(axis=0)
     _, _, components = np.linalg.svd(centred, full_matrices=False)
-    z, _, _ = proxy.standardise(features)
+    z, _, _ = objective.standardise(features)
     chosen, _ = proxy.choose_mu(z, logits, labels, kd=KDConfig())
     return {
         "default (teacher features, tau 4, lam 0.9, mu by validation)": (features, KDConfig(), None),

@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
-from ifbeta import pipeline, proxy
+from ifbeta import pipeline
 from ifbeta.config import KDConfig
-from ifbeta.runtime import limit_blas_threads
+from ifbeta.influence import objective, proxy
+from ifbeta.threads import limit_blas_threads
 
 RESULTS = Path("benchmarks/results")
 RUNS = ("cifar10-cpu.csv", "cifar10-cpu-replication.csv")
@@ -79,7 +80,7 @@ class Objective:
 
     def __init__(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray, fit_kd: KDConfig,
                  val_kd: KDConfig, seed: int = 0):
-        self.z, _, _ = proxy.standardise(features)
+        self.z, _, _ = objective.standardise(features)
         self.t, self.y, self.fit_kd, self.val_kd = logits, labels, fit_kd, val_kd
         mu, _ = proxy.choose_mu(self.z, logits, labels, kd=fit_kd, folds=2, seed=seed)
         per_sample = mu / (len(labels) / 2)
@@ -94,7 +95,7 @@ class Objective:
             weights = np.isin(train, subset).astype(np.float64)
             theta = proxy.fit(self.z[train], self.t[train], self.y[train], weights=weights, mu=mu,
                               kd=self.fit_kd).theta
-            losses.append(proxy.validation_loss(theta, self.z[val], self.t[val], self.y[val], kd=self.val_kd))
+            losses.append(objective.validation_loss(theta, self.z[val], self.t[val], self.y[val], kd=self.val_kd))
         return float(np.mean(losses))
 
 

@@ -11,8 +11,9 @@ import platform
 import time
 from pathlib import Path
 
-from ifbeta import pipeline, selection
-from ifbeta.runtime import limit_blas_threads
+from ifbeta import pipeline
+from ifbeta.selection import registry as selection
+from ifbeta.threads import limit_blas_threads
 
 DATASET = "imagefolder:../shared/data/cifar10"
 

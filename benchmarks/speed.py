@@ -21,12 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ifbeta import data, models, pipeline
+from ifbeta import pipeline
 from ifbeta.config import KDConfig
-from ifbeta.features import extract
-from ifbeta.runtime import limit_blas_threads
+from ifbeta.data import datasets as data
+from ifbeta.models import zoo as models
+from ifbeta.models.features import extract
+from ifbeta.models.training import TrainConfig, fit, kd_loss
 from ifbeta.store import Store
-from ifbeta.train import TrainConfig, fit, kd_loss
+from ifbeta.threads import limit_blas_threads
 
 DATASET = "imagefolder:../shared/data/cifar10"
 

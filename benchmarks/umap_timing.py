@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ifbeta import embed, pipeline
-from ifbeta.runtime import limit_blas_threads
+from ifbeta.threads import limit_blas_threads
 
 
 def main() -> None:

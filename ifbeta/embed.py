@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ifbeta.progress import OnStep
 from ifbeta.store import Store
-from ifbeta.train import OnStep
 
 log = logging.getLogger(__name__)
 

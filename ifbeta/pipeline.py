@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ifbeta import data as data_module
 from ifbeta.config import InfluenceConfig, PolicyConfig
-from ifbeta.data import DatasetSplit
-from ifbeta.features import FeatureSet, teacher_features
+from ifbeta.data import datasets as data_module
+from ifbeta.data.datasets import DatasetSplit
+from ifbeta.models.features import FeatureSet, teacher_features
+from ifbeta.models.teachers import Teacher, resolve_teacher
+from ifbeta.progress import OnStep
 from ifbeta.store import Store, make_key
-from ifbeta.teachers import Teacher, resolve_teacher
-from ifbeta.train import OnStep
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def scores_key(workspace: Workspace, config: InfluenceConfig = InfluenceConfig()
 
 def scores(workspace: Workspace, config: InfluenceConfig = InfluenceConfig(), *, on_step: OnStep | None = None):
     """Cross-fitted influence scores and teacher-only scores for the pool (cached); -> InfluenceResult."""
-    from ifbeta import influence
+    from ifbeta.influence import scores as influence
 
     features = workspace.features
     settings = {"influence": config.to_dict()}
@@ -148,7 +148,7 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
     """The learned Beta policy for each ratio (cached per ratio); -> list[bilevel.PolicyResult].
 
     With ``compute=False`` nothing is computed: None unless every ratio is in the store already."""
-    from ifbeta import bilevel
+    from ifbeta.policy import bilevel
 
     features = workspace.features
     def settings_for(ratio: float) -> dict:
@@ -186,7 +186,7 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
 
 # ---------------------------------------------------------------------------- selection
 def selection_inputs(workspace: Workspace, influence_result=None, *, with_images: bool = False):
-    from ifbeta.selection import SelectionInputs
+    from ifbeta.selection.registry import SelectionInputs
 
     features = workspace.features
     return SelectionInputs(features=features.features, teacher_logits=features.logits, labels=features.labels,
@@ -207,7 +207,7 @@ def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, op
     For ``ifbeta`` / ``ifbeta-entropy`` the policy is learned once per ratio (seed of
     ``policy_config``) and the subset is drawn from it with ``seed``. With ``compute=False``
     nothing is computed: None unless the selection is in the store already."""
-    from ifbeta import selection
+    from ifbeta.selection import registry as selection
 
     options = dict(options or {})
     settings = {"method": method, "ratio": float(ratio), "seed": seed, "options": json_ready(options)}
@@ -246,7 +246,8 @@ def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, op
 def write_subset(workspace: Workspace, chosen, directory: str | Path, *, ratio: float, seed: int,
                  influence_result=None) -> Path:
     """Write a Selection as a subset directory (indices.npy, samples.csv, manifest.json)."""
-    from ifbeta import policy, subset
+    from ifbeta.policy import beta as policy
+    from ifbeta.subsets import files as subset
 
     info = chosen.info
     labels = workspace.train.labels
@@ -266,7 +267,7 @@ def write_subset(workspace: Workspace, chosen, directory: str | Path, *, ratio: 
 
 def subset_directory(workspace: Workspace, method: str, ratio: float, seed: int) -> Path:
     """Where a selection's subset file lives in the store: ``<store>/subsets/<dataset-method-ratio-...>``."""
-    from ifbeta.subset import safe_name
+    from ifbeta.store import safe_name
 
     name = safe_name(f"{Path(workspace.train.name).name}-{method}-r{ratio:g}-s{seed}-p{workspace.pool or 0}-"
                      f"{workspace.teacher.info.sha256[:8]}-{workspace.train.fingerprint[:8]}", fallback="subset")
@@ -276,7 +277,7 @@ def subset_directory(workspace: Workspace, method: str, ratio: float, seed: int)
 def save_selection(workspace: Workspace, chosen, method: str, ratio: float, seed: int, *,
                    influence_config: InfluenceConfig = InfluenceConfig()) -> Path:
     """The selection's ``subset_directory``, written once (rewritten only if its indices differ)."""
-    from ifbeta import subset
+    from ifbeta.subsets import files as subset
 
     directory = subset_directory(workspace, method, ratio, seed)
     if (directory / "manifest.json").is_file():

@@ -6,6 +6,11 @@ bilevel outer steps, ``done``/``total`` counters, cross-fitting folds, runs of a
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
+OnStep = Callable[[int, dict], None]
+"""The progress callback every long step takes: ``on_step(step, info)``; ``info`` is a plain dict."""
+
 
 def describe(step: int, info: dict, *, total: int | None = None, epochs: int | None = None
              ) -> tuple[float | None, str]:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -21,14 +22,13 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
+from ifbeta.errors import StoreError  # noqa: F401  (raised here; its home is errors.py)
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path(os.environ.get("IFBETA_CACHE", "cache"))
 _COMPLETE = "config.json"  # written last: its presence marks a finished artefact
 
-
-class StoreError(RuntimeError):
-    """An artefact is unreadable or was written with a different config."""
 
 
 def _canonical(value: Any) -> Any:
@@ -49,6 +49,14 @@ def make_key(config: dict, inputs: list[str] | tuple[str, ...] = ()) -> str:
     """Hash of a JSON-able config and the keys of the artefacts it was computed from (16 hex)."""
     payload = json.dumps({"config": _canonical(config), "inputs": list(inputs)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+def safe_name(name: str, *, fallback: str, max_length: int = 100) -> str:
+    """One safe path component: only [A-Za-z0-9._-], no leading dots, never empty, '.' or '..'."""
+    cleaned = _UNSAFE.sub("_", str(name)).lstrip("._")[:max_length].rstrip("_")  # "._.." must not become ".."
+    return cleaned or fallback
 
 
 class Store:

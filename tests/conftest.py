@@ -10,7 +10,7 @@ import torch
 
 torch.set_num_threads(2)
 
-from ifbeta.runtime import limit_blas_threads  # noqa: E402
+from ifbeta.threads import limit_blas_threads  # noqa: E402
 
 limit_blas_threads()
 
@@ -26,14 +26,14 @@ def session_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits(session_store):
-    from ifbeta import data
+    from ifbeta.data import datasets as data
 
     return data.load("digits", "train"), data.load("digits", "test")
 
 
 @pytest.fixture(scope="session")
 def digits_teacher(digits, session_store):
-    from ifbeta.teachers import resolve_teacher
+    from ifbeta.models.teachers import resolve_teacher
 
     train, test = digits
     return resolve_teacher("auto", train, store=session_store, test=test)
@@ -41,7 +41,7 @@ def digits_teacher(digits, session_store):
 
 @pytest.fixture(scope="session")
 def digits_features(digits, digits_teacher, session_store):
-    from ifbeta.features import teacher_features
+    from ifbeta.models.features import teacher_features
 
     return teacher_features(digits_teacher, digits[0], store=session_store)
 

@@ -1,16 +1,15 @@
 """A tiny benchmark grid on digits: paired seeds, resumable, reports written."""
 import json
-import os
 
 import pytest
 
-from ifbeta import bench
-from ifbeta.store import Store
+from ifbeta.config import PolicyConfig
+from ifbeta.evaluation import bench, bench_report, grid
 
 
 @pytest.mark.slow
 def test_tiny_grid_writes_reports_and_resumes(tmp_path, session_store):
-    spec = bench.BenchSpec(dataset="digits", methods=("random", "moderate"), ratios=(0.5,), seeds=(0, 1), epochs=1)
+    spec = grid.BenchSpec(dataset="digits", methods=("random", "moderate"), ratios=(0.5,), seeds=(0, 1), epochs=1)
     out = tmp_path / "grid"
     rows = bench.run(spec, out, store=session_store, workers=2)
     assert len(rows) == 2 + 2 * 2  # full x seeds + methods x seeds
@@ -35,13 +34,13 @@ def test_paired_difference_pairs_by_seed():
     rows = [{"method": "random", "ratio": 0.5, "seed": s, "budget": "epochs", "test_top1": a}
             for s, a in ((0, 0.5), (1, 0.7))]
     rows += [{"method": "x", "ratio": 0.5, "seed": s, "budget": "epochs", "test_top1": a} for s, a in ((0, 0.6), (1, 0.7))]
-    mean, std, n = bench.paired_difference(rows, "x", 0.5, "epochs")
+    mean, std, n = bench_report.paired_difference(rows, "x", 0.5, "epochs")
     assert n == 2 and mean == pytest.approx(0.05) and std == pytest.approx(0.0707107, rel=1e-4)
 
 
 def test_cells_cover_the_grid_once():
-    spec = bench.PRESETS["cifar10-cpu"]
-    names = [bench.cell_name(c) for c in bench.cells(spec)]
+    spec = grid.PRESETS["cifar10-cpu"]
+    names = [grid.cell_name(c) for c in grid.cells(spec)]
     assert len(names) == len(set(names))
     expected = len(spec.seeds) * (1 + len(spec.methods) * (len(spec.ratios) + len(spec.steps_ratios)))
     assert len(names) == expected
@@ -49,14 +48,14 @@ def test_cells_cover_the_grid_once():
 
 def test_grid_without_the_ceiling_and_with_policy_settings(tmp_path, session_store, digits_features):
     """--no-full drops the ceiling cells; --policy reaches the learned policy of ifbeta rows."""
-    spec = bench.BenchSpec(dataset="digits", methods=("ifbeta",), ratios=(0.7,), seeds=(0,), full=False,
+    spec = grid.BenchSpec(dataset="digits", methods=("ifbeta",), ratios=(0.7,), seeds=(0,), full=False,
                            policy={"shrinkage": 0.0, "steps": 3})
-    assert [c["method"] for c in bench.cells(spec)] == ["ifbeta"]
+    assert [c["method"] for c in grid.cells(spec)] == ["ifbeta"]
     from ifbeta import pipeline
 
     workspace = pipeline.open_workspace("digits", store=session_store)
     infos = bench.select_all(workspace, spec, tmp_path)
-    (learned,) = pipeline.policies(workspace, [0.7], bench.PolicyConfig(shrinkage=0.0, steps=3), compute=False)
+    (learned,) = pipeline.policies(workspace, [0.7], PolicyConfig(shrinkage=0.0, steps=3), compute=False)
     assert learned.c == 0.0 and len(learned.trace) <= 3
     assert infos[("ifbeta", 0.7, 0)]["alpha"] == pytest.approx(learned.alpha)
 

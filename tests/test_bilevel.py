@@ -10,8 +10,11 @@
 import numpy as np
 import pytest
 
-from ifbeta import bilevel, influence, policy, proxy
 from ifbeta.config import InfluenceConfig, KDConfig, PolicyConfig, ProxyConfig
+from ifbeta.influence import objective, proxy
+from ifbeta.influence import scores as influence
+from ifbeta.policy import beta as policy
+from ifbeta.policy import bilevel
 
 RECORD_KEYS = {"step", "alpha", "beta", "J", "objective", "kl", "proxy_val_accuracy", "class_histogram", "mean_u",
                "seconds"}
@@ -72,7 +75,7 @@ def test_influence_on_weights_is_the_derivative_of_validation_loss():
 
     def validation(w):
         theta = proxy.fit(features[train], teacher[train], labels[train], weights=w, mu=mu, kd=kd, tolerance=1e-12).theta
-        return proxy.validation_loss(theta, features[val], teacher[val], labels[val], kd=kd), theta
+        return objective.validation_loss(theta, features[val], teacher[val], labels[val], kd=kd), theta
 
     _, theta = validation(weights)
     derivative = influence.influence_on_weights(theta, features[train], teacher[train], labels[train], weights,

@@ -82,7 +82,7 @@ def test_subset_from_another_dataset_is_refused(cache, tmp_path, image_folder):
 
 
 def test_list_describes_every_method(cache):
-    from ifbeta.selection import METHODS
+    from ifbeta.selection.registry import METHODS
 
     listed = ifbeta("select", "--list", cache=cache)
     names = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ifbeta import data
+from ifbeta.data import datasets as data
 from ifbeta.store import Store
 from tests.conftest import write_image
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from ifbeta import influence, proxy
 from ifbeta.config import InfluenceConfig, KDConfig, ProxyConfig
-from ifbeta.streaming import feature_statistics
+from ifbeta.data.streaming import feature_statistics
+from ifbeta.influence import objective, proxy
+from ifbeta.influence import scores as influence
 
 SOLVERS = ("direct", "cg", "ekfac")
 
@@ -167,18 +168,18 @@ def test_a_single_sample_class_score_matches_its_true_removal():
     full = proxy.fit(z[train], logits[train], labels[train], **problem)
     weights = (train != 7).astype(float)
     removed = proxy.fit(z[train], logits[train], labels[train], weights=weights, init=full.theta, **problem)
-    loss = lambda theta: proxy.validation_loss(theta, z[held_out], logits[held_out], labels[held_out], kd=kd)  # noqa: E731
+    loss = lambda theta: objective.validation_loss(theta, z[held_out], logits[held_out], labels[held_out], kd=kd)  # noqa: E731
     true_change = loss(removed.theta) - loss(full.theta)
     assert result.scores[7] == pytest.approx(true_change, rel=0.05)
 
 
 def test_standardise_maps_a_round_off_constant_column_to_exact_zeros():
-    """proxy.standardise (used by the bilevel loop) shares the rule: a column of 0.1 has a float64
+    """objective.standardise (used by the bilevel loop) shares the rule: a column of 0.1 has a float64
     std of ~1e-17, and must standardise to 0, not to a constant +-1."""
-    from ifbeta import proxy
+    from ifbeta.influence import objective
 
     rng = np.random.default_rng(0)
     features = np.column_stack([rng.normal(size=301), np.full(301, 0.1), np.full(301, -3.7e5)])
-    z, mean, std = proxy.standardise(features)
+    z, mean, std = objective.standardise(features)
     assert np.array_equal(z[:, 1:], np.zeros((301, 2)))
     assert np.allclose(z[:, 0].mean(), 0.0, atol=1e-12) and np.isclose(z[:, 0].std(), 1.0)

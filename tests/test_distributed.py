@@ -85,12 +85,12 @@ def test_ddp_distill_matches_single_process(cache, tmp_path):
 EXTRACT_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
-    from ifbeta import data
-    from ifbeta.features import extract
-    from ifbeta.runtime import limit_blas_threads
+    from ifbeta.data import datasets as data
+    from ifbeta.models.features import extract
+    from ifbeta.threads import limit_blas_threads
     from ifbeta.store import Store
-    from ifbeta.teachers import resolve_teacher
-    from ifbeta.train import distributed_context
+    from ifbeta.models.teachers import resolve_teacher
+    from ifbeta.models.training import distributed_context
 
     limit_blas_threads()
     store = Store(sys.argv[1])

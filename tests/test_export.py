@@ -8,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ifbeta import cli, data, subset
-from ifbeta.subset import SubsetError
+from ifbeta import cli
+from ifbeta.data import datasets as data
+from ifbeta.subsets import files as subset
+from ifbeta.subsets.files import SubsetError
 
 
 def write_subset(directory, dataset, indices):

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from ifbeta.features import extract, teacher_features
+from ifbeta.models.features import extract, teacher_features
 
 
 def test_features_equal_a_direct_forward_pass_at_any_batch_size(digits, digits_teacher):

@@ -9,8 +9,9 @@ import pytest
 import scipy.stats
 from threadpoolctl import threadpool_limits
 
-from ifbeta import influence, proxy, solvers
 from ifbeta.config import InfluenceConfig, KDConfig, ProxyConfig
+from ifbeta.influence import objective, proxy, solvers
+from ifbeta.influence import scores as influence
 
 KD = KDConfig()
 
@@ -50,7 +51,7 @@ def split_problem(seed=4, n=60, validation=300, mu=1.0):
     corrupt(teacher, labels, bad, np.random.default_rng(seed))
     train, held_out = (features[:n], teacher[:n], labels[:n]), (features[n:], teacher[n:], labels[n:])
     theta = proxy.fit(*train, mu=mu, kd=KD, tolerance=1e-13).theta
-    g_val = proxy.validation_gradient(theta, *held_out, kd=KD)
+    g_val = objective.validation_gradient(theta, *held_out, kd=KD)
     direction = solvers.solve_direct(theta, *train, None, g_val, mu=mu, kd=KD)
     scores = influence.influence_scores(theta, direction, *train, kd=KD)
     return train, held_out, theta, scores, bad
@@ -58,14 +59,14 @@ def split_problem(seed=4, n=60, validation=300, mu=1.0):
 
 def true_removals(train, held_out, theta, mu, *, ridge_after=None):
     """True change of L_V when each training sample is removed (refit to round-off)."""
-    base = proxy.validation_loss(theta, *held_out, kd=KD)
+    base = objective.validation_loss(theta, *held_out, kd=KD)
     deltas = []
     for i in range(len(train[2])):
         weights = np.ones(len(train[2]))
         weights[i] = 0.0
         refit = proxy.fit(*train, weights=weights, mu=mu if ridge_after is None else ridge_after, kd=KD, init=theta,
                           tolerance=1e-13).theta
-        deltas.append(proxy.validation_loss(refit, *held_out, kd=KD) - base)
+        deltas.append(objective.validation_loss(refit, *held_out, kd=KD) - base)
     return np.array(deltas)
 
 
@@ -89,7 +90,7 @@ def test_scores_are_exact_derivatives_of_the_removal_path():
         weights = np.ones(60)
         weights[i] = weight
         refit = proxy.fit(*train, weights=weights, mu=1.0, kd=KD, init=theta, tolerance=1e-14).theta
-        return proxy.validation_loss(refit, *held_out, kd=KD)
+        return objective.validation_loss(refit, *held_out, kd=KD)
 
     for i in (0, 10, 20):
         change = (validation_at(i, 1.0 - 1e-3) - validation_at(i, 1.0 + 1e-3)) / 2e-3
@@ -117,9 +118,9 @@ def test_mean_form_pitfall_sum_form_signs_match_loo():
     assert np.mean(np.sign(predicted) == np.sign(sum_form)) >= 0.95
     assert abs(np.mean(predicted < 0) - np.mean(sum_form < 0)) <= 0.05
     mean_form = true_removals(train, held_out, theta, mu, ridge_after=(n - 1) * mean_ridge)
-    g_val = proxy.validation_gradient(theta, *held_out, kd=KD)
+    g_val = objective.validation_gradient(theta, *held_out, kd=KD)
     v = solvers.solve_direct(theta, *train, None, g_val, mu=mu, kd=KD)
-    shift = float((v * proxy.regulariser(theta.shape, mu=mu) * theta).sum())  # v^T [mu W; mu eps b]
+    shift = float((v * objective.regulariser(theta.shape, mu=mu) * theta).sum())  # v^T [mu W; mu eps b]
     corrected = (n * predicted + shift) / (n - 1)
     naive_error = np.abs(predicted - mean_form).mean()
     assert np.abs(corrected - mean_form).mean() < 0.3 * naive_error  # the renormalisation term explains it
@@ -133,7 +134,7 @@ def test_influence_on_weights_matches_finite_difference():
 
     def validation_at(w):
         theta = proxy.fit(*train, weights=w, mu=0.5, kd=KD, tolerance=1e-14).theta
-        return theta, proxy.validation_loss(theta, *held_out, kd=KD)
+        return theta, objective.validation_loss(theta, *held_out, kd=KD)
 
     theta, _ = validation_at(weights)
     derivative = influence.influence_on_weights(theta, *train, weights, *held_out, mu=0.5, kd=KD,
@@ -149,10 +150,10 @@ def test_influence_on_weights_matches_finite_difference():
 
 def test_solvers_agree():
     features, teacher, labels = mixture(400, 8, 4, seed=3, corrupted=10)
-    z, _, _ = proxy.standardise(features)
+    z, _, _ = objective.standardise(features)
     train, held_out = (z[:200], teacher[:200], labels[:200]), (z[200:], teacher[200:], labels[200:])
     theta = proxy.fit(*train, mu=0.5, kd=KD).theta
-    g_val = proxy.validation_gradient(theta, *held_out, kd=KD)
+    g_val = objective.validation_gradient(theta, *held_out, kd=KD)
     scores = {name: influence.influence_scores(theta, solve(theta, *train, None, g_val, mu=0.5, kd=KD), *train, kd=KD)
               for name, solve in influence.SOLVERS.items()}
     assert scipy.stats.spearmanr(scores["cg"], scores["direct"])[0] >= 0.99
@@ -190,7 +191,7 @@ def test_ekfac_is_close_on_a_well_conditioned_problem():
     features, teacher, labels = rng.normal(size=(600, 6)), rng.normal(size=(600, 4)), rng.integers(0, 4, 600)
     train, held_out = (features[:300], teacher[:300], labels[:300]), (features[300:], teacher[300:], labels[300:])
     theta = proxy.fit(*train, mu=1.0, kd=KD).theta
-    g_val = proxy.validation_gradient(theta, *held_out, kd=KD)
+    g_val = objective.validation_gradient(theta, *held_out, kd=KD)
     exact = influence.influence_scores(theta, solvers.solve_direct(theta, *train, None, g_val, mu=1.0, kd=KD),
                                        *train, kd=KD)
     for curvature in ("output", "residual"):
@@ -224,7 +225,7 @@ def test_score_matches_hand_cross_fitting_and_never_validates_on_scored_samples(
     result = influence.score(features, teacher, labels, config=config)
     assert result.estimator == estimator
     np.testing.assert_array_equal(result.fold, proxy.stratified_folds(labels, 3, 5))
-    z, _, _ = proxy.standardise(features)  # statistics of the whole scored pool
+    z, _, _ = objective.standardise(features)  # statistics of the whole scored pool
     for k in range(3):
         train, held_out = np.flatnonzero(result.fold == k), np.flatnonzero(result.fold != k)
         assert len(train) and not set(train) & set(held_out) and len(train) + len(held_out) == len(labels)
@@ -234,7 +235,7 @@ def test_score_matches_hand_cross_fitting_and_never_validates_on_scored_samples(
         if estimator == "newton":
             expected = solvers.newton_removal_scores(theta, *part, *validation, mu=0.2, kd=KD)
         else:
-            direction = solvers.solve_direct(theta, *part, None, proxy.validation_gradient(theta, *validation, kd=KD),
+            direction = solvers.solve_direct(theta, *part, None, objective.validation_gradient(theta, *validation, kd=KD),
                                              mu=0.2, kd=KD)
             expected = influence.influence_scores(theta, direction, *part, kd=KD)
         np.testing.assert_allclose(result.scores[train], expected, rtol=1e-6, atol=1e-12)

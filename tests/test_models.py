@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from ifbeta import models
+from ifbeta.models import zoo as models
 
 
 @pytest.mark.parametrize("arch", list(models.ARCHITECTURES))

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import quad
 
-from ifbeta import policy
+from ifbeta.policy import beta as policy
 
 
 def labels_of(sizes):

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
-from ifbeta import proxy, solvers
 from ifbeta.config import KDConfig
+from ifbeta.influence import objective, proxy, solvers
 
 KD = KDConfig(tau=4.0, lam=0.9)
 
@@ -54,12 +54,12 @@ def test_kd_golden_value_has_tau_squared():
     theta = np.zeros((2, 3))
     kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
     expected = 0.1 * math.log(2.0) + 0.9 * 16.0 * kl
-    loss = proxy.per_sample_loss(theta, features, teacher, [0], kd=KD)
+    loss = objective.per_sample_loss(theta, features, teacher, [0], kd=KD)
     assert loss.dtype == np.float64 and loss.shape == (1,)
     assert loss[0] == pytest.approx(expected, rel=1e-12)
     assert loss[0] == pytest.approx(1.9530077, abs=1e-6)
     # The residual carries lam * tau (the tau^2 of the loss times the 1/tau of the chain rule).
-    r = proxy.residuals(theta, features, teacher, [0], kd=KD)[0]
+    r = objective.residuals(theta, features, teacher, [0], kd=KD)[0]
     assert r == pytest.approx([0.1 * (0.5 - 1) + 0.9 * 4 * (0.5 - 0.75), 0.1 * 0.5 + 0.9 * 4 * (0.5 - 0.25)])
 
 
@@ -68,9 +68,9 @@ def test_per_sample_loss_and_residuals_match_torch(lam):
     kd = KDConfig(tau=3.0, lam=lam)
     features, teacher, labels, theta, _ = problem()
     reference = torch_objective(features, teacher, labels, None, 0.0, 0.0, kd)
-    losses = proxy.per_sample_loss(theta, features, teacher, labels, kd=kd)
+    losses = objective.per_sample_loss(theta, features, teacher, labels, kd=kd)
     assert losses.sum() == pytest.approx(float(reference(torch.tensor(theta))), rel=1e-12)
-    residual = proxy.residuals(theta, features, teacher, labels, kd=kd)
+    residual = objective.residuals(theta, features, teacher, labels, kd=kd)
     i = 7
     single = torch_objective(features[i:i + 1], teacher[i:i + 1], labels[i:i + 1], None, 0.0, 0.0, kd)
     gradient = torch.func.grad(single)(torch.tensor(theta)).numpy()
@@ -85,42 +85,42 @@ def test_gradient_hessian_hvp_match_autograd(weighted):
     options = dict(weights=weights, mu=0.7, bias_damping=1e-2, kd=KD)
     reference = torch_objective(features, teacher, labels, weights, 0.7, 1e-2, KD)
     point = torch.tensor(theta)
-    assert proxy.objective(theta, features, teacher, labels, **options) == pytest.approx(float(reference(point)),
+    assert objective.objective(theta, features, teacher, labels, **options) == pytest.approx(float(reference(point)),
                                                                                           rel=1e-12)
-    np.testing.assert_allclose(proxy.gradient(theta, features, teacher, labels, **options),
+    np.testing.assert_allclose(objective.gradient(theta, features, teacher, labels, **options),
                                torch.func.grad(reference)(point).numpy(), atol=1e-11)
     exact = torch.func.hessian(reference)(point).reshape(theta.size, theta.size).numpy()
-    dense = proxy.hessian(theta, features, teacher, labels, **options)
+    dense = objective.hessian(theta, features, teacher, labels, **options)
     assert dense.shape == (15, 15)
     np.testing.assert_allclose(dense, exact, atol=1e-11)
     vector = np.random.default_rng(5).normal(size=theta.shape)
     _, product = torch.func.jvp(torch.func.grad(reference), (point,), (torch.tensor(vector),))
-    result = proxy.hvp(theta, vector, features, teacher, labels, **options)
+    result = objective.hvp(theta, vector, features, teacher, labels, **options)
     assert result.shape == theta.shape
     np.testing.assert_allclose(result, product.numpy(), atol=1e-11)
-    np.testing.assert_allclose(proxy.hessian_diagonal(theta, features, teacher, labels, **options).reshape(-1),
+    np.testing.assert_allclose(objective.hessian_diagonal(theta, features, teacher, labels, **options).reshape(-1),
                                np.diag(exact), atol=1e-11)
 
 
 def test_objective_is_sum_form_and_weights_scale_terms():
     features, teacher, labels, theta, _ = problem()
     options = dict(mu=0.0, kd=KD)
-    once = proxy.objective(theta, features, teacher, labels, **options)
-    doubled = proxy.objective(theta, np.vstack([features, features]), np.vstack([teacher, teacher]),
+    once = objective.objective(theta, features, teacher, labels, **options)
+    doubled = objective.objective(theta, np.vstack([features, features]), np.vstack([teacher, teacher]),
                               np.concatenate([labels, labels]), **options)
     assert doubled == pytest.approx(2 * once, rel=1e-12)  # a sum, not a mean
     weights = np.zeros(len(labels))
     weights[3] = 1.0
-    single = proxy.per_sample_loss(theta, features, teacher, labels, kd=KD)[3]
-    assert proxy.objective(theta, features, teacher, labels, weights=weights, **options) == pytest.approx(single)
-    ridge = proxy.objective(theta, features, teacher, labels, weights=0 * weights, mu=2.0, bias_damping=0.1, kd=KD)
+    single = objective.per_sample_loss(theta, features, teacher, labels, kd=KD)[3]
+    assert objective.objective(theta, features, teacher, labels, weights=weights, **options) == pytest.approx(single)
+    ridge = objective.objective(theta, features, teacher, labels, weights=0 * weights, mu=2.0, bias_damping=0.1, kd=KD)
     assert ridge == pytest.approx((theta[:, :-1] ** 2).sum() + 0.1 * (theta[:, -1] ** 2).sum())
 
 
 def test_chunk_size_does_not_change_results():
     features, teacher, labels, theta, weights = problem(n=50)
     options = dict(weights=weights, mu=0.3, kd=KD)
-    for function in (proxy.gradient, proxy.hessian, proxy.objective):
+    for function in (objective.gradient, objective.hessian, objective.objective):
         np.testing.assert_allclose(function(theta, features, teacher, labels, chunk_size=7, **options),
                                    function(theta, features, teacher, labels, chunk_size=1000, **options),
                                    rtol=1e-12, atol=1e-12)
@@ -132,10 +132,10 @@ def test_labels_outside_the_classes_are_refused(bad):
     features, teacher, labels, theta, _ = problem(n=30)
     labels = labels.copy()
     labels[17] = bad
-    calls = [lambda: proxy.objective(theta, features, teacher, labels, mu=0.1, kd=KD),
-             lambda: proxy.gradient(theta, features, teacher, labels, mu=0.1, kd=KD, chunk_size=8),
-             lambda: proxy.hessian(theta, features, teacher, labels, mu=0.1, kd=KD),
-             lambda: proxy.validation_loss(theta, features, teacher, labels, kd=KD),
+    calls = [lambda: objective.objective(theta, features, teacher, labels, mu=0.1, kd=KD),
+             lambda: objective.gradient(theta, features, teacher, labels, mu=0.1, kd=KD, chunk_size=8),
+             lambda: objective.hessian(theta, features, teacher, labels, mu=0.1, kd=KD),
+             lambda: objective.validation_loss(theta, features, teacher, labels, kd=KD),
              lambda: proxy.fit(features, teacher, labels, mu=0.1, kd=KD)]
     for call in calls:
         with pytest.raises(ValueError, match=rf"label {bad} of sample 17 is outside \[0, 3\)"):
@@ -152,25 +152,25 @@ def test_dense_hessian_is_built_in_one_matrix():
     features, teacher = rng.normal(size=(n, d)), rng.normal(size=(n, classes))
     labels, theta = rng.integers(0, classes, n), rng.normal(size=(classes, d + 1)) * 0.1
     tracemalloc.start()
-    matrix = proxy.hessian(theta, features, teacher, labels, mu=0.1, kd=KD)
+    matrix = objective.hessian(theta, features, teacher, labels, mu=0.1, kd=KD)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 2.0 * matrix.nbytes, peak / matrix.nbytes
     np.testing.assert_array_equal(matrix, matrix.T)
     vector = rng.normal(size=theta.shape)
     np.testing.assert_allclose(matrix @ vector.reshape(-1),
-                               proxy.hvp(theta, vector, features, teacher, labels, mu=0.1, kd=KD).reshape(-1),
+                               objective.hvp(theta, vector, features, teacher, labels, mu=0.1, kd=KD).reshape(-1),
                                rtol=1e-10, atol=1e-10)
 
 
 def test_validation_loss_gradient_and_predict_proba():
     features, teacher, labels, theta, _ = problem()
-    losses = proxy.per_sample_loss(theta, features, teacher, labels, kd=KD)
-    assert proxy.validation_loss(theta, features, teacher, labels, kd=KD) == pytest.approx(losses.mean())
+    losses = objective.per_sample_loss(theta, features, teacher, labels, kd=KD)
+    assert objective.validation_loss(theta, features, teacher, labels, kd=KD) == pytest.approx(losses.mean())
     reference = torch_objective(features, teacher, labels, None, 0.0, 0.0, KD)
-    np.testing.assert_allclose(proxy.validation_gradient(theta, features, teacher, labels, kd=KD),
+    np.testing.assert_allclose(objective.validation_gradient(theta, features, teacher, labels, kd=KD),
                                torch.func.grad(reference)(torch.tensor(theta)).numpy() / len(labels), atol=1e-12)
-    probabilities = proxy.predict_proba(theta, features, chunk_size=9)
+    probabilities = objective.predict_proba(theta, features, chunk_size=9)
     outputs = features @ theta[:, :-1].T + theta[:, -1]
     np.testing.assert_allclose(probabilities, torch.softmax(torch.tensor(outputs), 1).numpy(), atol=1e-14)
 
@@ -181,9 +181,9 @@ def test_fit_converges_and_warm_start_is_faster(method):
     options = dict(mu=0.5, kd=KD, method=method)
     cold = proxy.fit(features, teacher, labels, weights=weights, **options)
     assert cold.converged and cold.grad_norm < 1e-6
-    gradient = proxy.gradient(cold.theta, features, teacher, labels, weights=weights, mu=0.5, kd=KD)
+    gradient = objective.gradient(cold.theta, features, teacher, labels, weights=weights, mu=0.5, kd=KD)
     assert np.linalg.norm(gradient) == pytest.approx(cold.grad_norm)
-    assert cold.objective == pytest.approx(proxy.objective(cold.theta, features, teacher, labels, weights=weights,
+    assert cold.objective == pytest.approx(objective.objective(cold.theta, features, teacher, labels, weights=weights,
                                                            mu=0.5, kd=KD))
     nudged = weights.copy()
     nudged[0] = 0.0
@@ -210,13 +210,13 @@ def test_standardise_float16_memmap_chunked(tmp_path):
     values = (rng.normal(size=(103, 6)) * [1, 2, 3, 4, 5, 0] + 7).astype(np.float16)
     memmap = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float16, shape=values.shape)
     memmap[:] = values
-    z, mean, std = proxy.standardise(memmap, chunk_size=10)
+    z, mean, std = objective.standardise(memmap, chunk_size=10)
     exact = values.astype(np.float64)
     np.testing.assert_allclose(mean, exact.mean(0), rtol=1e-12)
     assert std[-1] == 1.0  # constant column: no division by zero
     np.testing.assert_allclose(std[:-1], exact.std(0)[:-1], rtol=1e-12)
     assert z.dtype == np.float64 and np.allclose(z[:, :-1].mean(0), 0) and np.allclose(z[:, :-1].std(0), 1)
-    again, _, _ = proxy.standardise(memmap, mean=mean, std=std)
+    again, _, _ = objective.standardise(memmap, mean=mean, std=std)
     np.testing.assert_array_equal(z, again)
 
 

@@ -12,9 +12,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ifbeta import distill, pipeline, reports, runs
+from ifbeta import pipeline
 from ifbeta.config import InfluenceConfig, PolicyConfig
-from ifbeta.features import FeatureSet
+from ifbeta.distill import runs
+from ifbeta.distill import student as distill
+from ifbeta.evaluation import diagnostics as reports
+from ifbeta.models.features import FeatureSet
 from ifbeta.store import Store
 
 

@@ -187,7 +187,7 @@ def test_kill_9_during_bench_then_rerun_equals_an_uninterrupted_grid(tmp_path, s
 
 
 def test_nan_features_are_refused_by_scoring(digits_features):
-    from ifbeta import influence
+    from ifbeta.influence import scores as influence
 
     features = np.array(digits_features.features, dtype=np.float64)
     features[3, 5] = np.nan
@@ -200,7 +200,7 @@ def test_nan_features_are_refused_by_scoring(digits_features):
 
 
 def test_disk_full_during_subset_write_leaves_no_partial_directory(tmp_path, digits, monkeypatch):
-    from ifbeta import subset
+    from ifbeta.subsets import files as subset
 
     train, _ = digits
     real_save = np.save

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ifbeta import baselines, policy
-from ifbeta.selection import METHODS, Selection, SelectionInputs, describe_methods, select
+from ifbeta.policy import beta as policy
+from ifbeta.selection import baselines
+from ifbeta.selection.registry import METHODS, Selection, SelectionInputs, describe_methods, select
 
 # Options that make every method fast on the tiny problem (and give ifbeta-fixed its parameters).
 OPTIONS = {
@@ -19,7 +20,7 @@ OPTIONS = {
     "el2n-train": {"epochs": 1, "arch": "cnn-tiny", "batch_size": 64},
     "forgetting": {"epochs": 2, "arch": "cnn-tiny", "batch_size": 64},
 }
-NEEDS_MODULE = {"ifbeta": "ifbeta.bilevel", "ifbeta-entropy": "ifbeta.bilevel"}
+NEEDS_MODULE = {"ifbeta": "ifbeta.policy.bilevel", "ifbeta-entropy": "ifbeta.policy.bilevel"}
 
 
 def make_problem(n=240, d=8, classes=4, seed=0, images=True, scores=True) -> SelectionInputs:
@@ -154,7 +155,7 @@ def test_teacher_scores_are_computed_on_demand(problem):
 
 
 def test_influence_and_kd_loss_are_computed_on_demand(problem):
-    influence = pytest.importorskip("ifbeta.influence")
+    influence = pytest.importorskip("ifbeta.influence.scores")
     from ifbeta.config import InfluenceConfig
     bare = SelectionInputs(problem.features, problem.teacher_logits, problem.labels)
     reference = influence.score(problem.features, problem.teacher_logits, problem.labels, config=InfluenceConfig(seed=3))
@@ -340,7 +341,7 @@ def test_ifbeta_fixed_follows_the_beta(problem):
 
 
 def test_ifbeta_learned_reports_its_policy(problem):
-    pytest.importorskip("ifbeta.bilevel")
+    pytest.importorskip("ifbeta.policy.bilevel")
     steps = []
     chosen = run("ifbeta", problem, 0.5, on_step=lambda step, info: steps.append(step))
     assert steps and chosen.info["alpha"] > 0 and chosen.info["beta"] > 0 and len(chosen.info["trace"]) >= 1

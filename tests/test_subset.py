@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import ifbeta
-from ifbeta import subset
-from ifbeta.subset import SubsetError
+from ifbeta.subsets import files as subset
+from ifbeta.subsets.files import SubsetError
 
 
 @dataclass

@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ifbeta import models, train
 from ifbeta.config import KDConfig
+from ifbeta.models import training as train
+from ifbeta.models import zoo as models
 
 
 def test_kd_loss_golden_value_has_the_tau_squared_factor():

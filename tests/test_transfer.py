@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ifbeta import transfer
+from ifbeta.evaluation import transfer
 
 
 def ifbeta(*args, cache):

@@ -1,0 +1,132 @@
+"""Argument helpers shared by the sub-commands: dataset/teacher flags, progress bars, JSON output."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tqdm import tqdm
+
+from ifbeta.store import Store
+
+
+def add_dataset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="digits",
+                        help="digits | cifar10 | cifar100 | mnist | fashion-mnist | imagefolder:<path> (default digits)")
+    parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images and report them")
+    parser.add_argument("--pool", type=int, default=None,
+                        help="use a fixed class-stratified pool of this many training samples (seed 0)")
+
+
+def add_teacher(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", default="auto", help="checkpoint path, or 'auto' to find/train the default teacher")
+    parser.add_argument("--teacher-arch", default=None, help="teacher architecture when the checkpoint does not record it")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a fully pickled model (runs code from the file; only for files you trust)")
+
+
+def store_of(args) -> Store:
+    return Store(args.cache) if getattr(args, "cache", None) else Store()
+
+
+def load_splits(args):
+    """(train, test) splits, the train split reduced to --pool when given; skipped images reported."""
+    from ifbeta import pipeline
+
+    train, test = pipeline.load_splits(args.dataset, store=store_of(args), pool=getattr(args, "pool", None),
+                                       skip_corrupt=args.skip_corrupt)
+    for split in (train, test):
+        if split.skipped:
+            print(f"skipped {len(split.skipped)} unreadable {split.split} image(s): "
+                  f"{', '.join(split.skipped[:5])}{' ...' if len(split.skipped) > 5 else ''}", file=sys.stderr)
+    return train, test
+
+
+class ProgressBar:
+    """An ``on_step`` callback drawing tqdm bars on stderr (batch events update, epoch events summarise)."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar: tqdm | None = None
+
+    def __call__(self, step: int, info: dict) -> None:
+        total = info.get("batches") or info.get("total")
+        if self.bar is None or (total and self.bar.total != total):
+            self.close()
+            self.bar = tqdm(total=total, desc=self.description, file=sys.stderr, leave=False, dynamic_ncols=True)
+        if info.get("event") == "epoch":
+            shown = {k: round(v, 4) for k, v in info.items() if k in ("train_loss", "train_acc", "test_top1")}
+            tqdm.write(f"{self.description} epoch {info['epoch']}/{info.get('epochs', '?')} {shown}", file=sys.stderr)
+            self.bar.reset()
+            return
+        position = info.get("batch", step)
+        self.bar.n = position
+        postfix = {k: f"{v:.4g}" for k, v in info.items() if k in ("loss", "J", "alpha", "beta") and isinstance(v, float)}
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def print_json(payload: dict) -> None:
+    """The last line printed: one JSON object."""
+    print(json.dumps(payload, default=float, sort_keys=True))
+
+
+def workspace(args, *, description: str = "teacher"):
+    """Open the dataset, teacher and cached features from the shared flags."""
+    from ifbeta import pipeline
+
+    bar = ProgressBar(description)
+    try:
+        return pipeline.open_workspace(args.dataset, teacher=args.teacher, store=store_of(args),
+                                       pool=getattr(args, "pool", None), skip_corrupt=args.skip_corrupt,
+                                       teacher_arch=args.teacher_arch, trust_pickle=args.trust_pickle, on_step=bar)
+    finally:
+        bar.close()
+
+
+def check_ratio(ratio: float) -> float:
+    from ifbeta.errors import UserError
+
+    if not 0.0 < ratio < 1.0:
+        raise UserError(f"--ratio must lie strictly between 0 and 1 (the fraction pruned), got {ratio}")
+    return ratio
+
+
+def influence_config(args):
+    from ifbeta.config import InfluenceConfig
+
+    return InfluenceConfig(solver=getattr(args, "solver", "direct"),
+                           estimator=getattr(args, "influence_estimator", "auto"),
+                           cg_tolerance=getattr(args, "cg_tolerance", None),
+                           cg_max_iterations=getattr(args, "cg_max_iterations", None))
+
+
+def add_influence(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--solver", default="direct", choices=["direct", "cg", "ekfac"],
+                        help="inverse-Hessian solver (direct: exact, cg: matrix-free, ekfac: approximate)")
+    parser.add_argument("--influence-estimator", default="auto", choices=["auto", "first_order", "newton"],
+                        help="first_order influence, newton (exact removal step, dense), or auto (newton when a "
+                             "fold has < 4 samples per parameter)")
+    parser.add_argument("--cg-tolerance", type=float, default=None, metavar="TOL",
+                        help="cg only: relative residual to stop at (default 1e-10)")
+    parser.add_argument("--cg-max-iterations", type=int, default=None, metavar="N",
+                        help="cg only: cap the iterations (approximate scores; default: no cap)")
+
+
+def check_budget(workspace_or_train, ratio: float, *, stratify: bool = True) -> int:
+    """k for ``ratio``; refuses (before any computing) a k below the class count under stratification."""
+    from ifbeta.errors import UserError
+    from ifbeta.policy.beta import k_for_ratio
+
+    train = getattr(workspace_or_train, "train", workspace_or_train)
+    k = k_for_ratio(len(train), ratio)
+    if stratify and k < train.num_classes:
+        raise UserError(f"ratio {ratio:g} keeps k={k} of {len(train)} samples, fewer than the {train.num_classes} "
+                        "classes; lower the ratio (or pass --no-stratify where supported)")
+    return k

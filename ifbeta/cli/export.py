@@ -1,0 +1,38 @@
+"""ifbeta export: write a subset's kept samples as an ImageFolder tree (PNGs, or the original files)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ifbeta.cli import common
+
+HELP = "export a subset directory as an ImageFolder tree (<out>/train/<class>/...)"
+
+
+def add_arguments(parser) -> None:
+    common.add_dataset(parser)
+    parser.add_argument("--subset", required=True, help="subset directory (holding manifest.json)")
+    parser.add_argument("--format", default="imagefolder", choices=["imagefolder"], help="export format")
+    parser.add_argument("--out", required=True, help="destination folder (new or empty, unless --force)")
+    parser.add_argument("--mode", default="copy", choices=["copy", "symlink", "hardlink"],
+                        help="for imagefolder:<path> datasets: copy, symlink or hardlink the original files "
+                             "(datasets without files always get PNGs)")
+    parser.add_argument("--force", action="store_true",
+                        help="export into a non-empty folder, replacing the train/ (and pruned/) folders there")
+    parser.add_argument("--include-pruned", action="store_true", help="also write the pruned samples under pruned/")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def run(args) -> int:
+    from ifbeta.subsets import files as subset
+
+    train, _ = common.load_splits(args)
+    loaded = subset.load(Path(args.subset), train)
+    destination = subset.export_imagefolder(loaded, train.images, train, Path(args.out), mode=args.mode,
+                                            include_pruned=args.include_pruned, force=args.force)
+    files = "PNG files" if not str(train.name).startswith("imagefolder:") else f"files ({args.mode})"
+    written = loaded.k + ((len(train) - loaded.k) if args.include_pruned else 0)
+    print(f"exported {written} {files} ({loaded.k} kept of {len(train)}) -> {destination}")
+    if args.json:
+        common.print_json({"out": str(destination), "k": loaded.k, "n": len(train), "written": written,
+                           "mode": args.mode, "format": args.format})
+    return 0

@@ -1,0 +1,77 @@
+"""ifbeta prune: learn the Beta policy (bilevel) for one or more ratios and write the subsets."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from ifbeta.cli import common
+
+HELP = "learn the IF-Beta policy and write subset directories (indices.npy, samples.csv, manifest.json, trace.json)"
+
+
+def add_arguments(parser) -> None:
+    common.add_dataset(parser)
+    common.add_teacher(parser)
+    common.add_influence(parser)
+    parser.add_argument("--ratio", type=float, nargs="+", required=True, help="pruning ratio(s) in (0, 1)")
+    parser.add_argument("--estimator", default="implicit", choices=["implicit", "reinforce", "grid"])
+    parser.add_argument("--axis", default="influence", choices=["influence", "entropy"],
+                        help="what the Beta ranks: influence scores (default) or teacher entropy")
+    parser.add_argument("--no-stratify", action="store_true", help="rank and sample globally, not within class")
+    parser.add_argument("--shrinkage", type=float, default=None, help="KL shrinkage towards uniform (units of J's spread)")
+    parser.add_argument("--steps", type=int, default=None, help="maximum outer steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="subset directory (one ratio) or parent of ratio-<r>/ folders")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def policy_config(args):
+    from ifbeta.config import PolicyConfig
+
+    config = PolicyConfig(estimator=args.estimator, axis=args.axis, stratify=not args.no_stratify, seed=args.seed)
+    if args.shrinkage is not None:
+        config = replace(config, shrinkage=args.shrinkage)
+    if args.steps is not None:
+        config = replace(config, steps=args.steps)
+    return config
+
+
+def _write_trace(directory: Path, learned) -> None:
+    payload = {"ratio": learned.ratio, "alpha": learned.alpha, "beta": learned.beta, "estimator": learned.estimator,
+               "axis": learned.axis, "c": learned.c, "mu": learned.mu, "converged": learned.converged,
+               "steps": learned.trace}
+    tmp = directory / "trace.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    os.replace(tmp, directory / "trace.json")
+
+
+def run(args) -> int:
+    from ifbeta import pipeline
+
+    ratios = [common.check_ratio(r) for r in args.ratio]
+    config, influence = policy_config(args), common.influence_config(args)
+    train, _ = common.load_splits(args)
+    for ratio in ratios:
+        common.check_budget(train, ratio, stratify=not args.no_stratify)
+    ws = common.workspace(args, description="extract")
+    method = "ifbeta" if args.axis == "influence" else "ifbeta-entropy"
+    bar = common.ProgressBar("policy")
+    learned_all = pipeline.policies(ws, ratios, config, influence_config=influence, on_step=bar)
+    bar.close()
+    result, _ = pipeline.scores(ws, influence)
+    written = []
+    for ratio, learned in zip(ratios, learned_all):
+        directory = Path(args.out) if len(ratios) == 1 else Path(args.out) / f"ratio-{ratio:g}"
+        chosen = pipeline.choose(ws, method, ratio, seed=args.seed, policy_config=config, influence_config=influence)
+        pipeline.write_subset(ws, chosen, directory, ratio=ratio, seed=args.seed, influence_result=result)
+        _write_trace(directory, learned)
+        written.append({"ratio": ratio, "k": len(chosen.indices), "alpha": learned.alpha, "beta": learned.beta,
+                        "steps": len(learned.trace), "J": learned.trace[-1]["J"] if learned.trace else None,
+                        "out": str(directory)})
+        print(f"ratio {ratio:g}: kept {len(chosen.indices)} of {len(ws.train)}; alpha={learned.alpha:.3f} "
+              f"beta={learned.beta:.3f} after {len(learned.trace)} steps -> {directory}")
+    if args.json:
+        common.print_json({"dataset": ws.train.name, "method": method, "subsets": written})
+    return 0
