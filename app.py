@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 import studio_cache
-from ifbeta import data
+from ifbeta.data import datasets as data
 
 st.set_page_config(page_title="IF-Beta Studio", page_icon="🅱️", layout="wide")
 
@@ -19,7 +19,7 @@ st.set_page_config(page_title="IF-Beta Studio", page_icon="🅱️", layout="wid
 @st.cache_resource(show_spinner=False)
 def _runtime() -> bool:
     """Process-wide settings, once: single-threaded BLAS for the proxy's small solves (see ifbeta.runtime)."""
-    from ifbeta.runtime import limit_blas_threads
+    from ifbeta.threads import limit_blas_threads
 
     limit_blas_threads()
     return True

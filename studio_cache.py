@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from ifbeta import pipeline, plots, reports, runs, teachers
+from ifbeta import pipeline, plots
 from ifbeta.config import InfluenceConfig, PolicyConfig
+from ifbeta.distill import runs
+from ifbeta.evaluation import diagnostics as reports
+from ifbeta.models import teachers
 from ifbeta.progress import describe as describe_progress
 from ifbeta.store import Store, StoreError
 
@@ -214,7 +217,7 @@ def teacher_missing(spec: WorkspaceSpec) -> str | None:
         return None if Path(spec.teacher).is_file() else f"teacher checkpoint {spec.teacher} does not exist"
     if spec.dataset in AUTO_TRAIN:
         return None
-    from ifbeta import models
+    from ifbeta.models import zoo as models
 
     train, _ = splits(spec)
     arch = spec.teacher_arch or models.default_architectures(train.name, train.image_size)[0]
@@ -334,7 +337,7 @@ def teacher_test_accuracy(sha256: str, fingerprint: str, _ws) -> float | None:
     recorded = _ws.teacher.info.metadata.get("test_top1")
     if recorded is not None:
         return float(recorded)
-    from ifbeta.train import default_device, evaluate
+    from ifbeta.models.training import default_device, evaluate
 
     return float(evaluate(_ws.teacher.model, _ws.teacher.normaliser, _ws.test, device=default_device())["top1"])
 
@@ -401,7 +404,7 @@ def cancel_run(record: dict) -> None:
 
 def all_runs() -> list[dict]:
     """Every distillation known to the store (app and CLI), via ``distill.list_runs``."""
-    from ifbeta import distill
+    from ifbeta.distill import student as distill
 
     with engine_errors(stop=False):
         return distill.list_runs(store())

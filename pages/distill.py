@@ -9,7 +9,9 @@ import pandas as pd
 import streamlit as st
 
 import studio_cache
-from ifbeta import distill, models, plots
+from ifbeta import plots
+from ifbeta.distill import student as distill
+from ifbeta.models import zoo as models
 
 studio_cache.page_guard(__file__)
 

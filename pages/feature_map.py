@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 import studio_cache
-from ifbeta import plots, policy
+from ifbeta import plots
+from ifbeta.policy import beta as policy
 
 studio_cache.page_guard(__file__)
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 import studio_cache
 from ifbeta import plots
-from ifbeta.solvers import SOLVERS
+from ifbeta.influence.solvers import SOLVERS
 
 studio_cache.page_guard(__file__)
 

@@ -6,7 +6,10 @@ import pandas as pd
 import streamlit as st
 
 import studio_cache
-from ifbeta import bilevel, distill, plots, policy
+from ifbeta import plots
+from ifbeta.distill import student as distill
+from ifbeta.policy import beta as policy
+from ifbeta.policy import bilevel
 
 studio_cache.page_guard(__file__)
 

@@ -7,8 +7,11 @@ import numpy as np
 import streamlit as st
 
 import studio_cache
-from ifbeta import data, models, plots, teachers
-from ifbeta.subset import safe_name
+from ifbeta import plots
+from ifbeta.data import datasets as data
+from ifbeta.models import teachers
+from ifbeta.models import zoo as models
+from ifbeta.subsets.files import safe_name
 
 studio_cache.page_guard(__file__)
 

@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 import studio_cache
-from ifbeta import plots, selection
-from ifbeta import subset as subset_module
+from ifbeta import plots
+from ifbeta.selection import registry as selection
+from ifbeta.subsets import files as subset_module
 
 studio_cache.page_guard(__file__)
 
