@@ -84,8 +84,8 @@ def apply_later(values: dict) -> None:
 
 # ----------------------------------------------------------------------------------- store and specs
 def store() -> Store:
-    """The artefact store: $IFBETA_CACHE or ./cache (read at call time, so tests can point it elsewhere)."""
-    return Store(os.environ.get("IFBETA_CACHE") or PROJECT_ROOT / "cache")
+    """The artefact store every face shares (:meth:`ifbeta.store.Store.default`)."""
+    return Store.default()
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def open_workspace(dataset: str, *, teacher: str = "auto", store: Store | None =
     """Load (or decode once) the dataset, resolve the teacher (training ``auto`` when missing) and
     extract its features for the training pool (cached). ``splits``: the (full train, test) of
     ``dataset`` already loaded with ``load_splits`` (no pool), so a caller holding them skips reloading."""
-    store = store or Store()
+    store = store or Store.default()
     full_train, test = splits or load_splits(dataset, store=store, skip_corrupt=skip_corrupt)
     # the auto teacher is trained on the full training split, never on the pool alone
     train = full_train

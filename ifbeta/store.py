@@ -26,7 +26,6 @@ from ifbeta.errors import StoreError  # noqa: F401  (raised here; its home is er
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ROOT = Path(os.environ.get("IFBETA_CACHE", "cache"))
 _COMPLETE = "config.json"  # written last: its presence marks a finished artefact
 
 
@@ -60,10 +59,22 @@ def safe_name(name: str, *, fallback: str, max_length: int = 100) -> str:
 
 
 class Store:
-    """Directory-backed artefact store. ``Store(root)``; root defaults to ``$IFBETA_CACHE`` or ``cache``."""
+    """Directory-backed artefact store. ``Store(root)``; no root: :meth:`default_root`."""
 
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root is not None else DEFAULT_ROOT
+        self.root = Path(root) if root is not None else self.default_root()
+
+    @staticmethod
+    def default_root() -> Path:
+        """The one rule every face uses: ``$IFBETA_CACHE`` if set, else ``./cache`` of the working
+        directory; read at call time (never at import), absolute, so the CLI and the app started in
+        the same folder share one cache."""
+        return Path(os.environ.get("IFBETA_CACHE") or "cache").absolute()
+
+    @classmethod
+    def default(cls) -> "Store":
+        """The store at :meth:`default_root`."""
+        return cls(cls.default_root())
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key

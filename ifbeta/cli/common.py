@@ -26,7 +26,7 @@ def add_teacher(parser: argparse.ArgumentParser) -> None:
 
 
 def store_of(args) -> Store:
-    return Store(args.cache) if getattr(args, "cache", None) else Store()
+    return Store(args.cache) if getattr(args, "cache", None) else Store.default()
 
 
 def load_splits(args):

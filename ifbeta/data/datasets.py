@@ -296,7 +296,7 @@ def load(name: str, split: str = "train", *, store: Store | None = None, skip_co
     name = canonical_name(name)
     if name == "digits":
         return _load_digits(split)
-    store = store or Store()
+    store = store or Store.default()
     config = {"name": name, "split": split, "skip_corrupt": skip_corrupt, "image_size": image_size,
               "source": _source_signature(name, split)}
 

@@ -158,7 +158,7 @@ def list_runs(store: Store | None = None) -> list[dict]:
     'running' while it lives after that, else 'stopped' (a zombie or a reused pid counts as dead)."""
     from ifbeta.distill import runs as runs_module
 
-    store = store or Store()
+    store = store or Store.default()
     runs: dict[str, dict] = {}
     registry = store.root / "runs.jsonl"
     if registry.is_file():

@@ -102,7 +102,7 @@ def run(spec: BenchSpec, out: str | Path, *, store: Store | None = None, workers
         on_step: OnStep | None = None, report_only: bool = False) -> list[dict]:
     """The whole protocol: workspace, selections, distillations, then results.{csv,md,png} in ``out``."""
 
-    out, store = Path(out), store or Store()
+    out, store = Path(out), store or Store.default()
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
     began = time.perf_counter()

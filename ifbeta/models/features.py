@@ -81,7 +81,7 @@ def teacher_features(teacher: Teacher, data: DatasetSplit, *, store: Store | Non
 
     ``float16=True`` stores the features as float16 (half the disk and memory; every consumer
     streams them in float64 chunks); logits always stay float32."""
-    store = store or Store()
+    store = store or Store.default()
     # content-addressed: the same images (fingerprint) and teacher give the same key on any machine/path
     config = {"teacher_sha256": teacher.info.sha256, "split": data.split, "fingerprint": data.fingerprint}
     if float16:

@@ -99,7 +99,7 @@ def resolve_teacher(spec: str, data: DatasetSplit, *, store: Store | None = None
     """``spec`` is a checkpoint path or ``auto`` (find or train the dataset's default teacher)."""
     if spec != "auto":
         return load_teacher(spec, data, arch=arch, trust_pickle=trust_pickle)
-    store = store or Store()
+    store = store or Store.default()
     arch = arch or models.default_architectures(data.name, data.image_size)[0]
     path = auto_teacher_path(data, arch, store=store, epochs=epochs)
     _, world = distributed_context()
