@@ -1,0 +1,1 @@
+"""Datasets: the explicit registry, stable sample ids, decoding, fingerprints, streamed feature views."""

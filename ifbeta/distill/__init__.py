@@ -1,0 +1,1 @@
+"""Distillation: student runs on a subset (KD), their records, and background runs."""

@@ -1,0 +1,1 @@
+"""Evaluation: benchmark grids, their reports, transfer checks and cached diagnostics."""

@@ -1,0 +1,1 @@
+"""Selection: `select(method, inputs, ratio)` over an explicit registry; one module per family of rules."""

@@ -1,0 +1,1 @@
+"""Subsets: the subset file (write, read, validate) and its exports."""
