@@ -190,10 +190,27 @@ def test_launch_refuses_an_existing_name(tmp_path):
     (runs.runs_root(store) / "taken").mkdir(parents=True)
     with pytest.raises(ValueError, match="exists already"):
         runs.launch(store, name="taken", dataset="digits", subset="full", student="mlp", epochs=1, seed=0)
-    command = runs.distill_command(store, runs.runs_root(store) / "x", dataset="digits", subset="full",
-                                   student="mlp", epochs=2, seed=1, pool=100, teacher_arch="cnn-tiny")
-    assert command[command.index("--out") + 1] == str(runs.runs_root(store) / "x")
-    assert command[-4:] == ["--pool", "100", "--teacher-arch", "cnn-tiny"]
+
+
+def test_one_distill_command_builder_speaks_the_cli(tmp_path):
+    """The command every launcher builds parses with the real ``ifbeta`` parser, flag for flag."""
+    from ifbeta.cli.commands import build_parser
+    from ifbeta.evaluation import bench
+    from ifbeta.evaluation.grid import BenchSpec
+
+    store = Store(tmp_path / "cache")
+    command = runs.distill_command(store.root, runs.runs_root(store) / "x", dataset="digits", subset="full",
+                                   student="mlp", epochs=2, seed=1, pool=100, teacher_arch="cnn-tiny", json=True)
+    assert command[1:3] == ["-m", "ifbeta.cli"]
+    args = build_parser().parse_args(command[3:])
+    assert (args.command, args.out, args.epochs, args.seed, args.pool, args.teacher_arch, args.json) == (
+        "distill", str(runs.runs_root(store) / "x"), 2, 1, 100, "cnn-tiny", True)
+    assert "--batch-size" not in command and "--lr" not in command  # unset: the command's own defaults apply
+    spec = BenchSpec(dataset="digits", epochs=3, batch_size=32, learning_rate=0.2)
+    cell = {"method": "random", "ratio": 0.5, "seed": 4, "budget": "steps"}
+    graded = build_parser().parse_args(bench._distill_command(spec, cell, tmp_path / "grid", store.root)[3:])
+    assert (graded.epochs, graded.batch_size, graded.lr, graded.seed, graded.budget) == (3, 32, 0.2, 4, "steps")
+    assert graded.subset == str(tmp_path / "grid" / "subsets" / "random" / "r0.5-s4")
 
 
 def test_progress_events_describe_fraction_and_text():

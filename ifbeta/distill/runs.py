@@ -33,20 +33,23 @@ def record_path(store: Store, name: str) -> Path:
     return store.root / "app-runs" / f"{name}.json"
 
 
-def distill_command(store: Store, run_dir: Path, *, dataset: str, subset: str, student: str, epochs: int,
-                    seed: int, teacher: str = "auto", teacher_arch: str | None = None, pool: int | None = None,
-                    trust_pickle: bool = False) -> list[str]:
-    """The ``ifbeta distill`` command line of a run (``subset`` is a subset directory or 'full')."""
-    command = [sys.executable, "-m", "ifbeta.cli", "--cache", str(store.root), "distill", "--dataset", dataset,
-               "--teacher", teacher, "--subset", subset, "--student", student, "--epochs", str(epochs),
-               "--seed", str(seed), "--out", str(run_dir), "--json"]
-    if pool:
-        command += ["--pool", str(pool)]
-    if teacher_arch:
-        command += ["--teacher-arch", teacher_arch]
-    if trust_pickle:
-        command += ["--trust-pickle"]
-    return command
+def distill_command(cache: str | Path, out: str | Path, *, dataset: str, subset: str, teacher: str = "auto",
+                    student: str | None = None, epochs: int | None = None, seed: int = 0,
+                    budget: str | None = None, pool: int | None = None, batch_size: int | None = None,
+                    learning_rate: float | None = None, eval_every: int | None = None,
+                    teacher_arch: str | None = None, trust_pickle: bool = False, json: bool = False) -> list[str]:
+    """The one ``ifbeta distill`` command line every launcher uses (the app's runs, the bench grid).
+
+    ``subset`` is a subset directory or 'full'; options left as None are not passed, so the command's
+    own defaults apply."""
+    command = [sys.executable, "-m", "ifbeta.cli", "--cache", str(cache), "distill", "--dataset", dataset,
+               "--teacher", teacher, "--subset", subset, "--seed", str(seed), "--out", str(out)]
+    for flag, value in (("--student", student), ("--epochs", epochs), ("--budget", budget), ("--pool", pool),
+                        ("--batch-size", batch_size), ("--lr", learning_rate), ("--eval-every", eval_every),
+                        ("--teacher-arch", teacher_arch)):
+        if value is not None and value != "":
+            command += [flag, str(value)]
+    return command + (["--trust-pickle"] if trust_pickle else []) + (["--json"] if json else [])
 
 
 def launch(store: Store, *, name: str, dataset: str, subset: str, student: str, epochs: int, seed: int,
@@ -59,9 +62,9 @@ def launch(store: Store, *, name: str, dataset: str, subset: str, student: str, 
     record = record_path(store, run_dir.name)
     if run_dir.exists() or record.exists():
         raise ValueError(f"a run named {run_dir.name} exists already; choose another name")
-    command = distill_command(store, run_dir, dataset=dataset, subset=subset, student=student, epochs=epochs,
-                              seed=seed, teacher=teacher, teacher_arch=teacher_arch, pool=pool,
-                              trust_pickle=trust_pickle)
+    command = distill_command(store.root, run_dir, dataset=dataset, subset=subset, student=student, epochs=epochs,
+                              seed=seed, teacher=teacher, teacher_arch=teacher_arch, pool=pool or None,
+                              trust_pickle=trust_pickle, json=True)
     record.parent.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True)
     with open(record.with_suffix(".log"), "wb") as log:

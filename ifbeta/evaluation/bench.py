@@ -12,13 +12,13 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 from ifbeta import pipeline
+from ifbeta.distill import runs
 from ifbeta.config import PolicyConfig
 from ifbeta.evaluation import bench_report as report
 from ifbeta.evaluation.grid import BenchSpec, cell_name, cells
@@ -46,15 +46,11 @@ def select_all(workspace: pipeline.Workspace, spec: BenchSpec, out: Path, on_ste
 def _distill_command(spec: BenchSpec, cell: dict, out: Path, cache: Path) -> list[str]:
     subset = "full" if cell["method"] == "full" else str(out / "subsets" / cell["method"] /
                                                          f"r{cell['ratio']:g}-s{cell['seed']}")
-    command = [sys.executable, "-m", "ifbeta.cli", "--cache", str(cache), "distill", "--dataset", spec.dataset,
-               "--teacher", spec.teacher, "--subset", subset, "--seed", str(cell["seed"]), "--budget",
-               cell["budget"], "--out", str(out / "runs" / cell_name(cell)), "--lr", str(spec.learning_rate),
-               "--eval-every", "1000000"]  # the grid reports the last epoch only: test once, at the end
-    for flag, value in (("--pool", spec.pool), ("--student", spec.student), ("--epochs", spec.epochs),
-                        ("--batch-size", spec.batch_size)):
-        if value is not None:
-            command += [flag, str(value)]
-    return command
+    return runs.distill_command(cache, out / "runs" / cell_name(cell), dataset=spec.dataset, subset=subset,
+                                teacher=spec.teacher, student=spec.student, epochs=spec.epochs, seed=cell["seed"],
+                                budget=cell["budget"], pool=spec.pool, batch_size=spec.batch_size,
+                                learning_rate=spec.learning_rate,
+                                eval_every=1_000_000)  # the grid reports the last epoch only: test once, at the end
 
 
 def distill_all(spec: BenchSpec, out: Path, store: Store, *, workers: int = 1, on_step: OnStep | None = None) -> None:
