@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ifbeta.data import streaming
 from ifbeta.progress import OnStep
 from ifbeta.store import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Embedding", "standardise", "pca", "umap", "umap_key", "UMAP_PCA_DIMS"]
+__all__ = ["Embedding", "pca", "umap", "umap_key", "UMAP_PCA_DIMS"]
 
 UMAP_PCA_DIMS = 50  # UMAP runs on at most this many principal components
 _CHUNK = 16384  # rows per float64 chunk when standardising
@@ -38,17 +39,12 @@ class Embedding:
     key: str | None = None
 
 
-def standardise(features: np.ndarray) -> np.ndarray:
-    """(N, d) any float dtype (memmap fine) -> (N, d) float64 with zero mean and unit variance per column."""
-    features = np.asarray(features)
-    if features.ndim != 2 or len(features) == 0:
-        raise ValueError(f"features must be a non-empty (N, d) array, got shape {features.shape}")
-    out = np.empty(features.shape, dtype=np.float64)
-    for start in range(0, len(features), _CHUNK):
-        out[start:start + _CHUNK] = features[start:start + _CHUNK]
-    out -= out.mean(axis=0)
-    scale = out.std(axis=0)
-    out /= np.where(scale > 1e-12, scale, 1.0)
+def _standardised(features: np.ndarray) -> np.ndarray:
+    """(N, d) any float dtype (memmap fine) -> (N, d) float64 by ``streaming.standardise``, refusing
+    empty or non-finite input."""
+    if np.ndim(features) != 2 or len(features) == 0:
+        raise ValueError(f"features must be a non-empty (N, d) array, got shape {np.shape(features)}")
+    out, _, _ = streaming.standardise(features, chunk_size=_CHUNK)
     if not np.isfinite(out).all():
         raise ValueError("features contain NaN or infinity")
     return out
@@ -69,7 +65,7 @@ def _principal_axes(x: np.ndarray, components: int) -> tuple[np.ndarray, np.ndar
 
 def pca(features: np.ndarray, *, components: int = 2) -> Embedding:
     """PCA of the standardised features: coords (N, components) float32, ordered by explained variance."""
-    x = standardise(features)
+    x = _standardised(features)
     components = int(min(components, x.shape[1]))
     axes, explained = _principal_axes(x, components)
     coords = (x @ axes).astype(np.float32)  # (N, m)
@@ -135,7 +131,7 @@ def umap(features: np.ndarray, *, store: Store, input_key: str, neighbours: int 
         notify(0, {"stage": "import"})
         import umap as umap_module  # slow first import (numba)
 
-        x = standardise(features)
+        x = _standardised(features)
         if x.shape[1] > UMAP_PCA_DIMS:
             axes, _ = _principal_axes(x, UMAP_PCA_DIMS)
             x = x @ axes  # (N, UMAP_PCA_DIMS)

@@ -41,13 +41,16 @@ class Workspace:
         return {"arch": self.teacher.info.arch, "checkpoint_sha256": self.teacher.info.sha256}
 
 
+def pool_of(train: DatasetSplit, pool: int | None) -> DatasetSplit:
+    """The training pool: a fixed stratified ``pool`` samples of ``train`` (None or 0: all of it)."""
+    return train.subset(data_module.stratified_pool(train.labels, pool), split="train") if pool else train
+
+
 def load_splits(dataset: str, *, store: Store, pool: int | None = None, skip_corrupt: bool = False
                 ) -> tuple[DatasetSplit, DatasetSplit]:
     train = data_module.load(dataset, "train", store=store, skip_corrupt=skip_corrupt)
     test = data_module.load(dataset, "test", store=store, skip_corrupt=skip_corrupt)
-    if pool:
-        train = train.subset(data_module.stratified_pool(train.labels, pool), split="train")
-    return train, test
+    return pool_of(train, pool), test
 
 
 def open_workspace(dataset: str, *, teacher: str = "auto", store: Store | None = None, pool: int | None = None,
@@ -60,9 +63,7 @@ def open_workspace(dataset: str, *, teacher: str = "auto", store: Store | None =
     store = store or Store.default()
     full_train, test = splits or load_splits(dataset, store=store, skip_corrupt=skip_corrupt)
     # the auto teacher is trained on the full training split, never on the pool alone
-    train = full_train
-    if pool:
-        train = full_train.subset(data_module.stratified_pool(full_train.labels, pool), split="train")
+    train = pool_of(full_train, pool)
     resolved = resolve_teacher(teacher, full_train, store=store, arch=teacher_arch, test=test,
                                trust_pickle=trust_pickle, on_step=on_step)
     features = teacher_features(resolved, train, store=store, on_step=on_step)

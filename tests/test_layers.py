@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ifbeta"
 STAGES = ["core", "data", "models", "influence", "policy", "selection", "subsets", "pipeline", "distill",
           "evaluation", "cli"]
 CORE = {"ifbeta", "ifbeta.config", "ifbeta.store", "ifbeta.progress", "ifbeta.errors", "ifbeta.threads"}
-VIEWS = {"ifbeta.embed", "ifbeta.plots"}  # side outputs: they may import the core only
+VIEWS = {"ifbeta.embed", "ifbeta.plots"}  # side outputs: they may import the core and data only
 
 
 def module_names() -> dict[str, Path]:
@@ -60,7 +60,7 @@ def stage_of(name: str) -> int:
     if name in CORE:
         return 0
     if name in VIEWS:
-        return 0.5
+        return 1.5  # after data, before models
     if name == "ifbeta.pipeline":
         return STAGES.index("pipeline")
     top = name.split(".")[1]
@@ -112,8 +112,9 @@ def test_stages_import_only_earlier_stages():
     assert upward == []
 
 
-def test_views_import_only_the_core():
-    wrong = [f"{name} imports {target}" for name in VIEWS for target in graph()[name] if target not in CORE]
+def test_views_import_only_the_core_and_data():
+    wrong = [f"{name} imports {target}" for name in VIEWS for target in graph()[name]
+             if target not in CORE and not target.startswith("ifbeta.data")]
     assert wrong == []
 
 

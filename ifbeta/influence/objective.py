@@ -23,24 +23,11 @@ import numpy as np
 import scipy.linalg.blas
 
 from ifbeta.config import KDConfig
-from ifbeta.data.streaming import FeatureView, feature_statistics
+from ifbeta.data.streaming import FeatureView, feature_statistics, standardise  # noqa: F401  (standardise: bilevel)
 
 CHUNK_SIZE = 8192  # rows of features cast to float64 at a time
 OPERATOR_CACHE_BYTES = 1 << 30  # HessianOperator keeps x, p, q in memory up to this size
 _HESSIAN_BLOCK_ELEMENTS = 1 << 22  # rows x C(d+1) per Hessian outer-product block (32 MiB)
-
-
-def standardise(features, *, mean=None, std=None, chunk_size: int = CHUNK_SIZE):
-    """Z = (features - mean) / std.
-
-    features (N, d) any float dtype; mean, std (d,) float64, computed chunk-wise when not given
-    (constant columns get std 1). Returns (Z (N, d) float64, mean, std). Z is materialised: for
-    arrays larger than RAM use ``FeatureView(features, mean=mean, std=std)`` instead.
-    """
-    if mean is None or std is None:
-        mean, std = feature_statistics(features, chunk_size=chunk_size)
-    view = FeatureView(features, mean=np.asarray(mean, np.float64), std=np.asarray(std, np.float64))
-    return view.materialise(), view.mean, view.std
 
 
 def regulariser(shape, *, mu: float, bias_damping: float = 1e-3) -> np.ndarray:
