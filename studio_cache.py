@@ -240,7 +240,7 @@ def workspace(spec: WorkspaceSpec | None = None) -> pipeline.Workspace:
             st.page_link("pages/setup.py", label="Go to Setup", icon="🛠️")
             st.stop()
         if ("workspace", spec, root) not in _READY:
-            epochs = teachers.TEACHER_EPOCHS.get(spec.dataset, teachers.DEFAULT_TEACHER_EPOCHS)
+            epochs = teachers.default_epochs(spec.dataset)
             with progress(f"Preparing {spec.dataset} (teacher, features)", epochs=epochs) as bar:
                 _HANDOFF[(spec, root)] = pipeline.open_workspace(spec.dataset, store=Store(root), on_step=bar,
                                                                  splits=splits(spec), **spec.options())

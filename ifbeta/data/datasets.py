@@ -89,11 +89,16 @@ def fingerprint(ids: list[str], labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units."""
+MIN_CHANNEL_STD = 1e-3  # floor of a channel's std (in [0, 1] units): a constant channel normalises to 0, not inf
+
+
+def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) of uint8 images (N, C, H, W) in [0, 1] units: C floats each; the std
+    (sample std, N - 1) is floored at ``MIN_CHANNEL_STD``. The one normalisation rule of teachers,
+    students and the training-based selection methods."""
     x = images.float().div_(255)
     mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    std = x.std(dim=(0, 2, 3)).clamp_min(MIN_CHANNEL_STD)
     return mean.tolist(), std.tolist()
 
 

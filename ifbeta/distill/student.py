@@ -23,7 +23,7 @@ from filelock import FileLock
 from ifbeta.config import KDConfig
 from ifbeta.errors import RunError  # noqa: F401  (raised here; its home is errors.py)
 from ifbeta.models import zoo as models
-from ifbeta.models.training import TrainConfig, distributed_context, fit
+from ifbeta.models.training import TrainConfig, distributed_context, fit, steps_per_epoch
 from ifbeta.pipeline import Workspace
 from ifbeta.progress import OnStep
 from ifbeta.store import Store
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 BUDGETS = ("epochs", "steps")
 STUDENT_EPOCHS = {"digits": 30}
 DEFAULT_STUDENT_EPOCHS = 30
-
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -46,11 +45,11 @@ def plan(n_pool: int, k: int, *, epochs: int, budget: str, batch_size: int) -> t
     """(epochs to run over the subset, optimiser steps per epoch) for a budget."""
     if budget not in BUDGETS:
         raise RunError(f"unknown budget {budget!r}; use epochs or steps")
-    steps_per_epoch = max(k // batch_size, 1)
+    steps = steps_per_epoch(k, batch_size)
     if budget == "epochs" or k == n_pool:
-        return epochs, steps_per_epoch
-    full_steps = epochs * max(n_pool // batch_size, 1)
-    return max(1, math.ceil(full_steps / steps_per_epoch)), steps_per_epoch
+        return epochs, steps
+    full_steps = epochs * steps_per_epoch(n_pool, batch_size)
+    return max(1, math.ceil(full_steps / steps)), steps
 
 
 def run(workspace: Workspace, *, subset: str | Path | None, out: str | Path, student: str | None = None,
@@ -95,7 +94,7 @@ def run(workspace: Workspace, *, subset: str | Path | None, out: str | Path, stu
                  on_step=progress, eval_every=eval_every)
     metrics = {**request, "name": out.name, "out": str(out.resolve()), "status": "finished",
                "test_top1": result.test_top1, "test_top5": result.test_top5, "epochs_run": run_epochs,
-               "train_samples": int(len(indices)), "steps": run_epochs * max(len(indices) // batch_size, 1),
+               "train_samples": int(len(indices)), "steps": run_epochs * steps_per_epoch(len(indices), batch_size),
                "seconds": result.seconds, "wall_seconds": time.time() - began, "history": result.history,
                "resumed_from_epoch": result.resumed_from}
     if rank == 0:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ifbeta.data.datasets import DatasetSplit, channel_stats
+from ifbeta.data.datasets import DatasetSplit, channel_statistics
 from ifbeta.models import zoo as models
 from ifbeta.models.training import Normaliser, TrainConfig, TrainResult, distributed_context, fit
 from ifbeta.progress import OnStep
@@ -41,8 +41,14 @@ class Teacher:
         return {"arch": self.info.arch, "checkpoint_sha256": self.info.sha256, "path": self.info.path}
 
 
+def default_epochs(dataset_name: str) -> int:
+    """Epochs a default (``--teacher auto``) teacher of ``dataset_name`` trains for."""
+    return TEACHER_EPOCHS.get(dataset_name, DEFAULT_TEACHER_EPOCHS)
+
+
 def teacher_config(data: DatasetSplit, arch: str, epochs: int | None, seed: int) -> TrainConfig:
-    epochs = epochs or TEACHER_EPOCHS.get(data.name, DEFAULT_TEACHER_EPOCHS)
+    """The teacher's training settings; ``epochs`` None = ``default_epochs(data.name)``."""
+    epochs = epochs or default_epochs(data.name)
     batch = 64 if len(data) < 5000 else 128
     return TrainConfig(epochs=epochs, batch_size=batch, learning_rate=0.05 if batch == 64 else 0.1,
                        weight_decay=5e-4, seed=seed)
@@ -52,12 +58,10 @@ def train_teacher(data: DatasetSplit, arch: str, out: str | Path, *, epochs: int
                   test: DatasetSplit | None = None, on_step: OnStep | None = None,
                   checkpoint_dir: str | Path | None = None) -> TrainResult:
     """Train ``arch`` on ``data`` with cross-entropy and write it to ``out`` (safetensors, atomic)."""
-    import torch
-
     config = teacher_config(data, arch, epochs, seed)
     torch.manual_seed(seed)
     model = models.build(arch, num_classes=data.num_classes, in_channels=data.channels)
-    mean, std = channel_stats(data.images)
+    mean, std = channel_statistics(data.images)
     result = fit(model, data, config=config, test=test, normaliser=Normaliser(mean, std),
                  checkpoint_dir=checkpoint_dir or Path(str(out) + ".resume"), on_step=on_step)
     metadata = {"dataset": data.name, "fingerprint": data.fingerprint, "mean": mean, "std": std,
@@ -78,7 +82,7 @@ def load_teacher(path: str | Path, data: DatasetSplit, *, arch: str | None = Non
                                          in_channels=data.channels, trust_pickle=trust_pickle)
     mean, std = info.metadata.get("mean"), info.metadata.get("std")
     if mean is None or std is None:
-        mean, std = channel_stats(data.images)
+        mean, std = channel_statistics(data.images)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return Teacher(model, info, Normaliser(mean, std))

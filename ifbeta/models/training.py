@@ -32,7 +32,6 @@ from ifbeta.progress import OnStep
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     """SGD with momentum, linear warm-up then cosine decay; batch-level augmentation on uint8 tensors."""
@@ -177,9 +176,10 @@ def _signature(model: nn.Module, data: DatasetSplit, config: TrainConfig, indice
             "shapes": {name: list(tensor.shape) for name, tensor in model.state_dict().items()}}
 
 
-def _schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    total = max(config.epochs * steps_per_epoch, 1)
-    warmup = int(config.warmup_epochs * steps_per_epoch)
+def _schedule(config: TrainConfig, steps: int) -> Callable[[int], float]:
+    """LR factor per optimiser step: linear warm-up over ``warmup_epochs``, then cosine decay to 0."""
+    total = max(config.epochs * steps, 1)
+    warmup = int(config.warmup_epochs * steps)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -190,115 +190,197 @@ def _schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
     return factor
 
 
-def _batches(indices: np.ndarray, config: TrainConfig, epoch: int, rank: int, world: int):
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch over ``samples`` samples: full batches only (a last partial batch
+    is dropped), and at least one (a set smaller than one batch is trained as one batch)."""
+    return max(samples // batch_size, 1)
+
+
+def _batches(indices: np.ndarray, config: TrainConfig, epoch: int):
     """Yield (step, steps, global batch, generator) for one epoch; same order on every rank."""
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     order = indices[torch.randperm(len(indices), generator=generator).numpy()]
-    count = len(order) // config.batch_size if len(order) >= config.batch_size else 1
+    count = steps_per_epoch(len(order), config.batch_size)
     for b in range(count):
         chunk = order[b * config.batch_size:(b + 1) * config.batch_size]
         yield b, count, chunk, generator
 
 
-def fit(model: nn.Module, data: DatasetSplit, *, config: TrainConfig, indices: np.ndarray | None = None,
-        teacher: nn.Module | None = None, kd: KDConfig | None = None, test: DatasetSplit | None = None,
-        checkpoint_dir: str | Path | None = None, device: torch.device | None = None,
-        normaliser: Normaliser | None = None, on_step: OnStep | None = None, eval_every: int = 1) -> TrainResult:
-    """Train ``model`` on ``data[indices]``: cross-entropy, or KD against ``teacher`` when given.
+OnBatch = Callable[[np.ndarray, torch.Tensor], None]
+"""``on_batch(indices, logits)`` after every optimiser step: this rank's sample indices (B,) int64 and
+the student's logits on them (B, C), detached, before the step."""
 
-    Teacher logits come from the same augmented batch, in inference mode. Returns the per-epoch
-    history and the last epoch's test top-1/top-5 (fractions; higher is better).
-    """
-    from ifbeta.data.datasets import channel_stats
 
-    device = device or default_device()
+@dataclass
+class _Loop:
+    """The fixed parts of one ``fit``: what every epoch reads."""
+
+    model: nn.Module  # the model being trained (on ``device``)
+    trained: nn.Module  # ``model``, or its DistributedDataParallel wrapper under torchrun
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    normaliser: Normaliser
+    teacher: nn.Module | None
+    kd: KDConfig
+    augmentation: dict
+    device: torch.device
+    rank: int
+    world: int
+
+
+def _setup(model: nn.Module, data: DatasetSplit, config: TrainConfig, *, samples: int, teacher: nn.Module | None,
+           kd: KDConfig | None, device: torch.device, normaliser: Normaliser | None) -> _Loop:
+    """Move the model (and teacher) to ``device``; build the normaliser, optimiser and LR schedule."""
+    from ifbeta.data.datasets import channel_statistics
+
     rank, world = distributed_context()
-    indices = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
-    normaliser = (normaliser or Normaliser(*channel_stats(data.images))).to(device)
-    aug = augmentation_for(data) if config.augment else {"crop_padding": 0, "flip": False}
+    normaliser = (normaliser or Normaliser(*channel_statistics(data.images))).to(device)
+    augmentation = augmentation_for(data) if config.augment else {"crop_padding": 0, "flip": False}
     model = model.to(device).to(memory_format=torch.channels_last)
     if teacher is not None:
         teacher = teacher.to(device).to(memory_format=torch.channels_last).eval()
-    steps_per_epoch = max(len(indices) // config.batch_size, 1)
     optimiser = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(config, steps_per_epoch))
-    result, start_epoch = TrainResult(), 0
-    resume_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
-    signature = _signature(model, data, config, indices)
-    state = _load_state(resume_path, signature) if resume_path else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, result.history = int(state["epoch"]), list(state["history"])
-        result.resumed_from, result.seconds = start_epoch, float(state.get("seconds", 0.0))
-        log.info("resuming from epoch %d (%s)", start_epoch, resume_path)
-    trained = model
-    if world > 1:
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(config, steps_per_epoch(samples, config.batch_size)))
+    return _Loop(model, model, optimiser, scheduler, normaliser, teacher, kd or KDConfig(), augmentation, device,
+                 rank, world)
+
+
+# ------------------------------------------------------------------------------ checkpointing
+def _resume(path: Path, signature: dict, loop: _Loop, result: TrainResult) -> int:
+    """Load the resume state at ``path`` into the model, optimiser, scheduler and ``result`` when it was
+    written by the same run; returns the first epoch still to train (0 = start afresh)."""
+    state = _load_state(path, signature)
+    if state is None:
+        return 0
+    loop.model.load_state_dict(state["model"])
+    loop.optimiser.load_state_dict(state["optimiser"])
+    loop.scheduler.load_state_dict(state["scheduler"])
+    start_epoch, result.history = int(state["epoch"]), list(state["history"])
+    result.resumed_from, result.seconds = start_epoch, float(state.get("seconds", 0.0))
+    log.info("resuming from epoch %d (%s)", start_epoch, path)
+    return start_epoch
+
+
+def _checkpoint(path: Path, signature: dict, loop: _Loop, result: TrainResult, epochs_done: int) -> None:
+    """Write the resume state after ``epochs_done`` finished epochs (atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_state(path, {"model": loop.model.state_dict(), "optimiser": loop.optimiser.state_dict(),
+                       "scheduler": loop.scheduler.state_dict(), "epoch": epochs_done,
+                       "history": result.history, "seconds": result.seconds, "signature": signature})
+
+
+# ------------------------------------------------------------------------------ one epoch
+def _step(loop: _Loop, x: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a normalised batch; returns (loss, student logits)."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if loop.device.type == "cuda" else \
+        torch.autocast("cpu", enabled=False)
+    with autocast:
+        if loop.teacher is not None:
+            # teacher first: its inference buffers are freed before the student's forward allocates
+            # the activations it keeps for backward (measured 12-14% faster per step on CPU)
+            with torch.inference_mode():
+                teacher_logits = loop.teacher(x)
+            logits = loop.trained(x)
+            loss = kd_loss(logits.float(), teacher_logits.float().clone(), y, loop.kd)
+        else:
+            logits = loop.trained(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    loop.optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    loop.optimiser.step()
+    loop.scheduler.step()
+    return loss, logits
+
+
+def _train_epoch(loop: _Loop, data: DatasetSplit, indices: np.ndarray, config: TrainConfig, epoch: int,
+                 result: TrainResult, *, on_step: OnStep | None, on_batch: OnBatch | None) -> dict:
+    """Train one epoch; returns its record {epoch (1-based), train_loss, train_acc, seconds}."""
+    began = time.perf_counter()
+    loop.trained.train()
     labels_all = torch.from_numpy(data.labels)
-    for epoch in range(start_epoch, config.epochs):
-        began = time.perf_counter()
-        trained.train()
-        totals = {"loss": 0.0, "correct": 0, "seen": 0}
-        for batch, count, chunk, generator in _batches(indices, config, epoch, rank, world):
-            # augment the whole global batch, then keep this rank's strided share: every sample gets the
-            # same crop as in a single-process run (drawing per share would repeat crops across ranks)
-            share = chunk[rank::world]
-            share_t = torch.from_numpy(share)
-            x = augment(data.images[torch.from_numpy(chunk)], generator, **aug)[rank::world]
-            x = x.to(device, non_blocking=True)
-            x = normaliser(x).contiguous(memory_format=torch.channels_last)
-            y = labels_all[share_t].to(device)
-            with autocast:
-                if teacher is not None:
-                    # teacher first: its inference buffers are freed before the student's forward allocates
-                    # the activations it keeps for backward (measured 12-14% faster per step on CPU)
-                    with torch.inference_mode():
-                        teacher_logits = teacher(x)
-                    logits = trained(x)
-                    loss = kd_loss(logits.float(), teacher_logits.float().clone(), y, kd or KDConfig())
-                else:
-                    logits = trained(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            scheduler.step()
-            totals["loss"] += loss.item() * len(share)
-            totals["correct"] += (logits.argmax(1) == y).sum().item()
-            totals["seen"] += len(share)
-            result.steps += 1
-            if on_step and rank == 0:
-                on_step(epoch * count + batch, {"event": "batch", "epoch": epoch, "batch": batch, "batches": count,
-                                                "loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
-        if world > 1:  # the epoch's training loss and accuracy over every rank's share, not rank 0's alone
-            summed = torch.tensor([totals["loss"], totals["correct"], totals["seen"]], dtype=torch.float64)
-            torch.distributed.all_reduce(summed)
-            totals = dict(zip(("loss", "correct", "seen"), summed.tolist()))
-        record = {"epoch": epoch + 1, "train_loss": totals["loss"] / max(totals["seen"], 1),
-                  "train_acc": totals["correct"] / max(totals["seen"], 1), "seconds": time.perf_counter() - began}
-        if test is not None and rank == 0 and ((epoch + 1) % max(eval_every, 1) == 0 or epoch + 1 == config.epochs):
-            metrics = evaluate(model, normaliser, test, device=device)
-            record.update(test_top1=metrics["top1"], test_top5=metrics["top5"], test_loss=metrics["loss"])
-        result.history.append(record)
-        result.seconds += record["seconds"]
-        if resume_path and rank == 0:
-            resume_path.parent.mkdir(parents=True, exist_ok=True)
-            _save_state(resume_path, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                                      "history": result.history, "seconds": result.seconds,
-                                      "signature": signature})
+    totals = {"loss": 0.0, "correct": 0, "seen": 0}
+    rank, world = loop.rank, loop.world
+    for batch, count, chunk, generator in _batches(indices, config, epoch):
+        # augment the whole global batch, then keep this rank's strided share: every sample gets the
+        # same crop as in a single-process run (drawing per share would repeat crops across ranks)
+        share = chunk[rank::world]
+        x = augment(data.images[torch.from_numpy(chunk)], generator, **loop.augmentation)[rank::world]
+        x = loop.normaliser(x.to(loop.device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+        y = labels_all[torch.from_numpy(share)].to(loop.device)
+        loss, logits = _step(loop, x, y, config.label_smoothing)
+        if on_batch is not None:
+            on_batch(share, logits.detach())
+        totals["loss"] += loss.item() * len(share)
+        totals["correct"] += (logits.argmax(1) == y).sum().item()
+        totals["seen"] += len(share)
+        result.steps += 1
         if on_step and rank == 0:
-            on_step(epoch + 1, {"event": "epoch", "epochs": config.epochs, **record})
-    if world > 1:
-        torch.distributed.barrier()
+            on_step(epoch * count + batch, {"event": "batch", "epoch": epoch, "batch": batch, "batches": count,
+                                            "loss": loss.item(), "lr": loop.scheduler.get_last_lr()[0]})
+    if world > 1:  # the epoch's training loss and accuracy over every rank's share, not rank 0's alone
+        summed = torch.tensor([totals["loss"], totals["correct"], totals["seen"]], dtype=torch.float64)
+        torch.distributed.all_reduce(summed)
+        totals = dict(zip(("loss", "correct", "seen"), summed.tolist()))
+    return {"epoch": epoch + 1, "train_loss": totals["loss"] / max(totals["seen"], 1),
+            "train_acc": totals["correct"] / max(totals["seen"], 1), "seconds": time.perf_counter() - began}
+
+
+# ------------------------------------------------------------------------------ evaluation
+def _tests_after(epoch: int, epochs: int, eval_every: int) -> bool:
+    """Whether the test split is evaluated after 0-based ``epoch``: every ``eval_every`` epochs and after the last."""
+    return (epoch + 1) % max(eval_every, 1) == 0 or epoch + 1 == epochs
+
+
+def _test_record(loop: _Loop, test: DatasetSplit) -> dict:
+    """{test_top1, test_top5, test_loss} of the model now (fractions; higher top-k is better)."""
+    metrics = evaluate(loop.model, loop.normaliser, test, device=loop.device)
+    return {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"]}
+
+
+def _final_test(loop: _Loop, result: TrainResult, test: DatasetSplit | None) -> None:
+    """Set ``result.test_top1/top5`` from the last epoch's test, or test now when the last epoch had none."""
     if result.history and "test_top1" in result.history[-1]:
         result.test_top1, result.test_top5 = result.history[-1]["test_top1"], result.history[-1]["test_top5"]
-    elif test is not None and rank == 0:
-        metrics = evaluate(model, normaliser, test, device=device)
-        result.test_top1, result.test_top5 = metrics["top1"], metrics["top5"]
-    model.eval()
+    elif test is not None and loop.rank == 0:
+        record = _test_record(loop, test)
+        result.test_top1, result.test_top5 = record["test_top1"], record["test_top5"]
+
+
+# ------------------------------------------------------------------------------ the loop
+def fit(model: nn.Module, data: DatasetSplit, *, config: TrainConfig, indices: np.ndarray | None = None,
+        teacher: nn.Module | None = None, kd: KDConfig | None = None, test: DatasetSplit | None = None,
+        checkpoint_dir: str | Path | None = None, device: torch.device | None = None,
+        normaliser: Normaliser | None = None, on_step: OnStep | None = None, eval_every: int = 1,
+        on_batch: OnBatch | None = None) -> TrainResult:
+    """Train ``model`` on ``data[indices]``: cross-entropy, or KD against ``teacher`` when given.
+
+    Teacher logits come from the same augmented batch, in inference mode. ``on_batch`` (``OnBatch``)
+    sees every training batch's indices and logits. Returns the per-epoch history and the last
+    epoch's test top-1/top-5 (fractions; higher is better).
+    """
+    indices = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
+    loop = _setup(model, data, config, samples=len(indices), teacher=teacher, kd=kd,
+                  device=device or default_device(), normaliser=normaliser)
+    result = TrainResult()
+    resume_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+    signature = _signature(loop.model, data, config, indices)
+    start_epoch = _resume(resume_path, signature, loop, result) if resume_path else 0
+    if loop.world > 1:
+        device_ids = [loop.device.index] if loop.device.type == "cuda" else None
+        loop.trained = nn.parallel.DistributedDataParallel(loop.model, device_ids=device_ids)
+    for epoch in range(start_epoch, config.epochs):
+        record = _train_epoch(loop, data, indices, config, epoch, result, on_step=on_step, on_batch=on_batch)
+        if test is not None and loop.rank == 0 and _tests_after(epoch, config.epochs, eval_every):
+            record.update(_test_record(loop, test))
+        result.history.append(record)
+        result.seconds += record["seconds"]
+        if resume_path and loop.rank == 0:
+            _checkpoint(resume_path, signature, loop, result, epoch + 1)
+        if on_step and loop.rank == 0:
+            on_step(epoch + 1, {"event": "epoch", "epochs": config.epochs, **record})
+    if loop.world > 1:
+        torch.distributed.barrier()
+    _final_test(loop, result, test)
+    loop.model.eval()
     return result
