@@ -21,6 +21,7 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cli-cache")
 
 
+@pytest.mark.slow
 def test_vertical_slice_score_select_prune_distill(cache, tmp_path):
     scored = ifbeta("score", "--json", cache=cache)
     assert scored.returncode == 0, scored.stderr

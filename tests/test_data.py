@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from ifbeta.data import datasets as data
 from ifbeta.store import Store
@@ -119,3 +120,13 @@ def test_stratified_pool_is_fixed_and_balanced():
     pool = data.stratified_pool(labels, 40, seed=0)
     assert np.array_equal(pool, data.stratified_pool(labels, 40, seed=0))
     assert np.bincount(labels[pool]).tolist() == [10, 10, 10, 10] and np.all(np.diff(pool) > 0)
+
+
+def test_channel_statistics_floor_a_constant_channel():
+    images = torch.zeros(4, 2, 3, 3, dtype=torch.uint8)
+    images[:, 1] = torch.arange(4, dtype=torch.uint8).view(4, 1, 1) * 60  # channel 1 varies
+    images[:, 0] = 128  # channel 0 is constant
+    mean, std = data.channel_statistics(images)
+    assert mean[0] == pytest.approx(128 / 255, rel=1e-6) and std[0] == pytest.approx(data.MIN_CHANNEL_STD, rel=1e-6)
+    expected = (torch.arange(4.0).repeat_interleave(9) * 60 / 255).std().item()
+    assert mean[1] == pytest.approx(90 / 255, rel=1e-6) and std[1] == pytest.approx(expected, rel=1e-6)

@@ -133,3 +133,10 @@ def test_package_never_imports_streamlit():
     root = pathlib.Path(models.__file__).parent
     hits = [f.name for f in root.rglob("*.py") if re.search(r"^\s*(import|from)\s+streamlit", f.read_text(), re.M)]
     assert hits == []
+
+
+def test_default_teacher_epochs_per_dataset():
+    from ifbeta.models import teachers
+
+    assert teachers.default_epochs("digits") == teachers.TEACHER_EPOCHS["digits"]
+    assert teachers.default_epochs("some-folder") == teachers.DEFAULT_TEACHER_EPOCHS

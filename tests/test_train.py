@@ -31,9 +31,12 @@ def test_augment_crop_is_a_shift_and_flip_mirrors():
     for b in range(2):  # every output is one of the 9 shifted windows of the padded input
         windows = [padded[b, :, r:r + 4, c:c + 4] for r in range(3) for c in range(3)]
         assert any(torch.equal(out[b], w) for w in windows)
-    flipped = train.augment(images, torch.Generator().manual_seed(3), crop_padding=0, flip=True)
-    for b in range(2):
-        assert torch.equal(flipped[b], images[b]) or torch.equal(flipped[b], images[b].flip(2))
+    batch = torch.arange(32 * 1 * 4 * 4, dtype=torch.uint8).view(32, 1, 4, 4)  # no image is its own mirror
+    flipped = train.augment(batch, torch.Generator().manual_seed(3), crop_padding=0, flip=True)
+    mirrored = [torch.equal(flipped[b], batch[b].flip(2)) for b in range(32)]
+    unchanged = [torch.equal(flipped[b], batch[b]) for b in range(32)]
+    assert all(m != u for m, u in zip(mirrored, unchanged))  # each image is either mirrored or left as is
+    assert 0 < sum(mirrored) < 32  # and a seeded batch of 32 has both
 
 
 def test_teacher_and_kd_student_learn_digits(digits, digits_teacher):
@@ -108,3 +111,30 @@ def test_eval_every_tests_on_schedule_and_after_the_last_epoch(digits):
     tested = [record["epoch"] for record in result.history if "test_top1" in record]
     assert tested == [2, 4, 5]
     assert result.test_top1 == result.history[-1]["test_top1"]
+
+
+def test_steps_per_epoch_drops_the_partial_batch_but_never_reaches_zero():
+    assert train.steps_per_epoch(1000, 128) == 7
+    assert train.steps_per_epoch(1024, 128) == 8
+    assert train.steps_per_epoch(100, 128) == 1 and train.steps_per_epoch(0, 128) == 1
+
+
+def test_on_batch_sees_every_step_and_changes_nothing(digits):
+    train_split, _ = digits
+    config = train.TrainConfig(epochs=2, batch_size=64, seed=1)
+    subset = np.arange(200)
+
+    def trained(on_batch=None):
+        torch.manual_seed(0)
+        model = models.build("cnn-tiny", num_classes=10, in_channels=1)
+        result = train.fit(model, train_split, config=config, indices=subset, device=torch.device("cpu"),
+                           on_batch=on_batch)
+        return model, result
+
+    seen = []
+    hooked, result = trained(lambda rows, logits: seen.append((rows.copy(), tuple(logits.shape))))
+    plain, _ = trained()
+    assert len(seen) == result.steps == 2 * train.steps_per_epoch(len(subset), 64) == 6
+    assert all(shape == (64, 10) and np.isin(rows, subset).all() and len(np.unique(rows)) == 64 for rows, shape in seen)
+    for (name, a), b in zip(hooked.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), name
