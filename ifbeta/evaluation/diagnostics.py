@@ -56,18 +56,20 @@ def landscape_settings(ratio: float, grid: int, policy_config: PolicyConfig, inf
 def landscape(workspace: Workspace, ratio: float, *, grid: int = 5, policy_config: PolicyConfig = PolicyConfig(),
               influence_config: InfluenceConfig = InfluenceConfig(), compute: bool = True,
               on_step: OnStep | None = None) -> dict | None:
-    """J over a grid x grid geometric (alpha, beta) grid at ``ratio`` (``bilevel.landscape``), cached.
+    """J over a grid x grid geometric (alpha, beta) grid at ``ratio`` (``policy.landscape.landscape``), cached.
     Returns {"alpha": [...], "beta": [...], "J": nested list (rows = alpha), ...}."""
-    from ifbeta.policy import bilevel
+    from ifbeta.policy import axes
+    from ifbeta.policy import landscape as policy_landscape
 
     def build():
         f = workspace.features
         result, _ = pipeline.scores(workspace, influence_config, on_step=on_step)
-        values = result.scores if policy_config.axis == "influence" else -result.teacher_scores["entropy"]
-        axis = np.geomspace(*bilevel.GRID_RANGE, grid)
-        return bilevel.landscape(f.features, f.logits, f.labels, ratio=ratio, axis_values=values, alphas=axis,
-                                 betas=axis, kd=influence_config.proxy.kd, stratify=policy_config.stratify,
-                                 seed=policy_config.seed, folds=policy_config.folds, on_step=on_step)
+        values = axes.axis_values(result, policy_config.axis)
+        axis = np.geomspace(*policy_landscape.GRID_RANGE, grid)
+        return policy_landscape.landscape(f.features, f.logits, f.labels, ratio=ratio, axis_values=values,
+                                          alphas=axis, betas=axis, kd=influence_config.proxy.kd,
+                                          stratify=policy_config.stratify, seed=policy_config.seed,
+                                          folds=policy_config.folds, on_step=on_step)
 
     settings = landscape_settings(ratio, grid, policy_config, influence_config)
     return _cached(workspace, "landscapes", settings, [workspace.features.key], build, compute)

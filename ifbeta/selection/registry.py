@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from ifbeta.policy import axes
 from ifbeta.policy import beta as policy
 from ifbeta.selection import baselines
 
@@ -97,7 +98,7 @@ def _axis_values(inputs, axis: str, seed: int, config) -> np.ndarray:
     if axis == "influence":
         return baselines.influence_scores(inputs, seed=seed, config=config)
     if axis == "entropy":
-        return -baselines.teacher_score(inputs, "entropy", seed=seed, config=config)
+        return axes.easier_first(baselines.teacher_score(inputs, "entropy", seed=seed, config=config))
     raise ValueError(f"unknown policy axis {axis!r}; choose 'influence' or 'entropy'")
 
 
