@@ -39,7 +39,8 @@ from ifbeta.progress import OnStep
 
 log = logging.getLogger(__name__)
 
-__all__ = ["transfer_check", "default_epochs", "trajectory_steps", "policy_effect", "verdict", "TRUST_AGREEMENT", "WEAK_AGREEMENT"]
+__all__ = ["transfer_check", "default_epochs", "trajectory_steps", "policy_effect", "verdict", "TRUST_AGREEMENT",
+           "WEAK_AGREEMENT"]
 
 TRUST_AGREEMENT = 0.6  # agreement (= -Spearman) at or above this: trust J to rank policies on this data
 WEAK_AGREEMENT = 0.2  # between the two: J is a weak guide; below: do not trust it
