@@ -21,6 +21,7 @@ from ifbeta.config import InfluenceConfig, PolicyConfig
 from ifbeta.distill import runs
 from ifbeta.evaluation import diagnostics as reports
 from ifbeta.models import teachers
+from ifbeta.policy import axes
 from ifbeta.progress import describe as describe_progress
 from ifbeta.store import Store, StoreError
 
@@ -280,7 +281,7 @@ def policies(ws: pipeline.Workspace, ratios: list[float], on_step=None, *, compu
 def axis_values(ws: pipeline.Workspace, axis: str) -> np.ndarray:
     """What the Beta ranks (larger = more helpful / easier), as pipeline.policies uses it."""
     result, _ = scores(ws)
-    return result.scores if axis == "influence" else -result.teacher_scores["entropy"]
+    return axes.axis_values(result, axis)
 
 
 def loo(ws: pipeline.Workspace, samples: int, seed: int = 0, *, compute: bool = True) -> dict | None:

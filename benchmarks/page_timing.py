@@ -157,14 +157,14 @@ def measure(dataset: str, scenario, repeats: int) -> dict:
 def import_seconds() -> float:
     """One-off import time of what the pages import (paid once per server process)."""
     start = time.perf_counter()
-    import ifbeta.bilevel
     import plotly.graph_objects  # noqa: F401
     import torch  # noqa: F401
 
-    import ifbeta.influence
-    import ifbeta.pipeline  # noqa: E401,F401
-    import ifbeta.plots
-    import ifbeta.selection
+    import ifbeta.influence  # noqa: F401
+    import ifbeta.pipeline  # noqa: F401
+    import ifbeta.plots  # noqa: F401
+    import ifbeta.policy.bilevel  # noqa: F401
+    import ifbeta.selection  # noqa: F401
     return time.perf_counter() - start
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from ifbeta import pipeline
 from ifbeta.config import KDConfig
 from ifbeta.influence import objective, proxy
-from ifbeta.policy import bilevel
+from ifbeta.policy import axes, landscape
 from ifbeta.threads import limit_blas_threads
 
 GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -51,13 +51,13 @@ def main() -> None:
     result, _ = pipeline.scores(workspace)
     f = workspace.features
     features, logits = np.asarray(f.features, np.float64), np.asarray(f.logits, np.float64)
-    axes = {"influence": result.scores, "entropy": -result.teacher_scores["entropy"]}
+    axis_values = {axis: axes.axis_values(result, axis) for axis in ("influence", "entropy")}
     rows, began = [], time.perf_counter()
     for name, (inputs, kd, mu) in variants(features, logits, f.labels).items():
-        for axis, values in axes.items():
+        for axis, values in axis_values.items():
             for ratio in RATIOS:
-                grid = bilevel.landscape(inputs, logits, f.labels, ratio=ratio, axis_values=values, alphas=GRID,
-                                         betas=GRID, kd=kd, mu=mu)
+                grid = landscape.landscape(inputs, logits, f.labels, ratio=ratio, axis_values=values, alphas=GRID,
+                                           betas=GRID, kd=kd, mu=mu)
                 J = np.array(grid["J"])
                 uniform = J[GRID.index(1.0), GRID.index(1.0)]
                 i, j = np.unravel_index(int(np.argmin(J)), J.shape)

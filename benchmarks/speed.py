@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ifbeta import pipeline
 from ifbeta.config import KDConfig

@@ -70,8 +70,8 @@ class InfluenceConfig:
 class PolicyConfig:
     """The bilevel Beta policy of METHOD.md sections 4-5; ``optimise_policy(..., **config.to_dict())``."""
 
-    estimator: str = "implicit"  # implicit | reinforce | grid (bilevel.ESTIMATORS)
-    axis: str = "influence"  # what the Beta ranks: influence scores | teacher entropy (bilevel.AXES)
+    estimator: str = "implicit"  # implicit | reinforce | grid (policy.estimators.ESTIMATORS)
+    axis: str = "influence"  # what the Beta ranks: influence scores | teacher entropy (policy.axes.AXES)
     steps: int = 40  # maximum outer steps (implicit, reinforce)
     learning_rate: float = 0.1  # Adam step on (log alpha, log beta)
     shrinkage: float = 1.0  # c in units of the dataset's J spread; rho(r) = c * r / (1 - r); 0 = J alone

@@ -149,7 +149,7 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
     """The learned Beta policy for each ratio (cached per ratio); -> list[bilevel.PolicyResult].
 
     With ``compute=False`` nothing is computed: None unless every ratio is in the store already."""
-    from ifbeta.policy import bilevel
+    from ifbeta.policy import axes, bilevel
 
     features = workspace.features
     def settings_for(ratio: float) -> dict:
@@ -162,7 +162,7 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
         return None
     if missing:  # one call shares mu, the J scale and warm starts across every missing ratio
         result, _ = scores(workspace, influence_config, on_step=on_step)
-        values = result.scores if config.axis == "influence" else -result.teacher_scores["entropy"]
+        values = axes.axis_values(result, config.axis)
         progress = _PolicyCheckpoint(store, make_key({"policy": asdict(config),
                                                       "kd": influence_config.proxy.kd.to_dict()}, inputs))
 

@@ -7,9 +7,9 @@ import streamlit as st
 
 import studio_cache
 from ifbeta import plots
-from ifbeta.distill import student as distill
+from ifbeta.evaluation import transfer
+from ifbeta.policy import axes, estimators
 from ifbeta.policy import beta as policy
-from ifbeta.policy import bilevel
 
 studio_cache.page_guard(__file__)
 
@@ -33,9 +33,9 @@ names = ws.train.class_names
 st.multiselect("Pruning ratios (fraction removed)", RATIOS, key="policy_ratios")
 with st.expander("Optimiser settings"):
     columns = st.columns(4)
-    columns[0].selectbox("Estimator", list(bilevel.ESTIMATORS), key="policy_estimator",
+    columns[0].selectbox("Estimator", list(estimators.ESTIMATORS), key="policy_estimator",
                          help="implicit: exact hypergradient; reinforce: sampled subsets; grid: best of a log grid")
-    columns[1].selectbox("Policy axis", list(bilevel.AXES), key="policy_axis")
+    columns[1].selectbox("Policy axis", list(axes.AXES), key="policy_axis")
     columns[2].number_input("Outer steps", min_value=1, max_value=500, key="policy_steps")
     columns[3].number_input("Learning rate", min_value=0.001, max_value=2.0, step=0.05, format="%.3f",
                             key="policy_learning_rate")
@@ -142,7 +142,7 @@ st.caption("Does J predict real students here? Trains short KD students at polic
 columns = st.columns(4)
 transfer_ratio = columns[0].selectbox("Ratio", RATIOS, index=4, key="transfer_ratio")
 transfer_policies = columns[1].number_input("Policies", min_value=2, max_value=10, value=3, key="transfer_policies")
-default_epochs = max(1, distill.STUDENT_EPOCHS.get(ws.train.name, distill.DEFAULT_STUDENT_EPOCHS) // 3)
+default_epochs = transfer.default_epochs(ws.train.name)
 transfer_epochs = columns[2].number_input("Student epochs", min_value=1, max_value=200, value=default_epochs,
                                           key="transfer_epochs")
 transfer_seeds = columns[3].number_input("Seeds", min_value=1, max_value=5, value=2, key="transfer_seeds")

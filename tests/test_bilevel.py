@@ -1,48 +1,20 @@
-"""Bilevel policy optimisation on problems whose answer is known.
-
-(1) Gaussian classes, teacher logits follow the true classes, 30% of the labels flipped to a random
-    other class: under the KD loss (lam = 0.5, so the CE term matters) the flipped samples are
-    harmful, and on the influence axis the policy must move to alpha > beta and keep fewer of them.
-(2) 30% "hard" samples whose teacher logits are soft and noisy (unfittable by a linear head): at a
-    very high pruning ratio the policy on the teacher-entropy axis must prefer the easy samples,
-    while at r = 0.5 it stays close to uniform.
+"""Bilevel policy optimisation (``policy.bilevel.optimise_policy``) on problems whose answer is known
+(``tests/policy_problems.py``): on the influence axis the policy must move to alpha > beta and keep
+fewer flipped labels; on the teacher-entropy axis at a very high pruning ratio it must prefer the easy
+samples, while at r = 0.5 it stays close to uniform. Also the estimators' results, the arguments
+refused, and resuming from a checkpoint.
 """
 import numpy as np
 import pytest
 
-from ifbeta.config import InfluenceConfig, KDConfig, PolicyConfig, ProxyConfig
-from ifbeta.influence import objective, proxy
+from ifbeta.config import InfluenceConfig, KDConfig, ProxyConfig
 from ifbeta.influence import scores as influence
+from ifbeta.policy import axes, bilevel
 from ifbeta.policy import beta as policy
-from ifbeta.policy import bilevel
+from tests.policy_problems import flipped_problem, hard_problem
 
 RECORD_KEYS = {"step", "alpha", "beta", "J", "objective", "kl", "proxy_val_accuracy", "class_histogram", "mean_u",
                "seconds"}
-
-
-def gaussian_classes(rng, n, d, classes, separation):
-    means = rng.normal(size=(classes, d)) * separation
-    labels = np.arange(n) % classes
-    features = means[labels] + rng.normal(size=(n, d))
-    teacher = 2.0 * features @ means.T - (means**2).sum(axis=1)  # (n, C) Gaussian log-likelihoods
-    return features, teacher / teacher.std() * 3.0, labels
-
-
-def flipped_problem(n=480, d=8, classes=4, flip=0.3, seed=0):
-    rng = np.random.default_rng(seed)
-    features, teacher, labels = gaussian_classes(rng, n, d, classes, 2.0)
-    flipped = rng.random(n) < flip
-    labels = labels.copy()
-    labels[flipped] = (labels[flipped] + rng.integers(1, classes, flipped.sum())) % classes
-    return features, teacher, labels, flipped
-
-
-def hard_problem(n=480, d=8, classes=4, hard=0.3, seed=0):
-    rng = np.random.default_rng(seed)
-    features, teacher, labels = gaussian_classes(rng, n, d, classes, 1.5)
-    is_hard = rng.random(n) < hard
-    teacher[is_hard] = 0.2 * teacher[is_hard] + 2.0 * rng.normal(size=(is_hard.sum(), classes))
-    return features, teacher, labels, is_hard
 
 
 @pytest.fixture(scope="module")
@@ -56,73 +28,7 @@ def flipped():
 @pytest.fixture(scope="module")
 def hard():
     features, teacher, labels, is_hard = hard_problem()
-    return features, teacher, labels, is_hard, bilevel.entropy_axis(features, teacher, labels)
-
-
-def prepared(features, teacher, labels, axis, **config):
-    return bilevel._prepare(features, teacher, labels, axis, kd=KDConfig(), mu=None, bias_damping=1e-3,
-                            config=PolicyConfig(**config))
-
-
-# ----------------------------------------------------------------------------- gradients
-
-
-def test_influence_on_weights_is_the_derivative_of_validation_loss():
-    features, teacher, labels, _ = hard_problem(n=120, d=4, classes=3)
-    kd, mu = KDConfig(), 0.5
-    train, val = np.arange(80), np.arange(80, 120)
-    weights = np.random.default_rng(0).uniform(0.2, 1.0, size=80)
-
-    def validation(w):
-        theta = proxy.fit(features[train], teacher[train], labels[train], weights=w, mu=mu, kd=kd, tolerance=1e-12).theta
-        return objective.validation_loss(theta, features[val], teacher[val], labels[val], kd=kd), theta
-
-    _, theta = validation(weights)
-    derivative = influence.influence_on_weights(theta, features[train], teacher[train], labels[train], weights,
-                                                features[val], teacher[val], labels[val], mu=mu, kd=kd,
-                                                bias_damping=1e-3)
-    h = 1e-5
-    for i in (0, 7, 33, 79):
-        step = np.zeros(80)
-        step[i] = h
-        numeric = (validation(weights + step)[0] - validation(weights - step)[0]) / (2 * h)
-        assert np.isclose(derivative[i], numeric, rtol=1e-4, atol=1e-9), i
-
-
-@pytest.mark.parametrize("stratify", [True, False])
-def test_implicit_hypergradient_matches_finite_difference(hard, stratify):
-    features, teacher, labels, _, axis = hard
-    problem = prepared(features[:300], teacher[:300], labels[:300], axis[:300], stratify=stratify)
-    h = 1e-4
-    for psi in (np.array([0.3, -0.5]), np.zeros(2), np.array([1.2, 0.8])):
-        gradient = bilevel._relaxed(problem, psi, 0.7).gradient
-        numeric = [(bilevel._relaxed(problem, psi + h * e, 0.7, False).J
-                    - bilevel._relaxed(problem, psi - h * e, 0.7, False).J) / (2 * h) for e in np.eye(2)]
-        assert np.allclose(gradient, numeric, rtol=1e-4, atol=1e-7), psi
-
-
-def test_reused_preconditioner_and_warm_adjoint_give_the_fresh_answer(hard):
-    """Large folds reuse a Hessian factor across outer steps; the answer must not depend on it."""
-    features, teacher, labels, _, axis = hard
-    reused = prepared(features[:300], teacher[:300], labels[:300], axis[:300])
-    assert all(bilevel._matrix_free(fold) for fold in reused.folds)
-    bilevel._relaxed(reused, np.array([1.5, -1.0]), 0.7)  # a distant step leaves its factor and adjoint behind
-    assert all(fold.preconditioner is not None and fold.adjoint is not None for fold in reused.folds)
-    psi = np.array([-0.4, 0.6])
-    again = bilevel._relaxed(reused, psi, 0.7)
-    fresh = bilevel._relaxed(prepared(features[:300], teacher[:300], labels[:300], axis[:300]), psi, 0.7)
-    assert np.isclose(again.J, fresh.J, rtol=1e-10)
-    assert np.allclose(again.gradient, fresh.gradient, rtol=1e-6, atol=1e-12)
-
-
-def test_reinforce_gradient_agrees_in_sign_with_implicit(hard):
-    features, teacher, labels, _, axis = hard
-    problem = prepared(features, teacher, labels, axis, reinforce_samples=12)
-    implicit = bilevel._relaxed(problem, np.zeros(2), 0.95).gradient
-    assert implicit[0] < 0 < implicit[1]  # the known answer: more weight on easy (high u) samples
-    rng = np.random.default_rng(0)
-    estimates = np.array([bilevel._reinforce(problem, np.zeros(2), 0.95, rng).gradient for _ in range(2)])
-    assert np.all(np.sign(estimates.mean(axis=0)) == np.sign(implicit))
+    return features, teacher, labels, is_hard, axes.entropy_axis(features, teacher, labels)
 
 
 # ----------------------------------------------------------------------------- learning
@@ -197,20 +103,6 @@ def test_all_estimators_run_and_return_a_valid_subset(flipped):
             assert np.isclose(result.beta, result.landscape["beta"][j])
         else:
             assert len(result.trace) == 2 and result.landscape is None
-
-
-def test_landscape_matches_trace_and_is_deterministic(flipped):
-    features, teacher, labels, _, scores, kd = flipped
-    grid = bilevel.landscape(features, teacher, labels, ratio=0.5, axis_values=scores, kd=kd, alphas=[1.0, 3.0],
-                             betas=[1.0])
-    (result,) = bilevel.optimise_policy(features, teacher, labels, ratios=[0.5], axis_values=scores, kd=kd,
-                                        shrinkage=0.0, steps=1)
-    assert np.array(grid["J"]).shape == (2, 1)
-    assert np.isclose(grid["J"][0][0], result.trace[0]["J"], rtol=1e-9)  # J at uniform, same split and mu
-    assert grid["J"][1][0] < grid["J"][0][0]  # alpha = 3 (keep helpful) beats uniform
-    again = bilevel.landscape(features, teacher, labels, ratio=0.5, axis_values=scores, kd=kd, alphas=[1.0, 3.0],
-                              betas=[1.0])
-    assert again["J"] == grid["J"]
 
 
 def test_single_split_unstratified_and_entropy_axis_default(hard):

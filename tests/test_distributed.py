@@ -55,7 +55,7 @@ def distill_command(cache, out) -> list[str]:
 
 def test_ddp_distill_matches_single_process(cache, tmp_path):
     ddp = run(torchrun(*distill_command(cache, tmp_path / "ddp")))
-    single = run([sys.executable, *distill_command(cache, tmp_path / "single")])
+    run([sys.executable, *distill_command(cache, tmp_path / "single")])
 
     printed = [line for line in ddp.stdout.splitlines() if line.startswith("{")]
     assert len(printed) == 1, ddp.stdout  # rank 0 alone reports

@@ -75,6 +75,84 @@ def test_transfer_report_peek_is_none_before_any_run(workspace):
     assert reports.transfer_report(workspace, 0.5, policies=2, epochs=1, seeds=1, compute=False) is None
 
 
+# ------------------------------------------------------------------------ the CLI writes what the app reads
+CLI_POOL = 150  # a small stratified digits pool: the leave-one-out refits take a moment
+
+
+@pytest.fixture
+def digits_cli(tmp_path, digits_teacher, capsys):
+    """Run ``ifbeta ...`` in this process on digits with a fresh ``--cache``; -> (run, workspace of that store)."""
+    from ifbeta.cli.commands import main
+
+    cache, teacher = tmp_path / "cli-cache", str(digits_teacher.info.path)
+    shared = ["--dataset", "digits", "--pool", str(CLI_POOL), "--teacher", teacher]
+
+    def run(*args) -> tuple[int, dict]:
+        code = main(["--cache", str(cache), *args, *shared, "--json"])
+        return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    run("validate-influence", "--samples", "3")  # opens the workspace once: data, features
+    return run, pipeline.open_workspace("digits", teacher=teacher, store=Store(cache), pool=CLI_POOL)
+
+
+def refuse(*args, **options):
+    raise AssertionError("recomputed: the stored report was not found")
+
+
+def test_validate_influence_reads_and_writes_the_stored_loo_report(digits_cli, monkeypatch):
+    from ifbeta.influence import scores as influence
+
+    run, workspace = digits_cli
+    assert reports.loo_report(workspace, InfluenceConfig(), samples=4, seed=1, compute=False) is None
+    code, printed = run("validate-influence", "--samples", "4", "--seed", "1")
+    stored = reports.loo_report(workspace, InfluenceConfig(), samples=4, seed=1, compute=False)
+    assert code in (0, 1) and stored is not None and stored["n"] == 4
+    assert {k: stored[k] for k in ("spearman", "slope", "sign_agreement")} == {
+        k: printed[k] for k in ("spearman", "slope", "sign_agreement")}
+    computed_here = reports.loo_report(workspace, InfluenceConfig(), samples=4, seed=2)
+    monkeypatch.setattr(influence, "loo_check", refuse)
+    _, printed = run("validate-influence", "--samples", "4", "--seed", "2")
+    assert printed["spearman"] == computed_here["spearman"] and printed["slope"] == computed_here["slope"]
+
+
+def stand_in_check(calls: list):
+    """transfer.transfer_check without students: records its options, returns a report of the right shape."""
+    def check(workspace, **options):
+        calls.append(options)
+        entry = {"label": "uniform", "alpha": 1.0, "beta": 1.0, "J": 0.5, "accuracies": [0.9], "mean_accuracy": 0.9}
+        return {"dataset": workspace.train.name, "ratio": options["ratio"], "k": 75, "student": "stand-in",
+                "epochs": options["epochs"], "seeds": list(options["seeds"]), "policies": [entry, entry],
+                "spearman": None, "agreement": None, "learned_minus_uniform": 0.0,
+                "learned_minus_uniform_std": None, "trust": "inconclusive", "verdict": f"stand-in {len(calls)}"}
+    return check
+
+
+def test_transfer_check_reads_and_writes_the_stored_transfer_report(digits_cli, monkeypatch):
+    from ifbeta.evaluation import transfer
+    from ifbeta.models import zoo as models
+
+    run, workspace = digits_cli
+    calls = []
+    monkeypatch.setattr(transfer, "transfer_check", stand_in_check(calls))
+    epochs = transfer.default_epochs("digits")
+    assert epochs == max(1, distill.STUDENT_EPOCHS["digits"] // 3)
+    assert reports.transfer_report(workspace, 0.5, policies=2, epochs=epochs, seeds=1, compute=False) is None
+    code, printed = run("transfer-check", "--ratio", "0.5", "--policies", "2", "--seeds", "1")
+    assert code == 0 and len(calls) == 1 and printed["verdict"] == "stand-in 1"
+    assert (calls[0]["epochs"], calls[0]["student"], calls[0]["budget"]) == (epochs, None, "epochs")
+    # what the app's panel asks for with its default epochs: the same stored report
+    assert reports.transfer_report(workspace, 0.5, policies=2, epochs=epochs, seeds=1, compute=False) == printed
+    student = models.default_architectures("digits", workspace.train.image_size)[1]
+    for again in ([], ["--epochs", str(epochs)], ["--student", student]):  # the defaults spelt out: one key
+        assert run("transfer-check", "--ratio", "0.5", "--policies", "2", "--seeds", "1", *again)[1] == printed
+    assert len(calls) == 1
+    _, steps = run("transfer-check", "--ratio", "0.5", "--policies", "2", "--seeds", "1", "--budget", "steps")
+    assert len(calls) == 2 and calls[1]["budget"] == "steps" and steps["verdict"] == "stand-in 2"  # its own key
+    computed_here = reports.transfer_report(workspace, 0.5, policies=3, epochs=2, seeds=1)
+    assert run("transfer-check", "--ratio", "0.5", "--policies", "3", "--epochs", "2", "--seeds", "1")[1] == (
+        computed_here) and len(calls) == 3
+
+
 # ------------------------------------------------------------------------------------ peeking steps
 def test_policies_compute_false_is_none_before_and_the_result_after(workspace):
     config = PolicyConfig(steps=2, shrinkage=0.0)

@@ -1,4 +1,7 @@
-"""ifbeta transfer-check: does the proxy's J predict real students on this data? (METHOD.md section 5)"""
+"""ifbeta transfer-check: does the proxy's J predict real students on this data? (METHOD.md section 5)
+
+The report is the store's ``transfer`` artefact (``evaluation.diagnostics.transfer_report``), the one
+the app shows; a repeated check reads it back."""
 from __future__ import annotations
 
 import sys
@@ -56,7 +59,7 @@ class _Progress:
 
 def run(args) -> int:
     from ifbeta.errors import UserError
-    from ifbeta.evaluation import transfer
+    from ifbeta.evaluation import diagnostics
     from ifbeta.models import zoo as models
 
     ratio = common.check_ratio(args.ratio)
@@ -72,10 +75,9 @@ def run(args) -> int:
     ws = common.workspace(args, description="extract")
     progress = _Progress()
     try:
-        report = transfer.transfer_check(ws, ratio=ratio, policies=args.policies, epochs=args.epochs,
-                                         seeds=tuple(range(args.seeds)), student=args.student, out=args.out,
-                                         budget=args.budget, influence_config=influence_config,
-                                         on_step=progress)
+        report = diagnostics.transfer_report(ws, ratio, policies=args.policies, epochs=args.epochs, seeds=args.seeds,
+                                             student=args.student, budget=args.budget, out=args.out,
+                                             influence_config=influence_config, on_step=progress)
     finally:
         progress.close()
     _print_table(report)

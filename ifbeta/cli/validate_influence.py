@@ -1,4 +1,6 @@
-"""ifbeta validate-influence: predicted vs true leave-one-out changes of the validation loss."""
+"""ifbeta validate-influence: predicted vs true leave-one-out changes of the validation loss.
+
+The report is the store's ``loo`` artefact (``evaluation.diagnostics.loo_report``), the one the app shows."""
 from __future__ import annotations
 
 from ifbeta.cli import common
@@ -26,18 +28,17 @@ def passes(report: dict) -> dict[str, bool]:
 
 def run(args) -> int:
     from ifbeta.errors import UserError
-    from ifbeta.influence import scores as influence
+    from ifbeta.evaluation import diagnostics
 
     if args.samples < 3:
         raise UserError("--samples must be at least 3")
     config = common.influence_config(args)
     ws = common.workspace(args, description="extract")
     bar = common.ProgressBar("leave-one-out refits")
-    features = ws.features
-    report = influence.loo_check(features.features, features.logits, features.labels,
-                                 config=config, samples=args.samples, seed=args.seed,
-                                 on_step=bar)
-    bar.close()
+    try:
+        report = diagnostics.loo_report(ws, config, samples=args.samples, seed=args.seed, on_step=bar)
+    finally:
+        bar.close()
     checks = passes(report)
     print(f"n={report['n']}  spearman={report['spearman']:.4f}  pearson={report['pearson']:.4f}  "
           f"slope={report['slope']:.3f}  sign agreement={report['sign_agreement']:.3f}")

@@ -18,8 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ifbeta import pipeline
-from ifbeta.distill import runs
 from ifbeta.config import PolicyConfig
+from ifbeta.distill import runs
 from ifbeta.evaluation import bench_report as report
 from ifbeta.evaluation.grid import BenchSpec, cell_name, cells
 from ifbeta.progress import OnStep

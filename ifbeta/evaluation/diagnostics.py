@@ -8,6 +8,7 @@ returns None when the report is not stored yet. Reports are JSON-ready dicts.
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
@@ -56,18 +57,20 @@ def landscape_settings(ratio: float, grid: int, policy_config: PolicyConfig, inf
 def landscape(workspace: Workspace, ratio: float, *, grid: int = 5, policy_config: PolicyConfig = PolicyConfig(),
               influence_config: InfluenceConfig = InfluenceConfig(), compute: bool = True,
               on_step: OnStep | None = None) -> dict | None:
-    """J over a grid x grid geometric (alpha, beta) grid at ``ratio`` (``bilevel.landscape``), cached.
+    """J over a grid x grid geometric (alpha, beta) grid at ``ratio`` (``policy.landscape.landscape``), cached.
     Returns {"alpha": [...], "beta": [...], "J": nested list (rows = alpha), ...}."""
-    from ifbeta.policy import bilevel
+    from ifbeta.policy import axes
+    from ifbeta.policy import landscape as policy_landscape
 
     def build():
         f = workspace.features
         result, _ = pipeline.scores(workspace, influence_config, on_step=on_step)
-        values = result.scores if policy_config.axis == "influence" else -result.teacher_scores["entropy"]
-        axis = np.geomspace(*bilevel.GRID_RANGE, grid)
-        return bilevel.landscape(f.features, f.logits, f.labels, ratio=ratio, axis_values=values, alphas=axis,
-                                 betas=axis, kd=influence_config.proxy.kd, stratify=policy_config.stratify,
-                                 seed=policy_config.seed, folds=policy_config.folds, on_step=on_step)
+        values = axes.axis_values(result, policy_config.axis)
+        axis = np.geomspace(*policy_landscape.GRID_RANGE, grid)
+        return policy_landscape.landscape(f.features, f.logits, f.labels, ratio=ratio, axis_values=values,
+                                          alphas=axis, betas=axis, kd=influence_config.proxy.kd,
+                                          stratify=policy_config.stratify, seed=policy_config.seed,
+                                          folds=policy_config.folds, on_step=on_step)
 
     settings = landscape_settings(ratio, grid, policy_config, influence_config)
     return _cached(workspace, "landscapes", settings, [workspace.features.key], build, compute)
@@ -75,24 +78,47 @@ def landscape(workspace: Workspace, ratio: float, *, grid: int = 5, policy_confi
 
 # ----------------------------------------------------------------------------------------- transfer
 def transfer_settings(ratio: float, policies: int, epochs: int, seeds: int, policy_config: PolicyConfig,
-                      influence_config: InfluenceConfig) -> dict:
-    return {"transfer": {"ratio": float(ratio), "policies": int(policies), "epochs": int(epochs),
-                         "seeds": int(seeds)},
-            "policy": asdict(policy_config), "influence": influence_config.to_dict()}
+                      influence_config: InfluenceConfig, *, student: str | None = None, budget: str = "epochs"
+                      ) -> dict:
+    """The key settings of a transfer check; ``student`` (None = the dataset's default) and ``budget``
+    enter only when they differ from the defaults, so a check with the defaults keeps one key."""
+    check = {"ratio": float(ratio), "policies": int(policies), "epochs": int(epochs), "seeds": int(seeds)}
+    if student is not None:
+        check["student"] = student
+    if budget != "epochs":
+        check["budget"] = budget
+    return {"transfer": check, "policy": asdict(policy_config), "influence": influence_config.to_dict()}
 
 
-def transfer_report(workspace: Workspace, ratio: float, *, policies: int = 3, epochs: int = 10, seeds: int = 2,
+def transfer_report(workspace: Workspace, ratio: float, *, policies: int = 3, epochs: int | None = None,
+                    seeds: int = 2, student: str | None = None, budget: str = "epochs", out: str | Path | None = None,
                     policy_config: PolicyConfig = PolicyConfig(), influence_config: InfluenceConfig = InfluenceConfig(),
                     compute: bool = True, on_step: OnStep | None = None) -> dict | None:
     """The transfer check (``transfer.transfer_check``: short KD students at ``policies`` policies x
-    ``seeds`` seeds; resumable), its report cached. Keys: trust, verdict, agreement, policies, ..."""
+    ``seeds`` seeds; resumable), its report cached. Keys: trust, verdict, agreement, policies, ...
+
+    epochs None: ``transfer.default_epochs`` of the dataset. student None (or the dataset's default
+    student, the same key): the default. out: the folder of the runs (default <store>/transfer-check);
+    where the runs live does not change the report, so it is not part of the key."""
     from ifbeta.evaluation import transfer
+
+    epochs = transfer.default_epochs(workspace.train.name) if epochs is None else epochs
+    if student is not None and student == _default_student(workspace):
+        student = None
 
     def build():
         return transfer.transfer_check(workspace, ratio=ratio, policies=policies, epochs=epochs,
-                                       seeds=tuple(range(seeds)), policy_config=policy_config,
-                                       influence_config=influence_config, on_step=on_step)
+                                       seeds=tuple(range(seeds)), student=student, budget=budget, out=out,
+                                       policy_config=policy_config, influence_config=influence_config,
+                                       on_step=on_step)
 
-    settings = transfer_settings(ratio, policies, epochs, seeds, policy_config, influence_config)
+    settings = transfer_settings(ratio, policies, epochs, seeds, policy_config, influence_config, student=student,
+                                 budget=budget)
     inputs = [workspace.features.key, workspace.teacher.info.sha256]
     return _cached(workspace, "transfer", settings, inputs, build, compute)
+
+
+def _default_student(workspace: Workspace) -> str:
+    from ifbeta.models import zoo as models
+
+    return models.default_architectures(workspace.train.name, workspace.train.image_size)[1]

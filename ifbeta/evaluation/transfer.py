@@ -39,13 +39,20 @@ from ifbeta.progress import OnStep
 
 log = logging.getLogger(__name__)
 
-__all__ = ["transfer_check", "trajectory_steps", "policy_effect", "verdict", "TRUST_AGREEMENT", "WEAK_AGREEMENT"]
+__all__ = ["transfer_check", "default_epochs", "trajectory_steps", "policy_effect", "verdict", "TRUST_AGREEMENT",
+           "WEAK_AGREEMENT"]
 
 TRUST_AGREEMENT = 0.6  # agreement (= -Spearman) at or above this: trust J to rank policies on this data
 WEAK_AGREEMENT = 0.2  # between the two: J is a weak guide; below: do not trust it
 DEFAULT_EPOCH_FRACTION = 3  # default student epochs = distill's default for the dataset // this ("short")
 NOISE_P = 0.5  # policy_effect p-value at or above this: the policies' differences look like seed noise
 SAME_POLICY = 1e-6  # |log alpha| and |log beta| differences below this are the same policy
+
+
+def default_epochs(dataset: str) -> int:
+    """Student epochs of a "short" transfer-check run on ``dataset``: distill's default for it
+    // ``DEFAULT_EPOCH_FRACTION`` (a third), at least 1."""
+    return max(1, distill.STUDENT_EPOCHS.get(dataset, distill.DEFAULT_STUDENT_EPOCHS) // DEFAULT_EPOCH_FRACTION)
 
 
 def trajectory_steps(trace: list[dict], count: int) -> list[int]:
@@ -66,7 +73,7 @@ def transfer_check(workspace: Workspace, *, ratio: float, policies: int = 5, epo
 
     ratio: fraction pruned, in (0, 1). policies (>= 2): learned policies tried, i.e. ``policies - 1``
     points of the J-only trajectory plus the final default learned policy; uniform is added on top.
-    epochs: student epochs (None: distill's default for the dataset // 3). seeds: paired seeds.
+    epochs: student epochs (None: ``default_epochs``, a third of distill's). seeds: paired seeds.
     points: extra (alpha, beta) policies (labels ``point-0``, ...). ``on_step(step, info)`` gets the
     policy optimisation's records, every run's start/finish (event ``run`` / ``run-finished``) and
     the students' batch and epoch events (with ``label``, ``seed``, ``run``, ``runs``).
@@ -85,8 +92,7 @@ def transfer_check(workspace: Workspace, *, ratio: float, policies: int = 5, epo
     student = student or models.default_architectures(workspace.train.name, workspace.train.image_size)[1]
     if student not in models.ARCHITECTURES:
         raise ValueError(f"unknown student {student!r}; choose one of {', '.join(models.ARCHITECTURES)}")
-    epochs = epochs or max(1, distill.STUDENT_EPOCHS.get(workspace.train.name, distill.DEFAULT_STUDENT_EPOCHS)
-                           // DEFAULT_EPOCH_FRACTION)
+    epochs = epochs or default_epochs(workspace.train.name)
     out = Path(out) if out is not None else workspace.store.root / "transfer-check"
     candidates = _policies(workspace, ratio, policies, points, policy_config, influence_config, on_step)
     runs = [(candidate, seed) for seed in seeds for candidate in candidates]
@@ -168,14 +174,15 @@ def _policies(workspace, ratio, count, points, config, influence_config, on_step
 
 def _evaluate_j(workspace, ratio, alpha, beta, mu, config, influence_config) -> float:
     """J of one (alpha, beta) on the same problem the policy optimisation solved (same split and mu)."""
-    from ifbeta.policy import bilevel
+    from ifbeta.policy import axes, landscape
 
     scores, _ = pipeline.scores(workspace, influence_config)
-    values = scores.scores if config.axis == "influence" else -scores.teacher_scores["entropy"]
+    values = axes.axis_values(scores, config.axis)
     features = workspace.features
-    grid = bilevel.landscape(features.features, features.logits, features.labels, ratio=ratio, axis_values=values,
-                             alphas=[alpha], betas=[beta], kd=influence_config.proxy.kd, stratify=config.stratify,
-                             seed=config.seed, folds=config.folds, val_fraction=config.val_fraction, mu=mu)
+    grid = landscape.landscape(features.features, features.logits, features.labels, ratio=ratio,
+                               axis_values=values, alphas=[alpha], betas=[beta], kd=influence_config.proxy.kd,
+                               stratify=config.stratify, seed=config.seed, folds=config.folds,
+                               val_fraction=config.val_fraction, mu=mu)
     return float(grid["J"][0][0])
 
 

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from ifbeta.policy import axes
 from ifbeta.policy import beta as policy
 from ifbeta.selection.signals import influence_on_demand, teacher_score
 
@@ -19,7 +20,7 @@ def _axis_values(inputs, axis: str, seed: int, config) -> np.ndarray:
     if axis == "influence":
         return influence_on_demand(inputs, seed=seed, config=config)
     if axis == "entropy":
-        return -teacher_score(inputs, "entropy", seed=seed, config=config)
+        return axes.easier_first(teacher_score(inputs, "entropy", seed=seed, config=config))
     raise ValueError(f"unknown policy axis {axis!r}; choose 'influence' or 'entropy'")
 
 

@@ -15,7 +15,6 @@ from ifbeta.data.streaming import feature_statistics
 from ifbeta.selection.grouping import grouped, standardised
 from ifbeta.selection.signals import teacher_score, to_difficulty
 
-
 # ---------------------------------------------------------------------------------------------
 # D2-Pruning
 

@@ -13,8 +13,13 @@ from scipy.stats import beta as beta_distribution
 
 from ifbeta.data.streaming import feature_statistics
 from ifbeta.selection.grouping import grouped, gumbel_top, standardised, top, top_by_score
-from ifbeta.selection.signals import HARDER_IS_HIGHER, influence_on_demand, teacher_confidence, teacher_score, to_difficulty
-
+from ifbeta.selection.signals import (
+    HARDER_IS_HIGHER,
+    influence_on_demand,
+    teacher_confidence,
+    teacher_score,
+    to_difficulty,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Random
