@@ -1,8 +1,8 @@
 """IF-Beta Studio: influence-guided, learnable data pruning for knowledge distillation.
 
 Entry point: ``streamlit run app.py``. Routes over the pages in pages/ and draws the shared
-sidebar (dataset, teacher, pool size). No math here: the pages call ``ifbeta`` through
-``studio_cache`` and draw ``ifbeta.plots`` figures.
+sidebar (dataset, teacher, pool size). No math here: the pages call ``ifbeta`` through the glue in
+``pages/_studio`` and draw ``ifbeta.plots`` figures.
 """
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from pathlib import Path
 
 import streamlit as st
 
-import studio_cache
 from ifbeta.data import datasets as data
+from pages._studio import state, steps
 
 st.set_page_config(page_title="IF-Beta Studio", page_icon="🅱️", layout="wide")
 
 
 @st.cache_resource(show_spinner=False)
 def _runtime() -> bool:
-    """Process-wide settings, once: single-threaded BLAS for the proxy's small solves (see ifbeta.runtime)."""
+    """Process-wide settings, once: single-threaded BLAS for the proxy's small solves (see ifbeta.threads)."""
     from ifbeta.threads import limit_blas_threads
 
     limit_blas_threads()
@@ -38,18 +38,18 @@ def sidebar() -> None:
                   help="digits works offline in seconds; torchvision sets need their files on disk offline")
     if st.session_state["dataset_choice"] == "imagefolder":
         bar.text_input("ImageFolder root (holds train/ and test/)", key="imagefolder_path")
-    options = ["auto"] + studio_cache.teacher_checkpoints()
+    options = ["auto"] + steps.teacher_checkpoints()
     if st.session_state["teacher"] not in options:
         options.append(st.session_state["teacher"])
     bar.selectbox("Teacher", options, key="teacher", format_func=_teacher_label,
                   help="upload, point to or train a teacher on the Setup page")
     bar.number_input("Pool size (0 = whole training split)", min_value=0, step=1000, key="pool",
                      help="a fixed class-stratified subset of the training split to score and prune")
-    bar.caption(f"Artefact store: `{studio_cache.store().root}`")
+    bar.caption(f"Artefact store: `{steps.store().root}`")
 
 
 _runtime()
-studio_cache.init_state()
+state.init_state()
 PAGES = [
     st.Page("pages/setup.py", title="Setup", icon="🛠️", default=True),
     st.Page("pages/influence.py", title="Influence", icon="📊"),
@@ -59,7 +59,7 @@ PAGES = [
     st.Page("pages/distill.py", title="Distill", icon="🧪"),
 ]
 navigation = st.navigation(PAGES)
-studio_cache.resume_page()
+state.resume_page()
 sidebar()
-studio_cache.route_mark()
+state.route_mark()
 navigation.run()

@@ -6,7 +6,7 @@ the dataset, teacher and page options are put into session state before the firs
 - **first visit**: one run per scenario with Streamlit's in-memory caches emptied; whatever
   artefact is missing from the store (scores, selections, ...) is computed here, once.
 - **cached, new session (disk cache)**: median of ``--repeats`` runs, each in a fresh AppTest with
-  ``st.cache_data`` / ``st.cache_resource`` (and studio_cache's process-level bookkeeping) emptied,
+  ``st.cache_data`` / ``st.cache_resource`` (and pages/_studio/steps.py's process-level bookkeeping) emptied,
   so every array comes from the on-disk artefact store, as after a server restart. Python modules
   stay imported (their one-off import time is reported separately).
 - **same session rerun**: median of ``--repeats`` reruns of the last AppTest (memory caches hot),
@@ -70,10 +70,10 @@ def forget_memory() -> None:
 
     st.cache_data.clear()
     st.cache_resource.clear()
-    studio_cache = sys.modules.get("studio_cache")
-    if studio_cache is not None:
-        studio_cache._READY.clear()
-        studio_cache._HANDOFF.clear()
+    steps = sys.modules.get("pages._studio.steps")
+    if steps is not None:
+        steps._READY.clear()
+        steps._HANDOFF.clear()
 
 
 def new_app(dataset: str, page: str, state: dict):
@@ -192,7 +192,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.chdir(ROOT)
-    sys.path.insert(0, str(ROOT))  # studio_cache sits beside app.py
+    sys.path.insert(0, str(ROOT))  # the app's glue (pages/_studio) imports from the project root
     from ifbeta.threads import limit_blas_threads
 
     limit_blas_threads()

@@ -248,15 +248,17 @@ def write_subset(workspace: Workspace, chosen, directory: str | Path, *, ratio: 
                  influence_result=None) -> Path:
     """Write a Selection as a subset directory (indices.npy, samples.csv, manifest.json)."""
     from ifbeta.policy import beta as policy
+    from ifbeta.policy import preview
     from ifbeta.subsets import files as subset
 
     info = chosen.info
     labels = workspace.train.labels
     u = inclusion = None
-    if info.get("alpha") is not None and chosen.scores is not None:
-        u = policy.rank_normalise(chosen.scores, groups=labels)
-        k = len(chosen.indices)
-        inclusion = policy.policy_probabilities(u, labels, k, float(info["alpha"]), float(info["beta"]))
+    if info.get("alpha") is not None and chosen.scores is not None:  # a Beta policy: its ranks and pi
+        stratify = bool(info.get("stratified", True))
+        u = preview.ranks(chosen.scores, labels, stratify=stratify)
+        inclusion = policy.policy_probabilities(u, labels, len(chosen.indices), float(info["alpha"]),
+                                                float(info["beta"]), stratify=stratify)
     score_column = influence_result.scores if influence_result is not None else chosen.scores
     extra = {k: v for k, v in info.items() if k not in ("trace",)}
     extra["pool"] = workspace.pool
@@ -269,10 +271,11 @@ def write_subset(workspace: Workspace, chosen, directory: str | Path, *, ratio: 
 def subset_directory(workspace: Workspace, method: str, ratio: float, seed: int) -> Path:
     """Where a selection's subset file lives in the store: ``<store>/subsets/<dataset-method-ratio-...>``."""
     from ifbeta.store import safe_name
+    from ifbeta.subsets import catalog
 
     name = safe_name(f"{Path(workspace.train.name).name}-{method}-r{ratio:g}-s{seed}-p{workspace.pool or 0}-"
                      f"{workspace.teacher.info.sha256[:8]}-{workspace.train.fingerprint[:8]}", fallback="subset")
-    return workspace.store.root / "subsets" / name
+    return catalog.folder(workspace.store) / name
 
 
 def save_selection(workspace: Workspace, chosen, method: str, ratio: float, seed: int, *,

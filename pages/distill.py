@@ -1,19 +1,18 @@
 """Distill: knowledge distillation on a subset (and on random and full data) as background runs."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-import studio_cache
 from ifbeta import plots
 from ifbeta.distill import student as distill
 from ifbeta.models import zoo as models
+from pages._studio import feedback, runs, state, steps
 
-studio_cache.page_guard(__file__)
+state.page_guard(__file__)
 
 TABLE_COLUMNS = ["name", "dataset", "method", "ratio", "seed", "student", "budget", "epochs", "test_top1",
                  "test_top5", "seconds", "status", "out"]
@@ -21,28 +20,18 @@ TABLE_COLUMNS = ["name", "dataset", "method", "ratio", "seed", "student", "budge
 st.title("Distill")
 st.caption("Each run is a separate `ifbeta distill` process: it keeps going when you leave the page or reload, "
            "and its results are listed below together with runs started from the command line.")
-ws = studio_cache.workspace()
-spec = studio_cache.current_spec()
+ws = steps.workspace()
+spec = state.current_spec()
 
-
-def subset_directories() -> list[Path]:
-    """Subset folders in the store made for this pool (same fingerprint), newest first."""
-    folder = studio_cache.store().root / "subsets"
-    found = []
-    for manifest in folder.glob("*/manifest.json") if folder.is_dir() else []:
-        try:
-            document = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if document.get("fingerprint") == ws.train.fingerprint:
-            found.append((manifest.stat().st_mtime, manifest.parent))
-    return [path for _, path in sorted(found, reverse=True)]
-
-
-directories = subset_directories()
-current = studio_cache.subset_directory(ws, st.session_state["subset_method"], st.session_state["subset_ratio"],
-                                        int(st.session_state["subset_seed"]))
-choices = ["full"] + [str(d) for d in directories]
+entries = steps.subsets(ws)
+broken = [e for e in entries if e.error]
+if broken:
+    st.warning(f"{len(broken)} subset folder(s) in the store cannot be used: "
+               + "; ".join(f"{e.name}: {e.error}" for e in broken[:3]), icon="⚠️")
+ratios = {str(e.directory): e.ratio for e in entries if not e.error}
+current = steps.subset_directory(ws, st.session_state["subset_method"], st.session_state["subset_ratio"],
+                                 int(st.session_state["subset_seed"]))
+choices = ["full"] + list(ratios)
 default = choices.index(str(current)) if str(current) in choices else (1 if len(choices) > 1 else 0)
 if len(choices) == 1:
     st.info("No subset made for this pool yet: make one on the Subset page (full-data runs work already).")
@@ -59,31 +48,30 @@ with st.form("launch_form"):
                                      value=distill.STUDENT_EPOCHS.get(ws.train.name, distill.DEFAULT_STUDENT_EPOCHS))
     seed = columns[2].number_input("Seed", min_value=0, step=1, key="distill_seed")
     columns = st.columns(2)
-    with_random = columns[0].checkbox("Also a random subset of the same size", value=True, key="distill_random")
-    with_full = columns[1].checkbox("Also the full pool", value=True, key="distill_full")
+    with_random = columns[0].checkbox("Also a random subset of the same size", key="distill_random")
+    with_full = columns[1].checkbox("Also the full pool", key="distill_full")
     launch = st.form_submit_button("Launch", type="primary")
 
 if launch:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     plan = [(source, Path(source).name if source != "full" else "full")]
-    with studio_cache.engine_errors():
+    with feedback.engine_errors():
         if source != "full" and with_random:
-            manifest = json.loads((Path(source) / "manifest.json").read_text())
-            ratio = float(manifest["ratio"])
-            chosen = studio_cache.choose(ws, "random", ratio, int(seed))
-            random_dir = studio_cache.write_subset(ws, chosen, "random", ratio, int(seed))
+            ratio = ratios[source]
+            chosen = steps.choose(ws, "random", ratio, int(seed))
+            random_dir = steps.write_subset(ws, chosen, "random", ratio, int(seed))
             plan.append((str(random_dir), random_dir.name))
         if with_full and source != "full":
             plan.append(("full", "full"))
         for subset, label in plan:
-            studio_cache.launch_run(spec, subset=subset, student=student, epochs=int(epochs), seed=int(seed),
+            runs.launch_run(spec, subset=subset, student=student, epochs=int(epochs), seed=int(seed),
                                     name=f"{stamp}-{label}-{student}-e{int(epochs)}-s{int(seed)}")
     st.rerun()
 
 
 def live_panel() -> None:
     """Running app-launched runs: progress, live curves, cancel. Reruns the page when one ends."""
-    records = studio_cache.app_runs()
+    records = runs.app_runs()
     running = [r for r in records if r["status"] == "running"]
     names = [r["name"] for r in running]
     if st.session_state.get("_running_runs", names) != names:
@@ -99,7 +87,7 @@ def live_panel() -> None:
         columns = st.columns([4, 1])
         columns[0].progress(min(epoch / total, 1.0), text=f"{record['name']}: epoch {epoch}/{total}")
         if columns[1].button("Cancel", key=f"cancel_{record['name']}"):
-            studio_cache.cancel_run(record)
+            runs.cancel_run(record)
             st.rerun()
         histories[record["name"]] = state.get("history", [])
     if any(histories.values()):
@@ -110,22 +98,22 @@ def live_panel() -> None:
 
 
 st.subheader("Runs in progress")
-active = any(r["status"] == "running" for r in studio_cache.app_runs())
+active = any(r["status"] == "running" for r in runs.app_runs())
 st.fragment(run_every=2.0 if active else None)(live_panel)()
 
 st.subheader("Results")
-runs = studio_cache.all_runs()
-only_here = st.checkbox("Only this dataset", value=True, key="distill_only_dataset")
+known = runs.all_runs()
+only_here = st.checkbox("Only this dataset", key="distill_only_dataset")
 if only_here:
-    runs = [r for r in runs if r.get("dataset") == ws.train.name]
-if runs:
-    table = pd.DataFrame(runs)
+    known = [r for r in known if r.get("dataset") == ws.train.name]
+if known:
+    table = pd.DataFrame(known)
     table = table[[c for c in TABLE_COLUMNS if c in table.columns]]
     st.dataframe(table, hide_index=True, column_config={
         "test_top1": st.column_config.NumberColumn("test top-1", format="%.4f"),
         "test_top5": st.column_config.NumberColumn("test top-5", format="%.4f"),
         "seconds": st.column_config.NumberColumn("seconds", format="%.0f")})
-    finished = {r["name"]: r["metrics"].get("history") or [] for r in studio_cache.app_runs()
+    finished = {r["name"]: r["metrics"].get("history") or [] for r in runs.app_runs()
                 if r["status"] == "finished"}
     if any(finished.values()):
         st.plotly_chart(plots.training_curves(finished, title="Finished app runs: test accuracy per epoch"),

@@ -5,15 +5,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import studio_cache
 from ifbeta import plots
-from ifbeta.policy import beta as policy
+from pages._studio import state, steps, widgets
 
-studio_cache.page_guard(__file__)
+state.page_guard(__file__)
 
 st.title("Feature map")
 st.caption("Teacher penultimate features, standardised. Draw a lasso or a box to open the selected samples.")
-ws = studio_cache.workspace()
+ws = steps.workspace()
 ids, labels, names = np.asarray(ws.train.ids, dtype=object), ws.train.labels, ws.train.class_names
 
 left, middle, right = st.columns([1, 2, 1])
@@ -26,39 +25,36 @@ show_all = right.checkbox(f"Show all points (> {plots.DISPLAY_LIMIT:,} is slow)"
 coords = None
 if method == "UMAP":
     with st.expander("UMAP settings"):
-        neighbours = st.slider("Neighbours", 5, 100, 15, key="umap_neighbours")
-        min_dist = st.slider("Minimum distance", 0.0, 0.99, 0.1, step=0.01, key="umap_min_dist")
-    coords = studio_cache.umap(ws, neighbours, min_dist, compute=False)
+        neighbours = st.slider("Neighbours", 5, 100, key="umap_neighbours")
+        min_dist = st.slider("Minimum distance", 0.0, 0.99, step=0.01, key="umap_min_dist")
+    coords = steps.umap(ws, neighbours, min_dist, compute=False)
     if coords is None:
         st.info("UMAP for these settings is not computed yet; showing PCA meanwhile. The result is stored, "
                 "so this happens once per dataset, teacher and settings.")
         if st.button("Compute UMAP", type="primary"):
-            coords = studio_cache.umap(ws, neighbours, min_dist)
+            coords = steps.umap(ws, neighbours, min_dist)
 if coords is None:
-    coords = studio_cache.pca(ws)
+    coords = steps.pca(ws)
 
 options: dict = {"labels": labels, "class_names": names}
 if colour == "influence score":
-    result, _ = studio_cache.scores(ws)
+    result, _ = steps.scores(ws)
     options = {"values": result.scores, "value_name": "s", "colorscale": plots.HELPFUL_SCALE, "midpoint": 0.0}
 elif colour == "kept / pruned":
     method_name, ratio, seed = (st.session_state["subset_method"], st.session_state["subset_ratio"],
                                 st.session_state["subset_seed"])
     st.caption(f"Subset of the Subset page: **{method_name}** at pruning ratio {ratio:g}, seed {seed}.")
-    chosen = studio_cache.choose(ws, method_name, ratio, seed)
+    chosen = steps.choose(ws, method_name, ratio, seed)
     kept = np.zeros(len(ids), dtype=bool)
     kept[chosen.indices] = True
     options = {"kept": kept}
 elif colour == "inclusion probability":
-    columns = st.columns(3)
-    alpha = columns[0].number_input("alpha", min_value=0.05, max_value=50.0, step=0.25, key="teach_alpha")
-    beta = columns[1].number_input("beta", min_value=0.05, max_value=50.0, step=0.25, key="teach_beta")
-    ratio = columns[2].slider("Pruning ratio", 0.05, 0.95, step=0.05, key="subset_ratio")
-    result, _ = studio_cache.scores(ws)
-    with studio_cache.engine_errors():
-        u = policy.rank_normalise(result.scores, groups=labels)
-        pi = policy.policy_probabilities(u, labels, policy.k_for_ratio(len(u), ratio), alpha, beta)
-    options = {"values": pi, "value_name": "inclusion p", "colorscale": "Viridis"}
+    config = state.policy_config()
+    st.caption(f"The policy of the Policy page's teaching mode: ranks of **{config.axis}**"
+               f"{' within each class' if config.stratify else ' over the pool'}, seed {config.seed}.")
+    alpha, beta, ratio = widgets.policy_shape()
+    shown_policy = steps.preview(ws, alpha=alpha, beta=beta, ratio=ratio)
+    options = {"values": shown_policy.probabilities, "value_name": "inclusion p", "colorscale": "Viridis"}
 
 shown = np.arange(len(ids)) if show_all else plots.downsample(labels, plots.DISPLAY_LIMIT)
 if len(shown) < len(ids):
@@ -79,8 +75,8 @@ if selected_ids:
     left, right = st.columns([1, 3])
     left.dataframe(table[table["selected"] > 0], hide_index=True)
     with right:
-        limit = st.slider("Images shown", 8, 256, 64, step=8, key="map_gallery_limit")
-        result, _ = studio_cache.scores(ws)
-        studio_cache.gallery(ws, selected, scores_=result.scores, limit=limit)
+        limit = st.slider("Images shown", 8, 256, step=8, key="map_gallery_limit")
+        result, _ = steps.scores(ws)
+        widgets.gallery(ws, selected, scores_=result.scores, limit=limit)
 else:
     st.caption("No selection yet: pick the lasso or box tool on the chart and draw around points.")

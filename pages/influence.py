@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-import studio_cache
 from ifbeta import plots
 from ifbeta.influence.solvers import SOLVERS
+from pages._studio import state, steps, widgets
 
-studio_cache.page_guard(__file__)
+state.page_guard(__file__)
 
 st.title("Influence")
 st.caption("s_i = change of the proxy's validation KD loss when sample i is removed: **s > 0 helpful**, "
@@ -18,8 +18,8 @@ with st.expander("Scoring settings"):
     left.selectbox("Solver", list(SOLVERS), key="influence_solver", help="direct = dense Cholesky (small heads)")
     right.number_input("Cross-fitting folds", min_value=2, max_value=10, key="influence_folds")
 
-ws = studio_cache.workspace()
-result, key = studio_cache.scores(ws)
+ws = steps.workspace()
+result, key = steps.scores(ws)
 s, labels, names = result.scores, ws.train.labels, ws.train.class_names
 columns = st.columns(4)
 columns[0].metric("Samples scored", f"{len(s):,}")
@@ -36,12 +36,12 @@ with right:
 st.subheader("Most helpful and most harmful samples")
 left, right = st.columns([1, 3])
 label = left.selectbox("Class", list(range(len(names))), format_func=lambda c: f"{c}: {names[c]}", key="influence_class")
-count = right.slider("Samples each", 4, 32, 8, step=4, key="influence_count")
+count = right.slider("Samples each", 4, 32, step=4, key="influence_count")
 helpful, harmful = plots.extremes_per_class(s, labels, label, count)
 st.markdown("**Most helpful** (removing them hurts the student most)")
-studio_cache.gallery(ws, helpful, scores_=s)
+widgets.gallery(ws, helpful, scores_=s)
 st.markdown("**Most harmful** (removing them helps)")
-studio_cache.gallery(ws, harmful, scores_=s)
+widgets.gallery(ws, harmful, scores_=s)
 
 st.subheader("Influence vs teacher confidence")
 statistic = st.selectbox("Teacher statistic", ["margin", "entropy", "el2n", "kd_loss"], key="confidence_statistic",
@@ -56,10 +56,10 @@ st.plotly_chart(plots.confidence_scatter(result.teacher_scores[statistic][shown]
 st.subheader("Leave-one-out check")
 st.caption("Refit the proxy without each of a few random samples and compare the true change of the "
            "validation loss with the predicted s_i (one cross-fitting split).")
-samples = st.number_input("Samples to refit", min_value=10, max_value=2000, value=200, step=10, key="loo_samples")
-report = studio_cache.loo(ws, samples, compute=False)
+samples = st.number_input("Samples to refit", min_value=10, max_value=2000, step=10, key="loo_samples")
+report = steps.loo(ws, samples, compute=False)
 if report is None and st.button("Run the leave-one-out check", help="one proxy refit per sample"):
-    report = studio_cache.loo(ws, samples)
+    report = steps.loo(ws, samples)
 if report is not None:
     columns = st.columns(4)
     columns[0].metric("Spearman", f"{report['spearman']:.3f}")

@@ -1,17 +1,15 @@
 """Policy: learn the Beta policy's (alpha, beta) by bilevel optimisation, watch it move, and play with it."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-import studio_cache
 from ifbeta import plots
 from ifbeta.evaluation import transfer
 from ifbeta.policy import axes, estimators
-from ifbeta.policy import beta as policy
+from pages._studio import feedback, state, steps, widgets
 
-studio_cache.page_guard(__file__)
+state.page_guard(__file__)
 
 RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -27,7 +25,7 @@ st.info("Where it stands (benchmarks/results/cifar10-cpu.md, policy-research.md)
         "lowers J by more than 0.4% from uniform, and the small differences it sees do not predict students "
         "(benchmarks/results/proxy-transfer.md). Before trusting a learned policy on your data, run the transfer "
         "check below.", icon=":material/science:")
-ws = studio_cache.workspace()
+ws = steps.workspace()
 names = ws.train.class_names
 
 st.multiselect("Pruning ratios (fraction removed)", RATIOS, key="policy_ratios")
@@ -55,7 +53,7 @@ if learn:
     live: dict[float, list[dict]] = {r: [] for r in ratios}
     slots = st.columns(2)
     path_slot, curve_slot = slots[0].empty(), slots[1].empty()
-    bar = studio_cache.Progress("Learning the policy", total=studio_cache.policy_config().steps)
+    bar = feedback.Progress("Learning the policy", total=state.policy_config().steps)
 
     def on_step(step: int, info: dict) -> None:
         bar(step, info)
@@ -65,12 +63,12 @@ if learn:
             path_slot.plotly_chart(plots.policy_path(live, title="(alpha, beta) path, live"), key=f"live_path_{count}")
             curve_slot.plotly_chart(plots.objective_curves(live, title="J, live"), key=f"live_curves_{count}")
 
-    results = studio_cache.policies(ws, ratios, on_step=on_step)
+    results = steps.policies(ws, ratios, on_step=on_step)
     bar.close()
     path_slot.empty()
     curve_slot.empty()
 else:  # policies learned before (in any session, or with the CLI) show without a click
-    results = studio_cache.policies(ws, ratios, compute=False)
+    results = steps.policies(ws, ratios, compute=False)
 
 if results is None:
     st.info("Press **Learn the policy**. Each outer step refits the linear proxy; results are stored, so "
@@ -88,9 +86,9 @@ else:
         shown_ratio = st.selectbox("Landscape at ratio", ratios, key="landscape_ratio")
         grid = st.radio("Grid", [5, 7, 9], horizontal=True, key="landscape_grid", help="grid x grid proxy fits")
         learned_grid = next((r.landscape for r in results if r.ratio == shown_ratio and r.landscape), None)
-        landscape = learned_grid or studio_cache.landscape(ws, shown_ratio, grid, compute=False)
+        landscape = learned_grid or steps.landscape(ws, shown_ratio, grid, compute=False)
         if landscape is None and st.button(f"Compute the landscape ({grid * grid} fits)"):
-            landscape = studio_cache.landscape(ws, shown_ratio, grid)
+            landscape = steps.landscape(ws, shown_ratio, grid)
     right.plotly_chart(plots.policy_path(traces, landscape=landscape), key="policy_path")
     st.plotly_chart(plots.objective_curves(traces), key="objective_curves")
 
@@ -110,29 +108,21 @@ else:
 # ---------------------------------------------------------------------------------------- teaching
 st.subheader("Teaching mode")
 st.caption("Move alpha and beta to see how the Beta pdf turns ranks into kept samples.")
-config = studio_cache.policy_config()
-columns = st.columns(3)
-alpha = columns[0].slider("alpha", 0.1, 20.0, step=0.1, key="teach_alpha")
-beta = columns[1].slider("beta", 0.1, 20.0, step=0.1, key="teach_beta")
-ratio = columns[2].slider("Pruning ratio", 0.05, 0.95, step=0.05, key="teach_ratio", value=0.5)
-values = studio_cache.axis_values(ws, config.axis)
+config = state.policy_config()
+alpha, beta, ratio = widgets.policy_shape()
+shown_policy = steps.preview(ws, alpha=alpha, beta=beta, ratio=ratio)
+values, u, k, kept = steps.axis_values(ws, config.axis), shown_policy.u, shown_policy.k, shown_policy.kept
 labels = ws.train.labels
-with studio_cache.engine_errors():
-    u = policy.rank_normalise(values, groups=labels if config.stratify else None)
-    k = policy.k_for_ratio(len(u), ratio)
-    pi = policy.policy_probabilities(u, labels, k, alpha, beta, stratify=config.stratify)
-    kept_indices = policy.sample_subset(u, labels, k, alpha, beta, seed=config.seed, stratify=config.stratify)
-kept = np.zeros(len(u), dtype=bool)
-kept[kept_indices] = True
 columns = st.columns(3)
 columns[0].metric("Kept", f"{k:,} of {len(u):,}")
 columns[1].metric("Mean rank u of kept", f"{u[kept].mean():.3f}", help="0.5 = like random")
-columns[2].metric("Mean influence of kept vs pruned", f"{values[kept].mean():+.3g}",
+columns[2].metric(f"Mean {config.axis} value of kept vs pruned", f"{values[kept].mean():+.3g}",
                   delta=f"{values[kept].mean() - values[~kept].mean():+.3g}")
 shown = plots.downsample(labels, plots.DISPLAY_LIMIT)
 if len(shown) < len(u):
     st.caption(f"Lower panel: a class-stratified {len(shown):,} of {len(u):,} samples (the histogram counts all).")
-st.plotly_chart(plots.teaching_figure(u, pi, kept, alpha, beta, ids=ws.train.ids, shown=shown), key="teaching_figure")
+st.plotly_chart(plots.teaching_figure(u, shown_policy.probabilities, kept, alpha, beta, ids=ws.train.ids, shown=shown),
+                key="teaching_figure")
 
 # ---------------------------------------------------------------------------------------- transfer
 st.subheader("Transfer check")
@@ -140,16 +130,16 @@ st.caption("Does J predict real students here? Trains short KD students at polic
            "at uniform (paired seeds) and reports agreement = -Spearman(J, accuracy). Costly: "
            "policies x seeds student runs; interrupted checks resume.")
 columns = st.columns(4)
-transfer_ratio = columns[0].selectbox("Ratio", RATIOS, index=4, key="transfer_ratio")
-transfer_policies = columns[1].number_input("Policies", min_value=2, max_value=10, value=3, key="transfer_policies")
+transfer_ratio = columns[0].selectbox("Ratio", RATIOS, key="transfer_ratio")
+transfer_policies = columns[1].number_input("Policies", min_value=2, max_value=10, key="transfer_policies")
 default_epochs = transfer.default_epochs(ws.train.name)
 transfer_epochs = columns[2].number_input("Student epochs", min_value=1, max_value=200, value=default_epochs,
                                           key="transfer_epochs")
-transfer_seeds = columns[3].number_input("Seeds", min_value=1, max_value=5, value=2, key="transfer_seeds")
+transfer_seeds = columns[3].number_input("Seeds", min_value=1, max_value=5, key="transfer_seeds")
 arguments = (transfer_ratio, int(transfer_policies), int(transfer_epochs), int(transfer_seeds))
-report = studio_cache.transfer(ws, *arguments, compute=False)
+report = steps.transfer(ws, *arguments, compute=False)
 if report is None and st.button("Run the transfer check"):
-    report = studio_cache.transfer(ws, *arguments)
+    report = steps.transfer(ws, *arguments)
 if report is not None:
     verdict = {"yes": st.success, "weak": st.warning, "no": st.error}.get(report.get("trust"), st.info)
     verdict(report.get("verdict", ""))

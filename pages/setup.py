@@ -6,23 +6,22 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-import studio_cache
 from ifbeta import plots
 from ifbeta.data import datasets as data
 from ifbeta.models import teachers
 from ifbeta.models import zoo as models
-from ifbeta.subsets.files import safe_name
+from pages._studio import feedback, state, steps
 
-studio_cache.page_guard(__file__)
+state.page_guard(__file__)
 
 st.title("Setup")
-spec = studio_cache.current_spec()
+spec = state.current_spec()
 description = data.DATASETS.get(st.session_state["dataset_choice"], ("",))[0]
 st.caption(f"Dataset **{spec.dataset}** — {description}")
 
 # ------------------------------------------------------------------------------------------ dataset
-with studio_cache.engine_errors():
-    full_train, test = studio_cache.splits(spec)
+with feedback.engine_errors():
+    full_train, test = steps.splits(spec)
 counts = full_train.class_counts()
 columns = st.columns(5)
 columns[0].metric("Training samples", f"{len(full_train):,}")
@@ -52,7 +51,7 @@ st.subheader("Teacher")
 message = st.session_state.pop("setup_message", None)
 if message:
     st.success(message)
-default_arch = models.default_architectures(full_train.name, full_train.image_size)[0]
+default_arch = teachers.default_arch(full_train)
 architectures = list(models.ARCHITECTURES)
 path_tab, upload_tab, train_tab = st.tabs(["Checkpoint path", "Upload", "Train a teacher"])
 
@@ -66,19 +65,19 @@ with path_tab:
             st.error(f"no file at {path.strip()}", icon="🚫")
         else:
             st.session_state["setup_message"] = f"teacher set to {path.strip()}"
-            studio_cache.apply_later({"teacher": str(Path(path.strip()).expanduser().resolve()),
+            state.apply_later({"teacher": str(Path(path.strip()).expanduser().resolve()),
                                       "teacher_arch": "" if arch.startswith("(") else arch, "trust_pickle": trust})
 
 with upload_tab:
-    upload = st.file_uploader(f"Teacher checkpoint (at most {studio_cache.MAX_UPLOAD_MB} MB; stored under "
-                              "cache/uploads)", type=[s.lstrip(".") for s in studio_cache.CHECKPOINT_SUFFIXES],
+    upload = st.file_uploader(f"Teacher checkpoint (at most {steps.MAX_UPLOAD_MB} MB; stored under "
+                              "cache/uploads)", type=[s.lstrip(".") for s in teachers.CHECKPOINT_SUFFIXES],
                               key="teacher_upload")
     upload_arch = st.selectbox("Architecture", ["(recorded in the checkpoint)"] + architectures, key="upload_arch")
     if upload is not None and st.button("Use the uploaded checkpoint"):
-        with studio_cache.engine_errors():
-            saved = studio_cache.save_upload(upload.name, upload.getvalue())
+        with feedback.engine_errors():
+            saved = steps.save_upload(upload.name, upload.getvalue())
         st.session_state["setup_message"] = f"uploaded teacher stored as {saved.name}"
-        studio_cache.apply_later({"teacher": str(saved), "teacher_arch": "" if upload_arch.startswith("(") else upload_arch,
+        state.apply_later({"teacher": str(saved), "teacher_arch": "" if upload_arch.startswith("(") else upload_arch,
                                   "trust_pickle": False})
 
 with train_tab:
@@ -88,24 +87,22 @@ with train_tab:
     default_epochs = teachers.teacher_config(full_train, train_arch, None, 0).epochs
     epochs = st.number_input("Epochs", min_value=1, max_value=500, value=default_epochs, key="train_epochs")
     if st.button("Train teacher", type="primary"):
-        out = (studio_cache.store().root / "teachers" / "trained" /
-               f"{safe_name(Path(full_train.name).name, fallback='data')}-{full_train.fingerprint[:12]}-"
-               f"{train_arch}-e{int(epochs)}.safetensors")
+        out = teachers.trained_teacher_path(full_train, train_arch, int(epochs), store=steps.store())
         if not out.is_file():
-            with studio_cache.engine_errors(), studio_cache.progress(f"Training {train_arch}", epochs=int(epochs)) as bar:
+            with feedback.engine_errors(), feedback.progress(f"Training {train_arch}", epochs=int(epochs)) as bar:
                 teachers.train_teacher(full_train, train_arch, out, epochs=int(epochs), test=test, on_step=bar)
         st.session_state["setup_message"] = f"trained teacher stored as {out.name}"
-        studio_cache.apply_later({"teacher": str(out), "teacher_arch": train_arch, "trust_pickle": False})
+        state.apply_later({"teacher": str(out), "teacher_arch": train_arch, "trust_pickle": False})
 
 # --------------------------------------------------------------------------------- current teacher
-if spec.teacher == "auto" and spec.dataset not in studio_cache.AUTO_TRAIN and studio_cache.teacher_missing(spec):
+if spec.teacher == "auto" and steps.teacher_missing(spec):
     st.info(f"No default teacher for {spec.dataset} yet: train one above or choose a checkpoint.")
     st.stop()
-ws = studio_cache.workspace(spec)
+ws = steps.workspace(spec)
 info = ws.teacher.info
 columns = st.columns(4)
 columns[0].metric("Architecture", info.arch)
-accuracy = studio_cache.teacher_test_accuracy(info.sha256, ws.test.fingerprint, ws)
+accuracy = steps.teacher_test_accuracy(info.sha256, ws.test.fingerprint, ws)
 columns[1].metric("Teacher test top-1", f"{accuracy:.1%}" if accuracy is not None else "n/a")
 columns[2].metric("Teacher top-1 on the pool", f"{ws.features.teacher_accuracy:.1%}")
 columns[3].metric("Feature dimension", ws.features.features.shape[1])

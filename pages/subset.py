@@ -5,17 +5,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import studio_cache
 from ifbeta import plots
 from ifbeta.selection import registry as selection
-from ifbeta.subsets import files as subset_module
+from ifbeta.subsets import export
+from ifbeta.subsets import files as subset_files
+from pages._studio import feedback, state, steps, widgets
 
-studio_cache.page_guard(__file__)
+state.page_guard(__file__)
 
 CHEAP_COMPARISON = ["random-balanced", "influence-top", "el2n-teacher", "entropy", "margin", "moderate"]
 
 st.title("Subset")
-ws = studio_cache.workspace()
+ws = steps.workspace()
 names, labels = ws.train.class_names, ws.train.labels
 descriptions = dict(selection.describe_methods())
 
@@ -26,15 +27,15 @@ ratio = columns[1].slider("Pruning ratio (fraction removed)", 0.05, 0.95, step=0
 seed = columns[2].number_input("Seed", min_value=0, step=1, key="subset_seed")
 seed = int(seed)
 spec = selection.METHODS[method]
-chosen = studio_cache.peek_choose(ws, method, ratio, seed)  # stored in any session, or by the CLI
+chosen = steps.peek_choose(ws, method, ratio, seed)  # stored in any session, or by the CLI
 if chosen is None and spec.costly:
     st.info(f"**{method}** {'learns the policy' if method.startswith('ifbeta') else 'trains a network'} before "
             "selecting (results are stored, so only once per setting).")
     if not st.button("Make the subset", type="primary"):
         st.stop()
 if chosen is None:
-    chosen = studio_cache.choose(ws, method, ratio, seed)
-directory = studio_cache.write_subset(ws, chosen, method, ratio, seed)
+    chosen = steps.choose(ws, method, ratio, seed)
+directory = steps.write_subset(ws, chosen, method, ratio, seed)
 
 kept = np.zeros(len(labels), dtype=bool)
 kept[chosen.indices] = True
@@ -53,19 +54,19 @@ right.dataframe(pd.DataFrame({"class": names, "kept": kept_counts, "pruned": pru
 
 # ------------------------------------------------------------------------------------------ galleries
 st.subheader("Kept and pruned samples")
-result, _ = studio_cache.scores(ws)
+result, _ = steps.scores(ws)
 rank_by = chosen.scores if chosen.scores is not None else result.scores
 st.caption("Sorted by the method's own score" if chosen.scores is not None else
            "The method has no per-sample score: sorted by influence (most helpful first)")
 left, right = st.columns([1, 3])
 label = left.selectbox("Class", list(range(len(names))), format_func=lambda c: f"{c}: {names[c]}", key="subset_class")
-count = right.slider("Samples each", 8, 64, 16, step=8, key="subset_count")
+count = right.slider("Samples each", 8, 64, step=8, key="subset_count")
 members = np.flatnonzero(labels == label)
 order = members[np.argsort(-np.asarray(rank_by)[members], kind="stable")]
 st.markdown(f"**Kept** ({kept[members].sum():,})")
-studio_cache.gallery(ws, order[kept[order]][:count], scores_=result.scores)
+widgets.gallery(ws, order[kept[order]][:count], scores_=result.scores)
 st.markdown(f"**Pruned** ({(~kept[members]).sum():,})")
-studio_cache.gallery(ws, order[~kept[order]][:count], scores_=result.scores)
+widgets.gallery(ws, order[~kept[order]][:count], scores_=result.scores)
 
 # ------------------------------------------------------------------------------------------- overlap
 st.subheader("Overlap with other methods")
@@ -74,7 +75,7 @@ compare = st.multiselect("Compare with (same ratio and seed)", others, key="subs
                          default=[m for m in CHEAP_COMPARISON if m != method][:4],
                          help="costly methods (ifbeta, el2n-train, forgetting) compute when chosen")
 if compare:
-    sets = [chosen.indices] + [studio_cache.choose(ws, other, ratio, seed).indices for other in compare]
+    sets = [chosen.indices] + [steps.choose(ws, other, ratio, seed).indices for other in compare]
     st.plotly_chart(plots.jaccard_heatmap([method] + compare, sets), key="jaccard")
 
 # ------------------------------------------------------------------------------------ download, export
@@ -85,8 +86,8 @@ for column, (name, mime) in zip(columns, [("indices.npy", "application/octet-str
                                           ("manifest.json", "application/json")]):
     column.download_button(f"Download {name}", (directory / name).read_bytes(), file_name=name, mime=mime,
                            key=f"download_{name}")
-with studio_cache.engine_errors():
-    archive = subset_module.zip_bytes(directory)
+with feedback.engine_errors():
+    archive = export.zip_bytes(directory)
 columns[3].download_button("Download zip of all three", archive, file_name=f"{directory.name}.zip",
                            mime="application/zip", key="download_zip", type="primary")
 
@@ -99,9 +100,9 @@ if exported:
     if not destination.strip():
         st.error("give a destination folder", icon="🚫")
     else:
-        with studio_cache.engine_errors(stop=False):
-            loaded = subset_module.load(directory, ws.train)
+        with feedback.engine_errors(stop=False):
+            loaded = subset_files.load(directory, ws.train)
             with st.spinner("Writing PNG files ..."):
-                path = subset_module.export_imagefolder(loaded, ws.train.images, ws.train, destination.strip(),
+                path = export.export_imagefolder(loaded, ws.train.images, ws.train, destination.strip(),
                                                         include_pruned=include_pruned)
             st.success(f"exported {loaded.k:,} images to {path}")

@@ -6,6 +6,7 @@ the opened workspace. Settings are kept small (few outer steps, few refits, one 
 """
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -20,7 +21,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-if str(ROOT) not in sys.path:  # studio_cache sits beside app.py
+if str(ROOT) not in sys.path:  # the app's glue (pages/_studio) imports from the project root
     sys.path.insert(0, str(ROOT))
 TIMEOUT = 300  # the first page load trains the digits teacher (seconds alone; minutes on a loaded machine)
 
@@ -62,6 +63,13 @@ def _page(at: AppTest, name: str) -> AppTest:
 
 def _figures(at: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or the typed-array form {"dtype", "bdata"} (base64)."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(np.float64)
+    return np.asarray(value, dtype=np.float64)
 
 
 def _captions(at: AppTest) -> list[str]:
@@ -113,17 +121,17 @@ def test_setup_trains_a_teacher_and_switches_to_it(app):
 
 
 def test_uploads_are_stored_under_the_cache_and_size_limited(session_store, monkeypatch):
-    import studio_cache
+    from pages._studio import steps
 
-    saved = studio_cache.save_upload("my teacher.safetensors", b"weights")
+    saved = steps.save_upload("my teacher.safetensors", b"weights")
     assert saved.parent == session_store.root / "uploads" and saved.read_bytes() == b"weights"
     assert saved.name.endswith("-my_teacher.safetensors")
-    assert studio_cache.save_upload("my teacher.safetensors", b"weights") == saved  # content-addressed
+    assert steps.save_upload("my teacher.safetensors", b"weights") == saved  # content-addressed
     with pytest.raises(ValueError, match="unsupported"):
-        studio_cache.save_upload("notes.txt", b"x")
-    monkeypatch.setattr(studio_cache, "MAX_UPLOAD_MB", 0)
+        steps.save_upload("notes.txt", b"x")
+    monkeypatch.setattr(steps, "MAX_UPLOAD_MB", 0)
     with pytest.raises(ValueError, match="limited"):
-        studio_cache.save_upload("big.pt", b"x")
+        steps.save_upload("big.pt", b"x")
 
 
 def test_influence_page(app):
@@ -215,6 +223,34 @@ def test_policy_page_learns_and_teaches(app):
     assert float(_metric(at, "Mean rank u of kept")) > 0.6  # alpha >> beta keeps the most helpful
     at.switch_page("pages/policy.py").run()  # a revisit reads the learned policies from the store
     assert len(at.dataframe) == 1 and sorted(at.dataframe[0].value["ratio"]) == [0.3, 0.7]
+
+
+def test_feature_map_and_policy_page_preview_the_same_policy(app):
+    """Both pages draw policy.preview with the Policy page's axis, stratification and seed."""
+    for key, value in {"policy_axis": "entropy", "policy_stratify": False, "teach_alpha": 3.0, "teach_beta": 0.7,
+                       "teach_ratio": 0.6}.items():
+        app.session_state[key] = value
+    at = _page(app, "feature_map")
+    at.radio(key="map_colour").set_value("inclusion probability").run()
+    assert not at.exception and not at.error
+    trace = _figures(at)[0]["data"][0]
+    on_map = dict(zip(trace["customdata"], _array(trace["marker"]["color"])))
+
+    at = _page(at, "policy")
+    assert at.slider(key="teach_alpha").value == 3.0 and at.slider(key="teach_ratio").value == 0.6
+    teaching = next(f for f in _figures(at) if any(t.get("name") == "kept ranks" for t in f["data"]))
+    on_policy = {i: p for t in teaching["data"] if t["type"] == "scattergl"
+                 for i, p in zip(t["customdata"], _array(t["y"]))}
+    assert len(on_map) == len(on_policy) == 1347 and set(on_map) == set(on_policy)
+    ids = sorted(on_map)
+    np.testing.assert_allclose([on_map[i] for i in ids], [on_policy[i] for i in ids], rtol=1e-6)
+    assert sum(on_map.values()) == pytest.approx(1347 - round(0.6 * 1347), abs=0.5)  # sums to k
+
+    at.session_state["policy_axis"] = "influence"  # the settings matter: another axis, another preview
+    at = _page(at, "feature_map")
+    trace = _figures(at)[0]["data"][0]
+    moved = dict(zip(trace["customdata"], _array(trace["marker"]["color"])))
+    assert np.abs(np.array([moved[i] - on_map[i] for i in ids])).max() > 0.1
 
 
 def test_subset_page_downloads_overlap_and_export(app, tmp_path):

@@ -97,6 +97,47 @@ def auto_teacher_path(data: DatasetSplit, arch: str, *, store: Store, epochs: in
     return store.path("teachers", make_key(config)) / "teacher.safetensors"
 
 
+def default_arch(data: DatasetSplit) -> str:
+    """The architecture ``--teacher auto`` trains for ``data`` (first of ``zoo.default_architectures``)."""
+    return models.default_architectures(data.name, data.image_size)[0]
+
+
+def teacher_path(spec: str, data: DatasetSplit, *, store: Store | None = None, arch: str | None = None,
+                 epochs: int | None = None) -> Path:
+    """The checkpoint file ``--teacher spec`` names, whether or not it exists yet: ``spec`` itself for
+    a path; for ``auto`` the bundled default teacher of ``data``, else the store's trained one."""
+    if spec != "auto":
+        return Path(spec).expanduser()
+    return auto_teacher_path(data, arch or default_arch(data), store=store or Store.default(), epochs=epochs)
+
+
+def teacher_missing(spec: str, data: DatasetSplit, *, store: Store | None = None, arch: str | None = None,
+                    trains_itself: bool = True) -> str | None:
+    """None when ``resolve_teacher(spec, data, ...)`` can proceed, else a one-line reason. ``auto``
+    with no trained teacher yet proceeds only when ``trains_itself`` (it would train one on the spot)."""
+    path = teacher_path(spec, data, store=store, arch=arch)
+    if path.is_file() or (spec == "auto" and trains_itself):
+        return None
+    if spec != "auto":
+        return f"teacher checkpoint {spec} does not exist"
+    return f"no {arch or default_arch(data)} teacher for {data.name} yet: train one or choose a checkpoint"
+
+
+def trained_teacher_path(data: DatasetSplit, arch: str, epochs: int, *, store: Store | None = None) -> Path:
+    """Where a teacher trained on request (the app's Train button) is written:
+    ``<store>/teachers/trained/<dataset>-<fingerprint12>-<arch>-e<epochs>.safetensors``."""
+    from ifbeta.store import safe_name
+
+    store = store or Store.default()
+    name = f"{safe_name(Path(data.name).name, fallback='data')}-{data.fingerprint[:12]}-{arch}-e{int(epochs)}"
+    return trained_folder(store) / f"{name}.safetensors"
+
+
+def trained_folder(store: Store) -> Path:
+    """The folder of teachers trained on request (``trained_teacher_path``)."""
+    return store.root / "teachers" / "trained"
+
+
 def resolve_teacher(spec: str, data: DatasetSplit, *, store: Store | None = None, arch: str | None = None,
                     epochs: int | None = None, test: DatasetSplit | None = None, trust_pickle: bool = False,
                     on_step: OnStep | None = None) -> Teacher:
@@ -104,8 +145,8 @@ def resolve_teacher(spec: str, data: DatasetSplit, *, store: Store | None = None
     if spec != "auto":
         return load_teacher(spec, data, arch=arch, trust_pickle=trust_pickle)
     store = store or Store.default()
-    arch = arch or models.default_architectures(data.name, data.image_size)[0]
-    path = auto_teacher_path(data, arch, store=store, epochs=epochs)
+    arch = arch or default_arch(data)
+    path = teacher_path(spec, data, store=store, arch=arch, epochs=epochs)
     _, world = distributed_context()
     if not path.is_file() and world > 1:  # every rank takes part in the DDP fit; no file lock across ranks
         train_teacher(data, arch, path, epochs=epochs, test=test, on_step=on_step, checkpoint_dir=path.parent / "resume")

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from ifbeta.policy import axes
+from ifbeta.policy import axes, preview
 from ifbeta.policy import beta as policy
 from ifbeta.selection.signals import influence_on_demand, teacher_score
 
@@ -25,7 +25,7 @@ def _axis_values(inputs, axis: str, seed: int, config) -> np.ndarray:
 
 
 def _sample_policy(inputs, k, values, alpha, beta, seed, stratify):
-    u = policy.rank_normalise(values, groups=inputs.labels if stratify else None)
+    u = preview.ranks(values, inputs.labels, stratify=stratify)
     return policy.sample_subset(u, inputs.labels, k, alpha, beta, seed=seed, stratify=stratify)
 
 
