@@ -26,33 +26,33 @@ INFLUENCE_KEYS = {"influence_solver": "solver", "influence_folds": "folds"}
 SHAPE_RANGE = (0.1, 20.0, 0.1)
 """(min, max, step) of the alpha and beta inputs wherever a page lets a person shape the policy."""
 
-WIDGETS: dict = {
-    # sidebar: the workspace
-    "dataset_choice": "digits", "imagefolder_path": "", "teacher": "auto", "teacher_arch": "",
-    "trust_pickle": False, "pool": 0,
-    # scoring and the bilevel loop: the engine's own defaults
+SIDEBAR = {"dataset_choice": "digits", "imagefolder_path": "", "teacher": "auto", "teacher_arch": "",
+           "trust_pickle": False, "pool": 0}
+SETTINGS = {  # scoring and the bilevel loop: the engine's own defaults
     **{key: getattr(InfluenceConfig(), name) for key, name in INFLUENCE_KEYS.items()},
     **{key: getattr(PolicyConfig(), name) for key, name in POLICY_KEYS.items()},
     "policy_ratios": [0.5],
-    # the policy shape a person plays with (Feature map and Policy pages)
-    "teach_alpha": 2.0, "teach_beta": 1.0, "teach_ratio": 0.5,
-    # the subset in focus (Subset, Feature map and Distill pages)
-    "subset_method": "ifbeta", "subset_ratio": 0.5, "subset_seed": 0,
-    # Setup
-    "checkpoint_path": "", "checkpoint_trust": False,
-    # Influence
-    "influence_violin_kind": "violin", "influence_class": 0, "influence_count": 8, "confidence_statistic": "margin",
-    "loo_samples": 200,
-    # Feature map
-    "map_method": "PCA", "map_colour": "class", "map_show_all": False, "umap_neighbours": 15, "umap_min_dist": 0.1,
-    "map_gallery_limit": 64,
-    # Policy
-    "landscape_grid": 5, "transfer_ratio": 0.5, "transfer_policies": 3, "transfer_seeds": 2,
-    # Subset
-    "subset_class": 0, "subset_count": 16, "export_path": "", "export_pruned": False,
-    # Distill
-    "distill_seed": 0, "distill_random": True, "distill_full": True, "distill_only_dataset": True,
 }
+SHARED = {  # keys more than one page reads: the policy shape a person plays with, the subset in focus
+    "teach_alpha": 2.0, "teach_beta": 1.0, "teach_ratio": 0.5,
+    "subset_method": "ifbeta", "subset_ratio": 0.5, "subset_seed": 0,
+}
+
+SETUP = {"checkpoint_path": "", "checkpoint_trust": False}
+
+INFLUENCE = {"influence_violin_kind": "violin", "influence_class": 0, "influence_count": 8,
+             "confidence_statistic": "margin", "loo_samples": 200}
+
+FEATURE_MAP = {"map_method": "PCA", "map_colour": "class", "map_show_all": False, "umap_neighbours": 15,
+               "umap_min_dist": 0.1, "map_gallery_limit": 64}
+
+POLICY = {"landscape_grid": 5, "transfer_ratio": 0.5, "transfer_policies": 3, "transfer_seeds": 2}
+
+SUBSET = {"subset_class": 0, "subset_count": 16, "export_path": "", "export_pruned": False}
+
+DISTILL = {"distill_seed": 0, "distill_random": True, "distill_full": True, "distill_only_dataset": True}
+
+WIDGETS: dict = {**SIDEBAR, **SETTINGS, **SHARED, **SETUP, **INFLUENCE, **FEATURE_MAP, **POLICY, **SUBSET, **DISTILL}
 """session_state key -> default, set once per session by ``init_state``."""
 
 

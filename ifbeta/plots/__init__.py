@@ -1,0 +1,34 @@
+"""Plotly figure builders for the app: arrays / DataFrames in, ``go.Figure`` out (no streamlit).
+
+Every scatter of samples carries the sample ids in ``customdata`` (one id per point), so a lasso
+or box selection maps back to samples through ids, never through point order (plotly numbers
+points per trace). Large scatters use ``go.Scattergl`` (WebGL). One module per subject:
+``base`` (palette, layout, display helpers), ``scores``, ``maps``, ``policy``, ``subsets``, ``runs``;
+their public names are gathered here, so ``from ifbeta import plots; plots.sample_map(...)`` works.
+"""
+from __future__ import annotations
+
+from ifbeta.plots.base import (  # noqa: F401
+    DISPLAY_LIMIT,
+    HELPFUL_SCALE,
+    KEPT_COLOUR,
+    PALETTE,
+    PRUNED_COLOUR,
+    beta_density,
+    downsample,
+    extremes_per_class,
+    jaccard_matrix,
+    thumbnail,
+)
+from ifbeta.plots.maps import sample_map  # noqa: F401
+from ifbeta.plots.policy import (  # noqa: F401
+    beta_pdf,
+    beta_pdf_animation,
+    class_histogram,
+    objective_curves,
+    policy_path,
+    teaching_figure,
+)
+from ifbeta.plots.runs import training_curves  # noqa: F401
+from ifbeta.plots.scores import class_counts_bar, class_violin, confidence_scatter, loo_scatter, score_histogram  # noqa: F401
+from ifbeta.plots.subsets import jaccard_heatmap, kept_pruned_bars  # noqa: F401
