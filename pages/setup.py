@@ -18,6 +18,7 @@ st.title("Setup")
 spec = state.current_spec()
 description = data.DATASETS.get(st.session_state["dataset_choice"], ("",))[0]
 st.caption(f"Dataset **{spec.dataset}** — {description}")
+preparing = st.container()  # teacher training and feature extraction report here, in view
 
 # ------------------------------------------------------------------------------------------ dataset
 with feedback.engine_errors():
@@ -98,7 +99,7 @@ with train_tab:
 if spec.teacher == "auto" and steps.teacher_missing(spec):
     st.info(f"No default teacher for {spec.dataset} yet: train one above or choose a checkpoint.")
     st.stop()
-ws = steps.workspace(spec)
+ws = steps.workspace(spec, container=preparing)
 info = ws.teacher.info
 columns = st.columns(4)
 columns[0].metric("Architecture", info.arch)

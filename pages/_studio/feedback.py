@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import streamlit as st
 
@@ -30,12 +31,15 @@ def engine_errors(*, stop: bool = True):
 
 
 class Progress:
-    """An ``on_step(step, info)`` callback drawing one st.progress bar. The bar appears at the first
+    """An ``on_step(step, info)`` callback drawing one st.progress bar, in ``container`` (default: the
+    place in the page where the step was started, i.e. next to its button or notice). The text names
+    the stage, its count (``progress.describe``) and the seconds elapsed. The bar appears at the first
     event, so a step served from the artefact store shows nothing."""
 
     def __init__(self, label: str, *, total: int | None = None, epochs: int | None = None, container=None):
         self.label, self.total, self.epochs = label, total, epochs
         self.container, self.bar, self.fraction = container, None, 0.0
+        self.started = time.perf_counter()
 
     def __call__(self, step: int, info: dict) -> None:
         fraction, text = describe_progress(step, info, total=self.total, epochs=self.epochs)
@@ -43,7 +47,8 @@ class Progress:
             self.fraction = float(min(max(fraction, 0.0), 1.0))
         if self.bar is None:
             self.bar = (self.container or st).progress(0.0, text=self.label)
-        self.bar.progress(self.fraction, text=f"{self.label}: {text}")
+        elapsed = time.perf_counter() - self.started
+        self.bar.progress(self.fraction, text=f"{self.label}: {text} · {elapsed:.0f} s")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -81,9 +81,10 @@ def teacher_missing(spec: WorkspaceSpec) -> str | None:
     return missing
 
 
-def workspace(spec: WorkspaceSpec | None = None) -> pipeline.Workspace:
-    """The current workspace; opening it the first time shows progress (teacher training, features).
-    On an engine error or a missing teacher the page shows the message and stops."""
+def workspace(spec: WorkspaceSpec | None = None, *, container=None) -> pipeline.Workspace:
+    """The current workspace; opening it the first time shows progress (teacher training, features)
+    in ``container`` (default: where the page calls this, near its top). On an engine error or a
+    missing teacher the page shows the message and stops."""
     spec = spec or current_spec()
     require_dataset(spec)
     root = str(store().root)
@@ -95,7 +96,7 @@ def workspace(spec: WorkspaceSpec | None = None) -> pipeline.Workspace:
             st.stop()
         if ("workspace", spec, root) not in _READY:
             epochs = teachers.default_epochs(spec.dataset)
-            with progress(f"Preparing {spec.dataset} (teacher, features)", epochs=epochs) as bar:
+            with progress(f"Preparing {spec.dataset} (teacher, features)", epochs=epochs, container=container) as bar:
                 _HANDOFF[(spec, root)] = pipeline.open_workspace(spec.dataset, store=Store(root), on_step=bar,
                                                                  splits=splits(spec), **spec.options())
             _READY.add(("workspace", spec, root))
