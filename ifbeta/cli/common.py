@@ -43,10 +43,11 @@ def load_splits(args):
 
 
 class ProgressBar:
-    """An ``on_step`` callback drawing tqdm bars on stderr (batch events update, epoch events summarise)."""
+    """An ``on_step`` callback drawing tqdm bars on stderr (batch events update, epoch events summarise).
+    Training batches are labelled ``training`` (default: ``description``) plus "epoch i/n"."""
 
-    def __init__(self, description: str):
-        self.description = description
+    def __init__(self, description: str, *, training: str | None = None):
+        self.description, self.training = description, training or description
         self.bar: tqdm | None = None
 
     def __call__(self, step: int, info: dict) -> None:
@@ -56,9 +57,12 @@ class ProgressBar:
             self.bar = tqdm(total=total, desc=self.description, file=sys.stderr, leave=False, dynamic_ncols=True)
         if info.get("event") == "epoch":
             shown = {k: round(v, 4) for k, v in info.items() if k in ("train_loss", "train_acc", "test_top1")}
-            tqdm.write(f"{self.description} epoch {info['epoch']}/{info.get('epochs', '?')} {shown}", file=sys.stderr)
+            tqdm.write(f"{self.training} epoch {info['epoch']}/{info.get('epochs', '?')} {shown}", file=sys.stderr)
             self.bar.reset()
             return
+        if "epoch" in info:  # a training batch: say what trains and which epoch
+            self.bar.set_description(f"{self.training} epoch {info['epoch'] + 1}/{info.get('epochs', '?')}",
+                                     refresh=False)
         position = info.get("batch", step)
         self.bar.n = position
         postfix = {k: f"{v:.4g}" for k, v in info.items() if k in ("loss", "J", "alpha", "beta") and isinstance(v, float)}
@@ -81,7 +85,7 @@ def workspace(args, *, description: str = "teacher"):
     """Open the dataset, teacher and cached features from the shared flags."""
     from ifbeta import pipeline
 
-    bar = ProgressBar(description)
+    bar = ProgressBar(description, training="train teacher")
     try:
         return pipeline.open_workspace(args.dataset, teacher=args.teacher, store=store_of(args),
                                        pool=getattr(args, "pool", None), skip_corrupt=args.skip_corrupt,
