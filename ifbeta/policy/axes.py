@@ -38,9 +38,9 @@ def influence_axis(features, teacher_logits, labels, *, kd: KDConfig = KDConfig(
 def entropy_axis(features, teacher_logits, labels, *, kd: KDConfig = KDConfig(), seed: int = 0) -> np.ndarray:
     """(N,) float64: minus the teacher's predictive entropy (tau = 1), so u near 1 = easiest sample.
     Needs only teacher_logits (N, C) and labels (N,); the features, kd and seed are not read."""
-    from ifbeta.influence import scores as influence
+    from ifbeta.influence.statistics import teacher_statistics
 
-    return easier_first(influence.teacher_statistics(teacher_logits, labels)["entropy"])
+    return easier_first(teacher_statistics(teacher_logits, labels)["entropy"])
 
 
 AXES: dict[str, Callable] = {"influence": influence_axis, "entropy": entropy_axis}
