@@ -4,7 +4,7 @@ The problem is one cross-fitting split of influence.score: synthetic teacher-lik
 distribution of ``synthetic`` in bilevel_timing.py), standardised with pool statistics, proxy fitted on
 fold 0 (the samples scored) to round-off by proxy.fit, validation loss = mean KD loss on fold 1.
 pyDVL gets a float64 torch ``nn.Linear`` holding the same weights and the same KD-aligned loss
-(METHOD.md section 2, tau and lam from KDConfig) and its ``regularization`` = mu / n. To make the two
+(docs/METHOD.md section 2, tau and lam from KDConfig) and its ``regularization`` = mu / n. To make the two
 Hessians identical the ridge is uniform here (bias_damping = 1: pyDVL has one scalar regulariser for a
 full block); pyDVL's Hessian is of the MEAN loss, ours of the SUM, so H_pydvl = H_ours / n.
 

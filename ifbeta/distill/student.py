@@ -4,7 +4,7 @@ A run directory holds ``config.json`` (what was asked), ``progress.json`` (rewri
 ``checkpoint/last.pt`` (resume state), ``student.safetensors`` and finally ``metrics.json``. Every
 finished run is also appended to ``<store>/runs.jsonl`` so the app lists runs started anywhere.
 
-Budgets (METHOD.md section 6): ``epochs`` trains E epochs over the subset (proportionally less
+Budgets (docs/METHOD.md section 6): ``epochs`` trains E epochs over the subset (proportionally less
 compute); ``steps`` trains as many optimiser steps as E epochs over the full pool would take.
 """
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""What the Beta policy ranks (METHOD.md section 5, safeguard 2): the axis values, larger = keep first.
+"""What the Beta policy ranks (docs/METHOD.md section 5, safeguard 2): the axis values, larger = keep first.
 
 Every axis is oriented the same way: larger = more helpful / easier, so after ranking u near 1 is
 the sample the policy keeps first when alpha > beta.
 
-- ``influence``: the cross-fitted influence scores s (METHOD.md section 3), > 0 helpful.
+- ``influence``: the cross-fitted influence scores s (docs/METHOD.md section 3), > 0 helpful.
 - ``entropy``: minus the teacher's predictive entropy at tau = 1, so the most confident (easiest)
   sample gets the largest value. ``easier_first`` is the one place that sign is written.
 
