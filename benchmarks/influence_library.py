@@ -4,7 +4,7 @@ The problem is one cross-fitting split of influence.score: synthetic teacher-lik
 distribution of ``synthetic`` in bilevel_timing.py), standardised with pool statistics, proxy fitted on
 fold 0 (the samples scored) to round-off by proxy.fit, validation loss = mean KD loss on fold 1.
 pyDVL gets a float64 torch ``nn.Linear`` holding the same weights and the same KD-aligned loss
-(METHOD.md section 2, tau and lam from KDConfig) and its ``regularization`` = mu / n. To make the two
+(docs/METHOD.md section 2, tau and lam from KDConfig) and its ``regularization`` = mu / n. To make the two
 Hessians identical the ridge is uniform here (bias_damping = 1: pyDVL has one scalar regulariser for a
 full block); pyDVL's Hessian is of the MEAN loss, ours of the SUM, so H_pydvl = H_ours / n.
 
@@ -32,7 +32,9 @@ import argparse
 import json
 import logging
 import time
+import types
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +70,7 @@ def agreement(ours, theirs, n, sign):
             "max_rel_diff": float(np.abs(scaled - ours).max() / np.abs(ours).max())}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--d", type=int, default=64)
@@ -78,30 +80,51 @@ def main() -> None:
                         help="also run pyDVL's CgInfluence (slow: block CG over every validation row)")
     parser.add_argument("--batch", type=int, default=1000, help="pyDVL data loader batch size")
     parser.add_argument("--out", default="benchmarks/results/influence-library.md")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def import_pydvl():
+    """pyDVL's torch influence module (a namespace of what this script uses), or None with a message."""
     try:
-        import torch
+        import torch  # noqa: F401
         from pydvl.influence import InfluenceMode
         from pydvl.influence.torch import CgInfluence, DirectInfluence
-        from pydvl.influence.torch.functional import hessian as pydvl_hessian
+        from pydvl.influence.torch.functional import hessian
     except ImportError as error:
         print(f"skipped: pyDVL's torch influence module is not importable ({error}); see this script's docstring "
               "for how to install it for the benchmark")
-        return
+        return None
     import pydvl
-    from torch.utils.data import DataLoader, TensorDataset
 
-    from ifbeta.config import KDConfig
+    return types.SimpleNamespace(InfluenceMode=InfluenceMode, CgInfluence=CgInfluence, DirectInfluence=DirectInfluence,
+                                 hessian=hessian, version=pydvl.__version__)
+
+
+@dataclass
+class Problem:
+    """One cross-fitting split: scored fold (x, t, y), validation fold (xv, tv, yv), the fitted proxy."""
+
+    x: np.ndarray
+    t: np.ndarray
+    y: np.ndarray
+    xv: np.ndarray
+    tv: np.ndarray
+    yv: np.ndarray
+    mu: float
+    options: dict
+    fitted: object
+    fit_seconds: float
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+
+def make_problem(args, kd) -> Problem:
+    """Synthetic pool standardised with pool statistics, fold 0 scored, fold 1 = V, proxy fitted to round-off."""
     from ifbeta.data.streaming import feature_statistics
-    from ifbeta.influence import objective, proxy, solvers
-    from ifbeta.influence import scores as influence
-    from ifbeta.threads import limit_blas_threads
+    from ifbeta.influence import proxy
 
-    limit_blas_threads()
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    logging.getLogger("pydvl").setLevel(logging.ERROR)
-    kd = KDConfig()
     features, logits, labels = synthetic(args.n, args.d, args.c)
     mean, std = feature_statistics(features)
     z = (features.astype(np.float64) - mean) / std
@@ -109,51 +132,75 @@ def main() -> None:
     train, held_out = np.flatnonzero(fold == 0), np.flatnonzero(fold == 1)
     x, t, y = z[train], logits[train].astype(np.float64), labels[train]
     xv, tv, yv = z[held_out], logits[held_out].astype(np.float64), labels[held_out]
-    n = len(train)
-    mu = args.mu * n / 1000.0
+    mu = args.mu * len(train) / 1000.0
     options = dict(mu=mu, kd=kd, bias_damping=1.0)
     fitted, fit_seconds = timed(proxy.fit, x, t, y, tolerance=1e-12, **options)
-    theta = fitted.theta
     print(f"fit: {fit_seconds:.2f}s, ||grad|| {fitted.grad_norm:.2e}, {fitted.iterations} iterations", flush=True)
+    return Problem(x, t, y, xv, tv, yv, mu, options, fitted, fit_seconds)
 
+
+def our_scores(problem: Problem, kd) -> tuple[dict, dict]:
+    """{solver: scores (n,)} and {solver: seconds} for direct, cg and ekfac, each timed after a warm-up."""
+    from ifbeta.influence import objective, solvers
+    from ifbeta.influence import scores as influence
+
+    p, theta = problem, problem.fitted.theta
     ours, ours_seconds = {}, {}
     for name in ("direct", "cg", "ekfac"):
         def score_once(solver=name):
-            g_val = objective.validation_gradient(theta, xv, tv, yv, kd=kd)
-            direction = solvers.SOLVERS[solver](theta, x, t, y, None, g_val, **options)
-            return influence.influence_scores(theta, direction, x, t, y, kd=kd)
+            g_val = objective.validation_gradient(theta, p.xv, p.tv, p.yv, kd=kd)
+            direction = solvers.SOLVERS[solver](theta, p.x, p.t, p.y, None, g_val, **p.options)
+            return influence.influence_scores(theta, direction, p.x, p.t, p.y, kd=kd)
         score_once()  # warm-up
         ours[name], ours_seconds[name] = timed(score_once)
         print(f"ours {name}: {ours_seconds[name]:.3f}s", flush=True)
+    return ours, ours_seconds
 
+
+def torch_problem(problem: Problem, args, kd, batch: int):
+    """The fitted proxy as a float64 nn.Linear, the KD loss, (train, validation) tensors and a loader."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    theta = problem.fitted.theta
     model = torch.nn.Linear(args.d, args.c, dtype=torch.float64)
     with torch.no_grad():
         model.weight.copy_(torch.from_numpy(theta[:, :-1]))
         model.bias.copy_(torch.from_numpy(theta[:, -1]))
     model.eval()
-    loss = kd_loss_torch(kd)
     target = lambda logit, label: torch.from_numpy(np.concatenate([logit, label[:, None].astype(np.float64)], 1))  # noqa: E731
-    train_x, train_y = torch.from_numpy(x), target(t, y)
-    val_x, val_y = torch.from_numpy(xv), target(tv, yv)
-    loader = DataLoader(TensorDataset(train_x, train_y), batch_size=args.batch)
+    train = torch.from_numpy(problem.x), target(problem.t, problem.y)
+    validation = torch.from_numpy(problem.xv), target(problem.tv, problem.yv)
+    loader = DataLoader(TensorDataset(*train), batch_size=batch)
+    return model, kd_loss_torch(kd), train, validation, loader
 
-    # the Hessians must agree: pyDVL's (mean loss) + mu/n I against ours (sum) / n, mapped to torch's order
-    theirs_h = pydvl_hessian(model, loss, loader).numpy() + np.eye(theta.size) * mu / n
+
+def hessian_difference(problem: Problem, args, pydvl_hessian, model, loss, loader) -> float:
+    """Max relative entry difference of pyDVL's (mean loss) + mu/n I against ours (sum) / n, in torch's order."""
+    from ifbeta.influence import objective
+
+    p, theta = problem, problem.fitted.theta
+    theirs_h = pydvl_hessian(model, loss, loader).numpy() + np.eye(theta.size) * p.mu / p.n
     order = np.concatenate([(np.arange(args.c)[:, None] * (args.d + 1) + np.arange(args.d)).ravel(),
                             np.arange(args.c) * (args.d + 1) + args.d])  # weight (C, d) row-major, then bias
-    ours_h = objective.hessian(theta, x, t, y, **options)[np.ix_(order, order)] / n
+    ours_h = objective.hessian(theta, p.x, p.t, p.y, **p.options)[np.ix_(order, order)] / p.n
     hessian_diff = float(np.abs(theirs_h - ours_h).max() / np.abs(ours_h).max())
     print(f"Hessian max relative difference {hessian_diff:.2e}", flush=True)
+    return hessian_diff
 
-    libraries = [("DirectInfluence", lambda: DirectInfluence(model, loss, regularization=mu / n))]
+
+def library_rows(library, args, problem: Problem, model, loss, train, validation, loader, ours, ours_seconds):
+    """One row per (pyDVL method, our solver): agreement statistics and timings."""
+    mu, n = problem.mu, problem.n
+    libraries = [("DirectInfluence", lambda: library.DirectInfluence(model, loss, regularization=mu / n))]
     if args.cg:
-        libraries.append(("CgInfluence", lambda: CgInfluence(model, loss, regularization=mu / n, rtol=1e-10,
-                                                             atol=1e-12, solve_simultaneously=True)))
+        libraries.append(("CgInfluence", lambda: library.CgInfluence(model, loss, regularization=mu / n, rtol=1e-10,
+                                                                     atol=1e-12, solve_simultaneously=True)))
     rows = []
     for name, build in libraries:
         def run(make=build):
             method = make().fit(loader)
-            matrix = method.influences(val_x, val_y, train_x, train_y, mode=InfluenceMode.Up)  # (n_val, n)
+            matrix = method.influences(*validation, *train, mode=library.InfluenceMode.Up)  # (n_val, n)
             return matrix.mean(dim=0).numpy()
         run()  # warm-up
         theirs, seconds = timed(run)
@@ -164,13 +211,18 @@ def main() -> None:
             rows.append({"pydvl": name, "pydvl_seconds": seconds, "ours": ours_name,
                          "ours_seconds": ours_seconds[ours_name], "ratio": ours_seconds[ours_name] / seconds, **stats})
             print(json.dumps(rows[-1]), flush=True)
+    return rows
 
+
+def report_lines(args, kd, problem: Problem, pydvl_version: str, torch_version: str, hessian_diff: float,
+                 rows: list) -> list[str]:
+    mu, n, fitted = problem.mu, problem.n, problem.fitted
     lines = [
         "# Influence scores against pyDVL (same linear-head problem)", "",
-        f"pyDVL {pydvl.__version__}, torch {torch.__version__}; synthetic teacher-like features N = {args.n} "
-        f"(fold 0: n = {n} scored, fold 1: {len(held_out)} validation), d = {args.d}, C = {args.c}, "
+        f"pyDVL {pydvl_version}, torch {torch_version}; synthetic teacher-like features N = {args.n} "
+        f"(fold 0: n = {n} scored, fold 1: {len(problem.yv)} validation), d = {args.d}, C = {args.c}, "
         f"KD loss tau = {kd.tau}, lam = {kd.lam}, uniform ridge mu = {mu:g} (SUM form; pyDVL regularization "
-        f"mu / n = {mu / n:.3g}). Proxy fitted once by proxy.fit ({fit_seconds:.2f} s, ||grad|| = "
+        f"mu / n = {mu / n:.3g}). Proxy fitted once by proxy.fit ({problem.fit_seconds:.2f} s, ||grad|| = "
         f"{fitted.grad_norm:.1e}) and loaded into a float64 nn.Linear. Hessians agree to {hessian_diff:.1e} "
         "(max relative entry difference).", "",
         "Timed on one process, BLAS and torch single-threaded, after a warm-up. Ours: validation gradient + "
@@ -182,6 +234,30 @@ def main() -> None:
     lines += [f"| {r['ours']} | {r['pydvl']} | {r['spearman']:.4f} | {r['pearson']:.4f} | {r['slope']:.4f} "
               f"| {r['max_rel_diff']:.1e} | {r['sign']:+.0f} | {r['ours_seconds']:.3f} | {r['pydvl_seconds']:.2f} "
               f"| {r['ratio']:.3f} |" for r in rows]
+    return lines
+
+
+def main() -> None:
+    args = parse_args()
+    library = import_pydvl()
+    if library is None:
+        return
+    import torch
+
+    from ifbeta.config import KDConfig
+    from ifbeta.threads import limit_blas_threads
+
+    limit_blas_threads()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("pydvl").setLevel(logging.ERROR)
+    kd = KDConfig()
+    problem = make_problem(args, kd)
+    ours, ours_seconds = our_scores(problem, kd)
+    model, loss, train, validation, loader = torch_problem(problem, args, kd, args.batch)
+    hessian_diff = hessian_difference(problem, args, library.hessian, model, loss, loader)
+    rows = library_rows(library, args, problem, model, loss, train, validation, loader, ours, ours_seconds)
+    lines = report_lines(args, kd, problem, library.version, torch.__version__, hessian_diff, rows)
     Path(args.out).write_text("\n".join(lines) + "\n")
 
 

@@ -8,7 +8,7 @@ fitting on S inside one half and validating on the other half), for several prox
 
 - the features the proxy sees: the teacher's penultimate features (the default), the output of the
   teacher's first or second stage average-pooled to 2x2, or raw pixels pooled to 8x8 (no teacher);
-- what it fits: the KD loss of METHOD.md (tau 4, lam 0.9) or hard labels (lam 0);
+- what it fits: the KD loss of docs/METHOD.md (tau 4, lam 0.9) or hard labels (lam 0);
 - what J measures on the validation half: the KD loss or the cross-entropy on hard labels.
 
 A proxy whose J can steer the policy must rank the subsets like the students do: Spearman(J,

@@ -1,8 +1,8 @@
 """Speed benchmarks, measured side by side in one run (ratios; absolute seconds only as context).
 
 - decode-and-cache time of the CIFAR-10 ImageFolder (60,000 JPEGs) into a fresh store;
-- teacher feature extraction (``ifbeta.features.extract``) against a plain ``model(x)`` loop;
-- KD training throughput (``ifbeta.train.fit``) against a minimal hand-written KD loop, same
+- teacher feature extraction (``ifbeta.models.features.extract``) against a plain ``model(x)`` loop;
+- KD training throughput (``ifbeta.models.training.fit``) against a minimal hand-written KD loop, same
   models, batch and steps;
 - the whole IF-Beta overhead (extract + score + policy) as a fraction of one full-data KD epoch.
 
@@ -88,32 +88,39 @@ def alternating(ours, reference, repeats: int) -> tuple[float, float, float, str
             float(np.median(ratios)), f"range {ratios[0]:.2f}-{ratios[-1]:.2f}")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="benchmarks/results/speed.md")
     parser.add_argument("--kd-samples", type=int, default=5120)
     parser.add_argument("--repeats", type=int, default=4, help="alternating (ours, hand-written) KD pairs")
-    args = parser.parse_args()
-    limit_blas_threads()
+    return parser.parse_args()
+
+
+def decode_rows() -> list[tuple[str, str, str]]:
+    """Decode + cache of CIFAR-10 into a fresh store, then a reload of the cached test split."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         decode, _ = timed(lambda: (data.load(DATASET, "train", store=Store(tmp)), data.load(DATASET, "test", store=Store(tmp))))
     rows.append(("decode + cache CIFAR-10 (60,000 JPEGs), fresh store", f"{decode:.1f} s", ""))
     reuse, _ = timed(lambda: data.load(DATASET, "test"))
     rows.append(("load the cached test split (10,000) again", f"{reuse:.2f} s", ""))
+    return rows
 
-    ws = pipeline.open_workspace(DATASET, pool=10_000)
-    teacher, test = ws.teacher, ws.test
-    model = teacher.model.to(memory_format=torch.channels_last).eval()
+
+def extraction_row(teacher, model, test, repeats: int) -> tuple[tuple[str, str, str], float]:
+    """Feature extraction of the test split against a plain model(x) loop; (row, our median seconds)."""
     ours, plain, ratio, spread = alternating(lambda: timed(lambda: extract(teacher, test, batch_size=512,
                                                                           device=torch.device("cpu")))[0],
                                              lambda: timed(lambda: plain_inference(model, teacher.normaliser,
-                                                                                   test.images))[0], args.repeats)
-    rows.append((f"feature extraction, 10,000 test images (resnet20; median of {args.repeats} alternating pairs "
-                 "after a warm-up)", f"{ours:.1f} s vs plain {plain:.1f} s", f"throughput ratio {ratio:.2f} ({spread})"))
+                                                                                   test.images))[0], repeats)
+    row = (f"feature extraction, 10,000 test images (resnet20; median of {repeats} alternating pairs "
+           "after a warm-up)", f"{ours:.1f} s vs plain {plain:.1f} s", f"throughput ratio {ratio:.2f} ({spread})")
+    return row, ours
 
-    kd, n = KDConfig(), args.kd_samples
-    subset = np.arange(n)
+
+def kd_rows(ws, teacher, model, n: int, repeats: int) -> tuple[list[tuple[str, str, str]], float]:
+    """KD training with fit against the hand-written loop, then fit with augmentation; (rows, fit seconds)."""
+    kd, subset = KDConfig(), np.arange(n)
     config = TrainConfig(epochs=1, batch_size=256, augment=False, seed=0)
 
     def product_run():
@@ -128,32 +135,54 @@ def main() -> None:
         return timed(lambda: minimal_kd_loop(student, model, teacher.normaliser, ws.train.images[:n],
                                              ws.train.labels[:n], 256, kd))[0]
 
-    product, hand, ratio, spread = alternating(product_run, hand_run, args.repeats)
-    rows.append((f"KD training, {n} images, resnet20 -> resnet8, batch 256, no augmentation "
-                 f"(median of {args.repeats} alternating pairs after a warm-up)",
-                 f"{product:.1f} s vs hand-written {hand:.1f} s", f"throughput ratio {ratio:.2f} ({spread})"))
+    product, hand, ratio, spread = alternating(product_run, hand_run, repeats)
+    rows = [(f"KD training, {n} images, resnet20 -> resnet8, batch 256, no augmentation "
+             f"(median of {repeats} alternating pairs after a warm-up)",
+             f"{product:.1f} s vs hand-written {hand:.1f} s", f"throughput ratio {ratio:.2f} ({spread})")]
     torch.manual_seed(0)
     augmented, _ = timed(lambda: fit(models.build("resnet8", num_classes=10), ws.train,
                                      config=TrainConfig(epochs=1, batch_size=256, seed=0), indices=subset,
                                      teacher=model, kd=kd, normaliser=teacher.normaliser, device=torch.device("cpu")))
     rows.append(("  same with crop+flip augmentation", f"{augmented:.1f} s", f"{n / augmented:.0f} img/s"))
+    return rows, product
 
+
+def overhead_row(ws, extract_seconds: float, product: float, n: int) -> tuple[str, str, str]:
+    """Extract + score + policy (r=0.7) on the pool, in full-data (50k) KD epochs of ``product`` s per n images."""
     epoch_50k = product * 50_000 / n
     with tempfile.TemporaryDirectory() as tmp:  # scores and policy computed now, in an empty store
         fresh = dataclasses.replace(ws, store=Store(tmp))
         score_seconds, _ = timed(lambda: pipeline.scores(fresh))
         policy_seconds, _ = timed(lambda: pipeline.policies(fresh, [0.7]))
-    extract_pool = ours * len(ws.train) / len(test)
+    extract_pool = extract_seconds * len(ws.train) / len(ws.test)
     overhead = extract_pool + score_seconds + policy_seconds
-    rows.append(("IF-Beta overhead on the 10k pool: extract + score + policy (r=0.7), each computed in this run",
-                 f"{extract_pool:.0f} + {score_seconds:.0f} + {policy_seconds:.0f} s",
-                 f"{overhead / epoch_50k:.2f} full-data (50k) KD epochs"))
+    return ("IF-Beta overhead on the 10k pool: extract + score + policy (r=0.7), each computed in this run",
+            f"{extract_pool:.0f} + {score_seconds:.0f} + {policy_seconds:.0f} s",
+            f"{overhead / epoch_50k:.2f} full-data (50k) KD epochs")
+
+
+def report_lines(rows: list[tuple[str, str, str]]) -> list[str]:
     lines = ["# Speed (side by side in one run)", "",
              f"{platform.machine()}, {torch.get_num_threads()} torch threads, BLAS single-threaded, torch {torch.__version__}.",
              "Each pair is warmed up once, then timed alternately (either side first in turn); the ratio is the median",
              "over pairs, with its range.", "",
              "| what | seconds | ratio |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
-    lines += NOTES
+    return lines + NOTES
+
+
+def main() -> None:
+    args = parse_args()
+    limit_blas_threads()
+    rows = decode_rows()
+    ws = pipeline.open_workspace(DATASET, pool=10_000)
+    teacher, test = ws.teacher, ws.test
+    model = teacher.model.to(memory_format=torch.channels_last).eval()
+    row, extract_seconds = extraction_row(teacher, model, test, args.repeats)
+    rows.append(row)
+    kd_table, product = kd_rows(ws, teacher, model, args.kd_samples, args.repeats)
+    rows += kd_table
+    rows.append(overhead_row(ws, extract_seconds, product, args.kd_samples))
+    lines = report_lines(rows)
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -21,7 +21,7 @@ class KDConfig:
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    """The KD-aligned linear proxy of METHOD.md section 2."""
+    """The KD-aligned linear proxy of docs/METHOD.md section 2."""
 
     kd: KDConfig = field(default_factory=KDConfig)
     mu: float | None = None  # ridge strength; None = choose by validation over mu_grid
@@ -36,7 +36,7 @@ class ProxyConfig:
 
 @dataclass(frozen=True)
 class InfluenceConfig:
-    """Cross-fitted influence scoring (METHOD.md section 3)."""
+    """Cross-fitted influence scoring (docs/METHOD.md section 3)."""
 
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     solver: str = "direct"  # direct | cg | ekfac
@@ -68,7 +68,7 @@ class InfluenceConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """The bilevel Beta policy of METHOD.md sections 4-5; ``optimise_policy(..., **config.to_dict())``."""
+    """The bilevel Beta policy of docs/METHOD.md sections 4-5; ``optimise_policy(..., **config.to_dict())``."""
 
     estimator: str = "implicit"  # implicit | reinforce | grid (policy.estimators.ESTIMATORS)
     axis: str = "influence"  # what the Beta ranks: influence scores | teacher entropy (policy.axes.AXES)

@@ -1,6 +1,6 @@
 """Two-dimensional maps of the teacher feature space: PCA at once, UMAP cached in the artefact store.
 
-Both work on standardised features (the statistics of the given rows, as in METHOD.md section 1).
+Both work on standardised features (the statistics of the given rows, as in docs/METHOD.md section 1).
 UMAP first projects to at most ``UMAP_PCA_DIMS`` principal components (the usual speed-up; it keeps
 the neighbourhoods), is seeded (hence single-threaded and reproducible) and is stored as
 ``cache/embeddings/<key>/coords.npy`` keyed by its parameters and the features' artefact key, so a

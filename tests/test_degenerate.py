@@ -1,6 +1,6 @@
 """Degenerate input to influence scoring: a clear ValueError, or a documented behaviour asserted here.
 
-Documented in the module docstring of ifbeta/influence.py:
+Documented in the module docstring of ifbeta/influence/scores.py:
 - NaN/Inf in features or teacher logits, labels outside [0, C) or of the wrong shape, an empty
   cross-fitting fold: ValueError naming the problem (and where) before any fit.
 - constant feature columns: standardised to exactly 0, so the scores equal those with the columns deleted.
@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from ifbeta.config import InfluenceConfig, KDConfig, ProxyConfig
 from ifbeta.data.streaming import feature_statistics
-from ifbeta.influence import objective, proxy
+from ifbeta.influence import objective, proxy, validation
 from ifbeta.influence import scores as influence
 
 SOLVERS = ("direct", "cg", "ekfac")
@@ -50,7 +50,7 @@ def test_non_finite_features_are_refused_naming_row_and_column(value):
     with pytest.raises(ValueError, match=r"features contain NaN or Inf \(first at row 7, column 2\); remove or impute"):
         influence.score(features, logits, labels, config=config())
     with pytest.raises(ValueError, match=r"first at row 7, column 2"):
-        influence.loo_check(features, logits, labels, config=config(), samples=3)
+        validation.loo_check(features, logits, labels, config=config(), samples=3)
 
 
 def test_float16_overflow_in_a_memmap_is_refused(tmp_path):

@@ -1,45 +1,16 @@
-"""Subset file: round-trip, validation, refusal, atomic writes, export sanitisation, zip."""
-import io
+"""Subset file: round-trip, validation, refusal, atomic writes, torch_subset."""
 import json
-import zipfile
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 import ifbeta
 from ifbeta.subsets import files as subset
 from ifbeta.subsets.files import SubsetError
-
-
-@dataclass
-class FakeDataset:
-    name: str
-    ids: list
-    labels: np.ndarray
-    class_names: list
-    fingerprint: str = "f" * 64
-    split: str = field(default="train")
-
-
-def make_dataset(n=12, classes=("cat", "dog", "bird"), name="toy", fingerprint="a" * 64):
-    labels = np.arange(n) % len(classes)
-    return FakeDataset(name, [f"{name}/{i}" for i in range(n)], labels, list(classes), fingerprint)
-
-
-def write_toy(directory, dataset=None, indices=(1, 4, 7), **kwargs):
-    dataset = dataset or make_dataset()
-    n = len(dataset.ids)
-    defaults = dict(indices=np.array(indices), dataset=dataset, method="if-beta", ratio=0.75, seed=3,
-                    alpha=2.0, beta=0.5, scores=np.linspace(-1, 1, n), u=(np.arange(n) + 0.5) / n,
-                    inclusion=np.full(n, len(indices) / n), teacher={"arch": "resnet20", "checkpoint_sha256": "b" * 64},
-                    extra={"mu": np.float64(0.1), "trace": [1, 2]})
-    defaults.update(kwargs)
-    return subset.write(directory, **defaults)
+from tests.toy_subsets import make_dataset, write_toy
 
 
 def test_round_trip(tmp_path):
@@ -173,50 +144,21 @@ def test_write_refuses_to_replace_a_foreign_directory(tmp_path):
     assert (foreign / "thesis.tex").read_text() == "precious"
 
 
-def test_export_imagefolder_sanitises_names(tmp_path):
-    classes = ("../evil", "/abs", "..", "ok name")
-    dataset = make_dataset(n=8, classes=classes)
-    dataset.ids = ["../../x", "/etc/passwd", "..", "a/b/../c.jpg", "é", "", "n6", "n7"]
-    path = write_toy(tmp_path / "s", dataset, indices=[0, 1, 2, 3, 5])
-    images = torch.arange(8 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(8, 3, 4, 4)
-    destination = tmp_path / "out" / "export"
-    subset.export_imagefolder(subset.load(path, dataset), images, dataset, destination, split_name="../train",
-                              include_pruned=True)
-    written = sorted(p for p in (tmp_path).rglob("*.png"))
-    assert len(written) == 8
-    for png in written:
-        relative = png.resolve().relative_to(destination.resolve())
-        assert ".." not in relative.parts and len(relative.parts) == 3
-    assert {p.parent.parent.name for p in written} == {"train", "pruned"}
-    assert {p.parent.name for p in written} == {"evil", "abs", "class_2", "ok_name"}
-    kept = sorted((destination / "train").rglob("*.png"))
-    assert len(kept) == 5
-    first = next(p for p in kept if p.name.startswith("0000000_"))
-    assert np.array_equal(np.asarray(Image.open(first)), images[0].permute(1, 2, 0).numpy())
-
-
-def test_export_greyscale_numpy_and_refusal(tmp_path):
-    dataset = make_dataset(n=6)
-    path = write_toy(tmp_path / "s", dataset, indices=[0, 5])
-    images = np.random.default_rng(0).integers(0, 256, size=(6, 1, 5, 5), dtype=np.uint8)
-    destination = subset.export_imagefolder(subset.load(path), images, dataset, tmp_path / "out")
-    pngs = sorted(destination.rglob("*.png"), key=lambda p: p.name)
-    assert len(pngs) == 2 and np.array_equal(np.asarray(Image.open(pngs[0])), images[0, 0])
-    with pytest.raises(SubsetError, match="made for dataset"):
-        subset.export_imagefolder(subset.load(path), images, make_dataset(n=6, name="other", fingerprint="9" * 64),
-                                  tmp_path / "out2")
-
-
-def test_class_folders_stay_distinct():
-    assert subset._class_folders(["a/b", "a_b", "A_B"]) == ["a_b", "a_b_1", "A_B_2"]
-
-
-def test_zip_bytes(tmp_path):
-    path = write_toy(tmp_path / "my subset")
-    with zipfile.ZipFile(io.BytesIO(subset.zip_bytes(path))) as archive:
-        names = sorted(archive.namelist())
-        assert names == sorted(f"my_subset/{name}" for name in subset.FILES)
-        assert np.load(io.BytesIO(archive.read("my_subset/indices.npy"))).tolist() == [1, 4, 7]
+def test_torch_subset(tmp_path, digits):
+    train, _ = digits
+    indices = np.sort(np.random.default_rng(0).choice(len(train), size=17, replace=False))
+    loaded = subset.load(subset.write(tmp_path / "s", indices=indices, dataset=train, method="random", ratio=0.5, seed=0), train)
+    view = subset.torch_subset(loaded, train)
+    assert isinstance(view, torch.utils.data.Subset) and len(view) == 17
+    for position in (0, 8, 16):
+        image, label = view[position]
+        i = int(indices[position])
+        assert torch.equal(image, train.images[i]) and image.dtype == torch.uint8
+        assert int(label) == int(train.labels[i])
+    ready = torch.utils.data.TensorDataset(train.images, torch.as_tensor(train.labels))
+    assert list(subset.torch_subset(loaded, ready).indices) == list(indices)
+    with pytest.raises(SubsetError):
+        subset.torch_subset(loaded, torch.utils.data.TensorDataset(train.images[:10], torch.zeros(10)))
 
 
 @given(n=st.integers(1, 40), data=st.data())

@@ -11,7 +11,7 @@ HELP = "run a benchmark grid (select, distil, report); rerun the same command to
 def add_arguments(parser) -> None:
     from ifbeta.evaluation.grid import PRESETS
 
-    parser.add_argument("--preset", default=None, choices=list(PRESETS), help="protocol of BENCHMARKS.md")
+    parser.add_argument("--preset", default=None, choices=list(PRESETS), help="protocol of docs/BENCHMARKS.md")
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--teacher", default=None)
     parser.add_argument("--student", default=None)

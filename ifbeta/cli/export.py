@@ -23,11 +23,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ifbeta.subsets import export
     from ifbeta.subsets import files as subset
 
     train, _ = common.load_splits(args)
     loaded = subset.load(Path(args.subset), train)
-    destination = subset.export_imagefolder(loaded, train.images, train, Path(args.out), mode=args.mode,
+    destination = export.export_imagefolder(loaded, train.images, train, Path(args.out), mode=args.mode,
                                             include_pruned=args.include_pruned, force=args.force)
     files = "PNG files" if not str(train.name).startswith("imagefolder:") else f"files ({args.mode})"
     written = loaded.k + ((len(train) - loaded.k) if args.include_pruned else 0)

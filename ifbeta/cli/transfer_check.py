@@ -1,4 +1,4 @@
-"""ifbeta transfer-check: does the proxy's J predict real students on this data? (METHOD.md section 5)
+"""ifbeta transfer-check: does the proxy's J predict real students on this data? (docs/METHOD.md section 5)
 
 The report is the store's ``transfer`` artefact (``evaluation.diagnostics.transfer_report``), the one
 the app shows; a repeated check reads it back."""

@@ -4,7 +4,7 @@ A run directory holds ``config.json`` (what was asked), ``progress.json`` (rewri
 ``checkpoint/last.pt`` (resume state), ``student.safetensors`` and finally ``metrics.json``. Every
 finished run is also appended to ``<store>/runs.jsonl`` so the app lists runs started anywhere.
 
-Budgets (METHOD.md section 6): ``epochs`` trains E epochs over the subset (proportionally less
+Budgets (docs/METHOD.md section 6): ``epochs`` trains E epochs over the subset (proportionally less
 compute); ``steps`` trains as many optimiser steps as E epochs over the full pool would take.
 """
 from __future__ import annotations
@@ -59,15 +59,8 @@ def run(workspace: Workspace, *, subset: str | Path | None, out: str | Path, stu
     """Distil ``workspace.teacher`` into a fresh ``student`` on ``subset`` (a subset directory, or
     None for the full pool). Returns the metrics dict (test_top1/top5 are last-epoch fractions).
     ``eval_every``: test the student every that many epochs (always after the last one)."""
-    from ifbeta.subsets import files as subset_module
-
     train = workspace.train
-    if subset is None:
-        indices, method, ratio, subset_path = np.arange(len(train)), "full", 0.0, None
-    else:
-        loaded = subset_module.load(subset, train)
-        indices, method = loaded.indices, loaded.manifest.get("method", "?")
-        ratio, subset_path = float(loaded.manifest.get("ratio", 0.0)), str(Path(subset).resolve())
+    indices, method, ratio, subset_path = _subset_indices(subset, train)
     student = student or models.default_architectures(train.name, train.image_size)[1]
     epochs = epochs or STUDENT_EPOCHS.get(train.name, DEFAULT_STUDENT_EPOCHS)
     batch_size = batch_size or (64 if len(train) < 5000 else 128)
@@ -98,11 +91,30 @@ def run(workspace: Workspace, *, subset: str | Path | None, out: str | Path, stu
                "seconds": result.seconds, "wall_seconds": time.time() - began, "history": result.history,
                "resumed_from_epoch": result.resumed_from}
     if rank == 0:
-        models.save_checkpoint(model.cpu(), out / "student.safetensors", arch=student, num_classes=train.num_classes,
-                               in_channels=train.channels, metadata={"run": out.name, "method": method})
-        _write_json(out / "metrics.json", metrics)
-        _register(workspace.store, metrics)
+        _save(workspace, model, out, metrics)
     return metrics
+
+
+def _subset_indices(subset: str | Path | None, train) -> tuple[np.ndarray, str, float, str | None]:
+    """(kept indices, method, ratio, resolved subset path) of a subset directory checked against
+    ``train``; the whole pool ("full", ratio 0, no path) for None."""
+    from ifbeta.subsets import files as subset_module
+
+    if subset is None:
+        return np.arange(len(train)), "full", 0.0, None
+    loaded = subset_module.load(subset, train)
+    return (loaded.indices, loaded.manifest.get("method", "?"), float(loaded.manifest.get("ratio", 0.0)),
+            str(Path(subset).resolve()))
+
+
+def _save(workspace: Workspace, model, out: Path, metrics: dict) -> None:
+    """The student's checkpoint, metrics.json and the store's run record (rank 0 only)."""
+    train = workspace.train
+    models.save_checkpoint(model.cpu(), out / "student.safetensors", arch=metrics["student"],
+                           num_classes=train.num_classes, in_channels=train.channels,
+                           metadata={"run": out.name, "method": metrics["method"]})
+    _write_json(out / "metrics.json", metrics)
+    _register(workspace.store, metrics)
 
 
 def _indices_hash(indices: np.ndarray) -> str:

@@ -1,4 +1,4 @@
-"""Benchmark grids (BENCHMARKS.md): select with every method, distil, and report paired results.
+"""Benchmark grids (docs/BENCHMARKS.md): select with every method, distil, and report paired results.
 
 A grid is (method x ratio x seed x budget) plus the full-pool ceiling per seed. Every subset and
 every run lives under ``OUT/`` (``subsets/<method>/r<ratio>-s<seed>/``, ``runs/<cell>/``); a killed

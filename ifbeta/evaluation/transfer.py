@@ -1,4 +1,4 @@
-"""The transfer check (METHOD.md section 5, point 3): does the proxy's J predict the real student here?
+"""The transfer check (docs/METHOD.md section 5, point 3): does the proxy's J predict the real student here?
 
 J (the proxy's validation loss of a policy) is only a proxy. On the user's own data, train a few
 short real KD students on subsets drawn from several policies and compare:

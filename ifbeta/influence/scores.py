@@ -1,4 +1,4 @@
-"""Cross-fitted influence scores of METHOD.md section 3, and their leave-one-out ground truth.
+"""Cross-fitted influence scores of docs/METHOD.md section 3.
 
     s_i = g_V^T H^{-1} grad l_i(theta*)   (N,) float64
         = first-order change of the validation loss L_V when sample i is REMOVED from the SUM objective.
@@ -19,13 +19,14 @@ validation set that scores it. v = H^{-1} g_V is solved once per fold; then s_i 
 every i in one O(N C d) pass.
 
 Memory model: features (N, d) may be a float16 np.memmap larger than RAM. Pool statistics,
-validation gradients, teacher statistics and scores stream ``config.chunk_size`` rows at a time
+validation gradients, teacher statistics (statistics.py) and scores stream ``config.chunk_size`` rows at a time
 (one float64 chunk). The only full float64 copy is the standardised training fold (N/K x d) and its
 teacher logits (N/K x C) used by the fit, unless ``config.materialise_fold`` is False, in which case
-the fit re-reads the fold from disk at every pass (choose_mu and loo_check always copy one fold).
+the fit re-reads the fold from disk at every pass (choose_mu and validation.loo_check always copy one
+fold).
 Solver ``direct`` adds (C(d+1))^2 floats, the Newton estimator 4 (C(d+1))^2.
 
-Degenerate input (tests/test_degenerate.py), checked by :func:`score` and :func:`loo_check` before any fit:
+Degenerate input (tests/test_degenerate.py), checked by :func:`score` and validation.loo_check before any fit:
 - NaN or Inf in features or teacher logits: ValueError naming the first bad row and column. Free for
   the features (a non-finite value makes its column's mean non-finite; the row is searched only to
   report it), one chunked pass over the logits.
@@ -50,13 +51,12 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
-import scipy.stats
 
 from ifbeta.config import InfluenceConfig, KDConfig
 from ifbeta.data.streaming import FeatureView, feature_statistics
 from ifbeta.influence import objective, proxy, solvers
 from ifbeta.influence.solvers import SOLVERS
+from ifbeta.influence.statistics import teacher_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ ESTIMATORS = ("auto", "first_order", "newton")
 NEWTON_LIMIT = 2 * proxy.DENSE_NEWTON_LIMIT  # largest C(d+1) for the dense Newton estimator
 AUTO_NEWTON_ROWS_PER_PARAMETER = 4  # auto: newton while a fold has fewer samples per parameter than this
 
-__all__ = ["ESTIMATORS", "SOLVERS", "InfluenceResult", "influence_on_weights", "influence_scores", "loo_check", "score",
-           "teacher_statistics"]
+__all__ = ["ESTIMATORS", "SOLVERS", "InfluenceResult", "influence_on_weights", "influence_scores", "prepare",
+           "removal_scores", "resolve_estimator", "score", "validated_labels"]
 
 
 @dataclass(frozen=True)
@@ -88,27 +88,6 @@ class InfluenceResult:
     grad_norms: list = field(default_factory=list)
     mu_table: list = field(default_factory=list)
     estimator: str = "first_order"
-
-
-def teacher_statistics(teacher_logits, labels, *, chunk_size: int = objective.CHUNK_SIZE) -> dict:
-    """Teacher-only scores (temperature 1), each (N,) float64: el2n = ||softmax(t) - onehot(y)||_2
-    (higher = harder), entropy of softmax(t) (higher = less certain), margin = t_y - max_{c != y} t_c
-    (higher = easier)."""
-    labels = np.asarray(labels).astype(np.int64)
-    parts = {"el2n": [], "entropy": [], "margin": []}
-    for start in range(0, len(labels), chunk_size):
-        logits = np.asarray(teacher_logits[start:start + chunk_size], dtype=np.float64)  # (m, C)
-        y, rows = labels[start:start + chunk_size], np.arange(len(logits))
-        log_p = objective.log_softmax(logits)
-        probs = np.exp(log_p)
-        probs_minus = probs.copy()
-        probs_minus[rows, y] -= 1.0
-        parts["el2n"].append(np.linalg.norm(probs_minus, axis=1))
-        parts["entropy"].append(-(probs * log_p).sum(axis=1))
-        others = logits.copy()
-        others[rows, y] = -np.inf
-        parts["margin"].append(logits[rows, y] - others.max(axis=1))
-    return {key: np.concatenate(value) if value else np.zeros(0) for key, value in parts.items()}
 
 
 def influence_scores(theta, direction, features, teacher_logits, labels, *, kd: KDConfig,
@@ -142,7 +121,9 @@ def influence_on_weights(theta, features, teacher_logits, labels, weights, val_f
 # ----------------------------------------------------------------------------- cross-fitting
 
 
-class _Clock:
+class Clock:
+    """Seconds per stage: ``lap(stage)`` adds the time since the previous lap to ``seconds[stage]``."""
+
     def __init__(self):
         self.seconds, self._last = {}, time.perf_counter()
 
@@ -161,7 +142,7 @@ def _first_non_finite(array, chunk_size: int):
     return None
 
 
-def _validated_labels(labels, features, teacher_logits) -> np.ndarray:
+def validated_labels(labels, features, teacher_logits) -> np.ndarray:
     """labels as (N,) int64 in [0, C), or a ValueError saying what is wrong with them."""
     labels, count = np.asarray(labels), len(features)
     classes = np.asarray(teacher_logits[:1]).shape[1]
@@ -193,7 +174,7 @@ def _pool_statistics(features, teacher_logits, chunk_size: int):
     return mean, std  # constant columns standardise to exactly 0 (feature_statistics)
 
 
-def _prepare(features, teacher_logits, labels, config: InfluenceConfig, clock: _Clock):
+def prepare(features, teacher_logits, labels, config: InfluenceConfig, clock: Clock):
     """Config with the estimator resolved, standardised pool view, logits view, fold ids, mu, table."""
     if config.folds < 2:
         raise ValueError("cross-fitting needs folds >= 2 (each fold is validated on the others)")
@@ -246,11 +227,11 @@ def resolve_estimator(config: InfluenceConfig, parameters: int, rows: int | None
     return config.estimator
 
 
-def _removal_scores(theta, train: tuple, validation: tuple, mu: float, config: InfluenceConfig) -> np.ndarray:
+def removal_scores(theta, train: tuple, validation: tuple, mu: float, config: InfluenceConfig) -> np.ndarray:
     """Scores of the training samples, (n,) float64, > 0 helpful, by config.estimator (see ESTIMATORS)."""
     settings, chunk = config.proxy, config.chunk_size
     options = dict(mu=mu, kd=settings.kd, bias_damping=settings.bias_damping, chunk_size=chunk)
-    if resolve_estimator(config, theta.size, len(train[2])) == "newton":  # resolved by _prepare; re-checked
+    if resolve_estimator(config, theta.size, len(train[2])) == "newton":  # resolved by prepare; re-checked
         return solvers.newton_removal_scores(theta, *train, *validation, **options)
     g_val = objective.validation_gradient(theta, *validation, kd=settings.kd, chunk_size=chunk)  # (C, d+1)
     if config.solver == "cg":
@@ -260,7 +241,7 @@ def _removal_scores(theta, train: tuple, validation: tuple, mu: float, config: I
     return influence_scores(theta, direction, *train, kd=settings.kd, chunk_size=chunk)
 
 
-def _score_fold(pool, logits, labels, fold, k, mu, config: InfluenceConfig, clock: _Clock):
+def _score_fold(pool, logits, labels, fold, k, mu, config: InfluenceConfig, clock: Clock):
     settings, chunk = config.proxy, config.chunk_size
     train, held_out = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
     x, t = _training_fold(pool, logits, train, config)
@@ -270,7 +251,7 @@ def _score_fold(pool, logits, labels, fold, k, mu, config: InfluenceConfig, cloc
         logger.warning("fold %d: proxy fit stopped at ||grad|| = %.3g", k, fitted.grad_norm)
     clock.lap("fit")
     validation = (pool.subset(held_out), logits.subset(held_out), labels[held_out])
-    scores = _removal_scores(fitted.theta, (x, t, labels[train]), validation, mu, config)
+    scores = removal_scores(fitted.theta, (x, t, labels[train]), validation, mu, config)
     clock.lap("solve")
     kd_loss = objective.per_sample_loss(fitted.theta, x, t, labels[train], kd=settings.kd, chunk_size=chunk)
     clock.lap("scores")
@@ -287,9 +268,9 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
     an empty cross-fitting fold. Constant feature columns standardise to 0 (as if deleted); a class
     with one sample is scored like any other sample (see the module docstring).
     """
-    clock, labels = _Clock(), _validated_labels(labels, features, teacher_logits)
+    clock, labels = Clock(), validated_labels(labels, features, teacher_logits)
     notify = on_step or (lambda step, info: None)
-    config, pool, logits, fold, mu, table = _prepare(features, teacher_logits, labels, config, clock)
+    config, pool, logits, fold, mu, table = prepare(features, teacher_logits, labels, config, clock)
     notify(0, {"stage": "prepare", "mu": mu, "folds": config.folds})
     scores, kd_loss, grad_norms = np.zeros(len(labels)), np.zeros(len(labels)), []
     for k in range(config.folds):
@@ -307,111 +288,3 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
                 seconds["total"], 100.0 * float((scores < 0).mean()) if len(scores) else 0.0)
     return InfluenceResult(scores=scores, fold=fold, mu=mu, solver=config.solver, teacher_scores=teacher,
                            seconds=seconds, grad_norms=grad_norms, mu_table=table, estimator=config.estimator)
-
-
-# ----------------------------------------------------------------------------- leave-one-out ground truth
-
-
-def _refit(theta, factor, problem: dict, weights, scale: float):
-    """Exact refit of the weighted problem from a warm start; returns (theta, ||grad||).
-
-    With ``factor`` (Cholesky of the unweighted Hessian at theta*) it runs chord iterations
-    theta <- theta - H0^{-1} grad(theta): each costs one gradient pass and contracts the error by about
-    the relative change of H (1/n for one sample), so a few reach round-off. Otherwise Newton(-CG).
-    The stopping point is ||grad|| <= 1e-11 * scale or the round-off floor.
-    """
-    previous = np.inf
-    if factor is not None:
-        for _ in range(100):
-            grad = objective.gradient(theta, weights=weights, **problem)
-            norm = float(np.linalg.norm(grad))
-            if norm <= 1e-11 * scale or (norm > 0.5 * previous and norm <= 1e-8 * scale):
-                return theta, norm
-            theta, previous = theta - scipy.linalg.cho_solve(factor, grad.reshape(-1)).reshape(theta.shape), norm
-    fitted = proxy.fit(init=theta, weights=weights, tolerance=1e-12, max_iterations=200, **problem)
-    return fitted.theta, fitted.grad_norm
-
-
-def _agreement(predicted, actual) -> dict:
-    predicted, actual = np.asarray(predicted), np.asarray(actual)
-    return {
-        "spearman": float(scipy.stats.spearmanr(predicted, actual)[0]),
-        "pearson": float(scipy.stats.pearsonr(predicted, actual)[0]),
-        "slope": float(predicted @ actual / (predicted @ predicted)),  # least squares through the origin
-        "sign_agreement": float(np.mean(np.sign(predicted) == np.sign(actual))),
-        "n": int(len(predicted)),
-        "predicted": predicted.tolist(),
-        "actual": actual.tolist(),
-    }
-
-
-class _Refits:
-    """theta* on the training fold (to round-off) and true refits without given training rows."""
-
-    def __init__(self, pool, logits, labels, train, held_out, mu: float, config: InfluenceConfig):
-        settings, chunk = config.proxy, config.chunk_size
-        self.train = (pool.subset(train).materialise(chunk), logits.subset(train).materialise(chunk), labels[train])
-        self.validation = (pool.subset(held_out), logits.subset(held_out), labels[held_out])
-        self.problem = dict(features=self.train[0], teacher_logits=self.train[1], labels=self.train[2], mu=mu,
-                            kd=settings.kd, bias_damping=settings.bias_damping, chunk_size=chunk)
-        theta = proxy.fit(tolerance=settings.tolerance, max_iterations=settings.max_iterations, **self.problem).theta
-        self.factor = None
-        if theta.size <= NEWTON_LIMIT:
-            self.factor = scipy.linalg.cho_factor(objective.hessian(theta, **self.problem), overwrite_a=True)
-        self.scale = 1.0 + float(np.linalg.norm(objective.gradient(np.zeros_like(theta), **self.problem)))
-        self.theta, _ = _refit(theta, self.factor, self.problem, None, self.scale)
-        self.base = self.validation_loss(self.theta)
-
-    def validation_loss(self, theta) -> float:
-        return objective.validation_loss(theta, *self.validation, kd=self.problem["kd"],
-                                     chunk_size=self.problem["chunk_size"])
-
-    def removal_delta(self, removed) -> float:
-        """True change of L_V when training rows ``removed`` get weight 0 (refit to round-off)."""
-        weights = np.ones(len(self.train[2]))
-        weights[removed] = 0.0
-        refitted, _ = _refit(self.theta, self.factor, self.problem, weights, self.scale)
-        return self.validation_loss(refitted) - self.base
-
-
-def loo_check(features, teacher_logits, labels, *, config: InfluenceConfig = InfluenceConfig(), samples: int = 200,
-              seed: int = 0, on_step=None) -> dict:
-    """Influence against true refits on one cross-fitting split (train = fold 0, V = the other folds).
-
-    For ``samples`` random training samples, refit the proxy without each (warm-started, to round-off)
-    and record the true change of L_V next to the predicted s_i (config.solver). Keys: spearman, pearson,
-    slope (least-squares slope of true on predicted THROUGH THE ORIGIN: s_i has no intercept by
-    construction; 1 = values agree), sign_agreement, n, predicted, actual, indices (pool rows), and the
-    group check: group_harmful_delta / group_helpful_delta / group_random_delta = true change of L_V when
-    the 10% most harmful / most helpful / a random 10% of the training fold are removed (harmful < 0 and
-    helpful > random expected), group_*_predicted (the sum of their scores: groups are not additive);
-    plus group_size, mu, base_val_loss, estimator, solver, seconds. Each refit costs a few
-    passes over the training fold and one over V.
-    """
-    clock, notify = _Clock(), on_step or (lambda step, info: None)
-    labels = _validated_labels(labels, features, teacher_logits)
-    config, pool, logits, fold, mu, _ = _prepare(features, teacher_logits, labels, config, clock)
-    train, held_out = np.flatnonzero(fold == 0), np.flatnonzero(fold != 0)
-    refits = _Refits(pool, logits, labels, train, held_out, mu, config)
-    predicted_all = _removal_scores(refits.theta, refits.train, refits.validation, mu, config)
-    clock.lap("fit")
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(len(train), size=min(samples, len(train)), replace=False))
-    actual = []
-    for step, i in enumerate(chosen):
-        actual.append(refits.removal_delta([i]))
-        notify(step, {"stage": "loo", "done": step + 1, "total": len(chosen)})
-    clock.lap("loo")
-    order, size = np.argsort(predicted_all), max(1, int(round(0.1 * len(train))))
-    report = _agreement(predicted_all[chosen], actual)
-    report.update(indices=train[chosen].tolist(), group_size=size, mu=mu, base_val_loss=refits.base,
-                  estimator=config.estimator, solver=config.solver)
-    for name, group in (("harmful", order[:size]), ("helpful", order[-size:]),
-                        ("random", rng.choice(len(train), size=size, replace=False))):
-        report[f"group_{name}_delta"] = refits.removal_delta(group)
-        report[f"group_{name}_predicted"] = float(predicted_all[group].sum())  # additive first guess
-    clock.lap("groups")
-    report["seconds"] = dict(clock.seconds)
-    logger.info("loo_check: spearman %.3f slope %.3f sign %.3f", report["spearman"], report["slope"],
-                report["sign_agreement"])
-    return report

@@ -1,9 +1,9 @@
-"""What the Beta policy ranks (METHOD.md section 5, safeguard 2): the axis values, larger = keep first.
+"""What the Beta policy ranks (docs/METHOD.md section 5, safeguard 2): the axis values, larger = keep first.
 
 Every axis is oriented the same way: larger = more helpful / easier, so after ranking u near 1 is
 the sample the policy keeps first when alpha > beta.
 
-- ``influence``: the cross-fitted influence scores s (METHOD.md section 3), > 0 helpful.
+- ``influence``: the cross-fitted influence scores s (docs/METHOD.md section 3), > 0 helpful.
 - ``entropy``: minus the teacher's predictive entropy at tau = 1, so the most confident (easiest)
   sample gets the largest value. ``easier_first`` is the one place that sign is written.
 
@@ -38,9 +38,9 @@ def influence_axis(features, teacher_logits, labels, *, kd: KDConfig = KDConfig(
 def entropy_axis(features, teacher_logits, labels, *, kd: KDConfig = KDConfig(), seed: int = 0) -> np.ndarray:
     """(N,) float64: minus the teacher's predictive entropy (tau = 1), so u near 1 = easiest sample.
     Needs only teacher_logits (N, C) and labels (N,); the features, kd and seed are not read."""
-    from ifbeta.influence import scores as influence
+    from ifbeta.influence.statistics import teacher_statistics
 
-    return easier_first(influence.teacher_statistics(teacher_logits, labels)["entropy"])
+    return easier_first(teacher_statistics(teacher_logits, labels)["entropy"])
 
 
 AXES: dict[str, Callable] = {"influence": influence_axis, "entropy": entropy_axis}

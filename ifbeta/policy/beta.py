@@ -1,4 +1,4 @@
-"""The Beta sampling policy of METHOD.md section 4.
+"""The Beta sampling policy of docs/METHOD.md section 4.
 
 Every sample gets a rank ``u_i`` in (0, 1) (ascending along the policy axis, so u near 1 is the
 most helpful / easiest sample) and the weight ``f_i = BetaPDF(u_i; alpha, beta)``.

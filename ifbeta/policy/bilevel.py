@@ -1,4 +1,4 @@
-"""Bilevel optimisation of the Beta policy's (alpha, beta) (METHOD.md section 5) -> trace.
+"""Bilevel optimisation of the Beta policy's (alpha, beta) (docs/METHOD.md section 5) -> trace.
 
 Outer variables psi = (log alpha, log beta). Outer objective
 

@@ -1,4 +1,4 @@
-"""The outer loop over psi = (log alpha, log beta) (METHOD.md section 5): Adam, its checkpoints, ``ESTIMATORS``.
+"""The outer loop over psi = (log alpha, log beta) (docs/METHOD.md section 5): Adam, its checkpoints, ``ESTIMATORS``.
 
 Every estimator is ``estimator(problem, ratio, rho, on_step, *, resume=None, checkpoint=None) ->
 (psi (2,), trace, converged)`` and minimises objective(psi) = J(psi) + rho KL(Beta(alpha, beta) ||

@@ -1,4 +1,4 @@
-"""Estimates of J and dJ/dpsi at one psi = (log alpha, log beta) (METHOD.md section 5, estimators).
+"""Estimates of J and dJ/dpsi at one psi = (log alpha, log beta) (docs/METHOD.md section 5, estimators).
 
 - ``relaxed``: J at the relaxed weights pi(psi) (the policy's inclusion probabilities on each fold's
   candidates) and the exact implicit hypergradient of that relaxed problem: dJ/dw_i =

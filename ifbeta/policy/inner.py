@@ -1,4 +1,4 @@
-"""The relaxed inner problem of the bilevel loop (METHOD.md section 5): folds, weighted proxy fits, L_V.
+"""The relaxed inner problem of the bilevel loop (docs/METHOD.md section 5): folds, weighted proxy fits, L_V.
 
 ``prepare`` standardises the pool, deals it into the split (``folds`` stratified folds, each in turn
 the candidates with the others as V; or one held-out ``val_fraction``), chooses mu once and fits the

@@ -1,4 +1,4 @@
-"""J over an (alpha, beta) grid (METHOD.md section 5): the app's heatmap, the scale of J, the ``grid`` estimator.
+"""J over an (alpha, beta) grid (docs/METHOD.md section 5): the app's heatmap, the scale of J, the ``grid`` estimator.
 
 J (the proxy's validation KD loss at the relaxed weights pi(alpha, beta), lower is better) is
 evaluated at every grid point without gradient, in snake order so each fit is warm-started from a

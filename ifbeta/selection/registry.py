@@ -5,8 +5,8 @@ unique indices, sorted int64; the same seed gives the same subset. ``METHODS`` i
 registry (name -> function, one-line description, optional inputs it reads, costly, stochastic).
 
 Missing inputs are computed on demand: ``influence`` through ``influence.score`` (a proxy fit),
-the teacher scores el2n / entropy / margin from the logits (``influence.teacher_statistics``), kd_loss through
-``influence.score``. Pass them in ``SelectionInputs`` to reuse cached artefacts. ``images`` are
+the teacher scores el2n / entropy / margin from the logits (``influence.statistics.teacher_statistics``),
+kd_loss through ``influence.score``. Pass them in ``SelectionInputs`` to reuse cached artefacts. ``images`` are
 only read by the costly training-based methods and are never computed.
 
 Class stratification (quotas of ``policy.class_quotas``) is the default everywhere except

@@ -1,4 +1,4 @@
-"""Score-based selection rules (METHOD.md section 7): random, top-k by a score, Moderate-DS, CCS, DUAL.
+"""Score-based selection rules (docs/METHOD.md section 7): random, top-k by a score, Moderate-DS, CCS, DUAL.
 
 Every method has the signature ``method(inputs, k, *, ratio, seed, **options)`` and returns
 ``(indices, scores, info)``: exactly k distinct sample indices (any order; ``select`` sorts them),

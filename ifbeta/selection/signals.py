@@ -8,7 +8,7 @@ Directions (what ``Selection.scores`` holds when a method ranks by one of them):
 - ``difficulty`` (CCS, D2, DUAL) maps each onto >= 0, higher = harder; margin becomes sigmoid(-m).
 - influence s_i (``influence_on_demand``): > 0 helpful.
 
-The cheap teacher scores come from ``influence.teacher_statistics`` (temperature 1), so scores passed
+The cheap teacher scores come from ``influence.statistics.teacher_statistics`` (temperature 1), so scores passed
 in from an influence artefact and scores computed here on demand select the same subset.
 """
 from __future__ import annotations
@@ -37,9 +37,9 @@ def teacher_confidence(logits: np.ndarray, labels: np.ndarray, *, temperature: f
 
 def cheap_teacher_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """{"el2n", "entropy", "margin"}: the teacher scores that need no proxy fit, exactly as in the
-    influence artefact (``influence.teacher_statistics``, temperature 1), (N,) float64 each."""
-    from ifbeta.influence import scores as influence
-    return influence.teacher_statistics(logits, np.asarray(labels))
+    influence artefact (``influence.statistics.teacher_statistics``, temperature 1), (N,) float64 each."""
+    from ifbeta.influence.statistics import teacher_statistics
+    return teacher_statistics(logits, np.asarray(labels))
 
 
 def to_difficulty(name: str, values: np.ndarray) -> np.ndarray:

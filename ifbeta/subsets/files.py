@@ -1,4 +1,4 @@
-"""The subset file: what users export and what ``ifbeta distill`` reads (ARCHITECTURE.md contract).
+"""The subset file: what users export and what ``ifbeta distill`` reads (docs/ARCHITECTURE.md contract).
 
 A subset is a directory of three files:
 
@@ -11,19 +11,17 @@ A subset is a directory of three files:
 
 Writes are atomic (a temporary sibling directory, renamed into place), so a reader never sees a
 half-written subset. ``load`` validates everything and refuses, with ``SubsetError``, a subset
-that does not belong to the dataset it is applied to.
+that does not belong to the dataset it is applied to. Exporting a subset (ImageFolder tree, zip)
+is export.py.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
-import re
 import shutil
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,18 +31,15 @@ import numpy as np
 
 import ifbeta
 from ifbeta.errors import SubsetError
-from ifbeta.store import safe_name  # noqa: F401  (raised here; its home is errors.py)
+from ifbeta.store import safe_name  # noqa: F401  (re-exported for subset file names; its home is store.py)
 
 FORMAT_VERSION = 1
 KNOWN_FORMAT_VERSIONS = (1,)
 FILES = ("indices.npy", "samples.csv", "manifest.json")
 COLUMNS = ("index", "id", "label", "class_name", "score", "u", "inclusion_probability", "kept")
 
-__all__ = ["FORMAT_VERSION", "SubsetError", "Subset", "write", "load", "read_samples",
-           "export_imagefolder", "torch_subset", "zip_bytes", "safe_name", "EXPORT_MODES"]
-
-EXPORT_MODES = ("copy", "symlink", "hardlink")
-
+__all__ = ["FORMAT_VERSION", "SubsetError", "Subset", "check_dataset", "write", "load", "read_manifest", "read_samples",
+           "torch_subset", "safe_name"]
 
 
 @dataclass
@@ -188,7 +183,8 @@ def _replace_directory(source: Path, destination: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def _read_manifest(directory: Path) -> dict:
+def read_manifest(directory: Path) -> dict:
+    """manifest.json of a complete subset directory of a known format version, or ``SubsetError``."""
     if not directory.is_dir():
         raise SubsetError(f"{directory} is not a subset directory (it does not exist); pass the folder holding manifest.json")
     missing = [name for name in FILES if not (directory / name).is_file()]
@@ -210,7 +206,8 @@ def _read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def _check_dataset(manifest: dict, dataset: Any, directory: Path) -> None:
+def check_dataset(manifest: dict, dataset: Any, directory: Path) -> None:
+    """``SubsetError`` unless ``dataset`` (name, fingerprint, ids) is the one the subset was made for."""
     name, fingerprint, n = str(dataset.name), str(dataset.fingerprint), len(dataset.ids)
     made_for = f"'{manifest['dataset']}' (fingerprint {str(manifest['fingerprint'])[:12]}..., N={manifest['n']})"
     given = f"'{name}' (fingerprint {fingerprint[:12]}..., N={n})"
@@ -227,9 +224,9 @@ def load(directory: str | Path, dataset: Any = None) -> Subset:
     Raises ``SubsetError`` (a ValueError) with a one-line, actionable message.
     """
     directory = Path(directory)
-    manifest = _read_manifest(directory)
+    manifest = read_manifest(directory)
     if dataset is not None:
-        _check_dataset(manifest, dataset, directory)
+        check_dataset(manifest, dataset, directory)
     digest = _sha256_file(directory / "indices.npy")
     if digest != manifest["indices_sha256"]:
         raise SubsetError(f"{directory}/indices.npy does not match its manifest (sha256 {digest[:12]}... "
@@ -253,30 +250,6 @@ def read_samples(directory: str | Path) -> "pandas.DataFrame":  # noqa: F821
     return frame
 
 
-
-
-
-def _class_folders(class_names: list[str]) -> list[str]:
-    folders, seen = [], set()
-    for index, name in enumerate(class_names):
-        folder = safe_name(name, fallback=f"class_{index}")
-        if folder.lower() in seen:
-            folder = f"{folder}_{index}"
-        seen.add(folder.lower())
-        folders.append(folder)
-    return folders
-
-
-def _to_pil(image: np.ndarray):
-    from PIL import Image
-
-    if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
-        raise ValueError(f"images must be (N, C, H, W) with C in (1, 3, 4), got one of shape {image.shape}")
-    if image.shape[0] == 1:
-        return Image.fromarray(np.ascontiguousarray(image[0]))
-    return Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)))
-
-
 def torch_subset(subset: Subset, dataset_or_tensor_dataset: Any) -> "torch.utils.data.Subset":  # noqa: F821
     """A ``torch.utils.data.Subset`` of the kept samples.
 
@@ -295,7 +268,7 @@ def torch_subset(subset: Subset, dataset_or_tensor_dataset: Any) -> "torch.utils
         if not hasattr(source, "images") or not hasattr(source, "labels"):
             raise SubsetError(f"torch_subset needs a DatasetSplit or a TensorDataset, got {type(source).__name__}")
         if hasattr(source, "ids") and hasattr(source, "fingerprint"):
-            _check_dataset(subset.manifest, source, subset.directory)
+            check_dataset(subset.manifest, source, subset.directory)
         images = source.images if isinstance(source.images, torch.Tensor) else torch.as_tensor(np.asarray(source.images))
         labels = torch.as_tensor(np.asarray(source.labels).reshape(-1).astype(np.int64))
         if len(images) != len(labels):
@@ -304,119 +277,3 @@ def torch_subset(subset: Subset, dataset_or_tensor_dataset: Any) -> "torch.utils
     if len(tensors) != subset.n:
         raise SubsetError(f"subset {subset.directory} is for N={subset.n} samples, the dataset has {len(tensors)}")
     return TorchSubset(tensors, [int(i) for i in subset.indices])
-
-
-def _within(destination: Path, path: Path) -> bool:
-    """``path`` (not followed if it is a link) lies strictly inside ``destination`` (both resolved)."""
-    return destination in (path.parent.resolve() / path.name).parents
-
-
-def _prepare_destination(destination: Path, folders: list[str], force: bool) -> None:
-    if destination.exists() and not destination.is_dir():
-        raise SubsetError(f"export destination {destination} exists and is not a folder; choose a new or empty folder")
-    if destination.is_dir() and any(destination.iterdir()):
-        if not force:
-            raise SubsetError(f"export destination {destination} is not empty; choose a new or empty folder, "
-                              "or pass force=True (--force) to replace the exported folders in it")
-        for folder in folders:  # only the folders this export writes; anything else there is left alone
-            target = destination / folder
-            if target.is_symlink() or target.is_file():
-                target.unlink()
-            elif target.is_dir():
-                shutil.rmtree(target)
-
-
-_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
-
-
-def _source_files(dataset: Any) -> Path | None:
-    """The ImageFolder root when the dataset's ids are file paths inside it, else None."""
-    name = str(getattr(dataset, "name", ""))
-    if not name.startswith("imagefolder:"):
-        return None
-    root = Path(name.split(":", 1)[1]).expanduser()
-    return root.resolve() if root.is_dir() else None
-
-
-def _materialise(source: Path, path: Path, mode: str) -> None:
-    if path.is_symlink() or path.exists():
-        path.unlink()
-    if mode == "symlink":
-        os.symlink(source, path)
-    elif mode == "hardlink":
-        os.link(source, path)
-    else:
-        shutil.copy2(source, path)
-
-
-def export_imagefolder(subset: Subset, images: Any, dataset: Any, destination: str | Path, *,
-                       split_name: str = "train", include_pruned: bool = False, mode: str | None = None,
-                       materialise_links: str | None = None, force: bool = False) -> Path:
-    """Write the kept images in ImageFolder layout and return ``destination``.
-
-    Layout: ``destination/<split_name>/<class>/<index>_<id>.<ext>`` for kept samples, plus
-    ``destination/pruned/<class>/...`` for the others when ``include_pruned``. Class names, ids
-    and the split name are sanitised to single safe path components, so nothing is written
-    outside ``destination``. ``images``: (N, C, H, W) uint8, torch tensor or numpy array.
-
-    ``mode`` (alias ``materialise_links``): None (default) writes PNGs decoded from ``images`` for
-    every dataset. "copy" | "symlink" | "hardlink": for an ImageFolder dataset (name
-    ``imagefolder:<root>``, ids ``<split>/<class>/<file>``) the original files are copied / linked;
-    datasets without files (digits, torchvision) still get PNGs. A non-empty ``destination`` is
-    refused unless ``force``, which replaces only the split folders this export writes.
-    """
-    if mode is not None and materialise_links is not None and mode != materialise_links:
-        raise SubsetError(f"mode={mode!r} and materialise_links={materialise_links!r} disagree; pass one of them")
-    mode = mode if mode is not None else materialise_links
-    if mode is not None and mode not in EXPORT_MODES:
-        raise SubsetError(f"unknown export mode {mode!r}; choose one of {', '.join(EXPORT_MODES)}")
-    _check_dataset(subset.manifest, dataset, subset.directory)
-    destination = Path(destination).expanduser().resolve()
-    array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
-    if array.dtype != np.uint8 or array.ndim != 4 or len(array) != len(dataset.ids):
-        raise ValueError(f"images must be (N={len(dataset.ids)}, C, H, W) uint8, got {array.dtype} {array.shape}")
-    root = _source_files(dataset) if mode is not None else None
-    folders = _class_folders(list(dataset.class_names))
-    labels = np.asarray(dataset.labels).reshape(-1)
-    kept = np.zeros(len(labels), dtype=bool)
-    kept[subset.indices] = True
-    parts = [(safe_name(split_name, fallback="train"), np.flatnonzero(kept))]
-    if include_pruned:
-        parts.append(("pruned", np.flatnonzero(~kept)))
-    _prepare_destination(destination, [folder for folder, _ in parts], force)
-    for split_folder, members in parts:
-        for i in members:
-            folder = destination / split_folder / folders[int(labels[i])]
-            sample_id = str(dataset.ids[i])
-            source = None
-            if root is not None:
-                source = (root / sample_id).resolve()
-                if root not in source.parents or not source.is_file():
-                    raise SubsetError(f"sample id {sample_id!r} is not a file inside {root}; reload the dataset")
-                suffix = source.suffix if _SUFFIX.match(source.suffix) else ""
-                stem = safe_name(Path(sample_id).with_suffix('').as_posix(), fallback='sample', max_length=80)
-                name = f"{i:07d}_{stem}{suffix}"
-            else:
-                name = f"{i:07d}_{safe_name(sample_id, fallback='sample', max_length=80)}.png"
-            path = folder / name
-            if destination not in Path(os.path.abspath(path)).parents:  # defence in depth; safe_name forbids it
-                raise SubsetError(f"refusing to write {path} outside {destination}")
-            folder.mkdir(parents=True, exist_ok=True)
-            if not _within(destination, path):  # and no linked folder leads out of it
-                raise SubsetError(f"refusing to write {path} outside {destination}")
-            if source is not None:
-                _materialise(source, path, mode)
-            else:
-                _to_pil(array[i]).save(path)
-    return destination
-
-
-def zip_bytes(directory: str | Path) -> bytes:
-    """A zip archive (bytes) of the subset's three files under a folder named like the directory."""
-    directory = Path(directory)
-    _read_manifest(directory)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name in FILES:
-            archive.write(directory / name, arcname=f"{safe_name(directory.name, fallback='subset')}/{name}")
-    return buffer.getvalue()

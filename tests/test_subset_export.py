@@ -1,7 +1,9 @@
-"""ifbeta export / subset.export_imagefolder modes / subset.torch_subset."""
+"""ifbeta export / export.export_imagefolder (modes, sanitised names, refusals) / export.zip_bytes."""
+import io
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -10,8 +12,10 @@ from PIL import Image
 
 from ifbeta import cli
 from ifbeta.data import datasets as data
+from ifbeta.subsets import export
 from ifbeta.subsets import files as subset
 from ifbeta.subsets.files import SubsetError
+from tests.toy_subsets import make_dataset, write_toy
 
 
 def write_subset(directory, dataset, indices):
@@ -61,11 +65,11 @@ def test_imagefolder_symlink_export_links_originals(tmp_path, image_folder, sess
         assert i in indices
         assert link.resolve() == (image_folder / train.ids[i]).resolve()
         assert link.parent.name == train.class_names[int(train.labels[i])]
-    hard = subset.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "hard", mode="hardlink")
+    hard = export.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "hard", mode="hardlink")
     for f in (hard / "train").rglob("*.png"):
         i = int(f.name.split("_")[0])
         assert not f.is_symlink() and os.path.samefile(f, image_folder / train.ids[i])
-    copied = subset.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "copy",
+    copied = export.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "copy",
                                        materialise_links="copy")
     for f in (copied / "train").rglob("*.png"):
         i = int(f.name.split("_")[0])
@@ -93,38 +97,21 @@ def test_non_empty_target_refused_without_force(tmp_path, digits, session_store)
     assert (out / "thesis.tex").read_text() == "precious"
     # a second forced export replaces the previous one rather than piling files up
     smaller = write_subset(tmp_path / "s2", train, kept_indices(train, 5, seed=1))
-    subset.export_imagefolder(subset.load(smaller, train), train.images, train, out, force=True)
+    export.export_imagefolder(subset.load(smaller, train), train.images, train, out, force=True)
     assert len(list((out / "train").rglob("*.png"))) == 5
     with pytest.raises(SubsetError, match="not empty"):
-        subset.export_imagefolder(subset.load(smaller, train), train.images, train, out)
+        export.export_imagefolder(subset.load(smaller, train), train.images, train, out)
 
 
 def test_bad_mode_and_missing_subset_are_one_line_errors(tmp_path, digits, session_store, capsys):
     train, _ = digits
     path = write_subset(tmp_path / "s", train, kept_indices(train, 12))
     with pytest.raises(SubsetError, match="unknown export mode"):
-        subset.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "o", mode="move")
+        export.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "o", mode="move")
     code = cli.main(["--cache", str(session_store.root), "export", "--dataset", "digits",
                      "--subset", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
-
-
-def test_torch_subset(tmp_path, digits):
-    train, _ = digits
-    indices = kept_indices(train, 17)
-    loaded = subset.load(write_subset(tmp_path / "s", train, indices), train)
-    view = subset.torch_subset(loaded, train)
-    assert isinstance(view, torch.utils.data.Subset) and len(view) == 17
-    for position in (0, 8, 16):
-        image, label = view[position]
-        i = int(indices[position])
-        assert torch.equal(image, train.images[i]) and image.dtype == torch.uint8
-        assert int(label) == int(train.labels[i])
-    ready = torch.utils.data.TensorDataset(train.images, torch.as_tensor(train.labels))
-    assert list(subset.torch_subset(loaded, ready).indices) == list(indices)
-    with pytest.raises(SubsetError):
-        subset.torch_subset(loaded, torch.utils.data.TensorDataset(train.images[:10], torch.zeros(10)))
 
 
 def test_malicious_class_name_cannot_escape(tmp_path, session_store):
@@ -141,7 +128,7 @@ def test_malicious_class_name_cannot_escape(tmp_path, session_store):
     path = write_subset(tmp_path / "s", train, [0, 1, 3, 4])
     out = tmp_path / "a" / "out"
     for mode in (None, "symlink"):
-        target = subset.export_imagefolder(subset.load(path, train), train.images, train, out / str(mode), mode=mode,
+        target = export.export_imagefolder(subset.load(path, train), train.images, train, out / str(mode), mode=mode,
                                            split_name="../..", include_pruned=True)
         written = [p for p in tmp_path.rglob("*") if p.is_file() or p.is_symlink()]
         inside = [p for p in written if target in p.parents]
@@ -155,10 +142,56 @@ def test_malicious_class_name_cannot_escape(tmp_path, session_store):
     train.fingerprint = data.fingerprint(train.ids, train.labels)
     path = write_subset(tmp_path / "s3", train, [0, 1])
     with pytest.raises(SubsetError, match="not a file inside"):
-        subset.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "x", mode="symlink")
+        export.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "x", mode="symlink")
 
 
 @pytest.mark.parametrize("name", ["../..", "._..", "_.._", "..", ".", "/..", "\\..\\.."])
 def test_safe_name_never_dots(name):
     cleaned = subset.safe_name(name, fallback="x")
     assert cleaned and not cleaned.startswith(".") and "/" not in cleaned
+
+
+def test_export_imagefolder_sanitises_names(tmp_path):
+    classes = ("../evil", "/abs", "..", "ok name")
+    dataset = make_dataset(n=8, classes=classes)
+    dataset.ids = ["../../x", "/etc/passwd", "..", "a/b/../c.jpg", "é", "", "n6", "n7"]
+    path = write_toy(tmp_path / "s", dataset, indices=[0, 1, 2, 3, 5])
+    images = torch.arange(8 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(8, 3, 4, 4)
+    destination = tmp_path / "out" / "export"
+    export.export_imagefolder(subset.load(path, dataset), images, dataset, destination, split_name="../train",
+                              include_pruned=True)
+    written = sorted(p for p in (tmp_path).rglob("*.png"))
+    assert len(written) == 8
+    for png in written:
+        relative = png.resolve().relative_to(destination.resolve())
+        assert ".." not in relative.parts and len(relative.parts) == 3
+    assert {p.parent.parent.name for p in written} == {"train", "pruned"}
+    assert {p.parent.name for p in written} == {"evil", "abs", "class_2", "ok_name"}
+    kept = sorted((destination / "train").rglob("*.png"))
+    assert len(kept) == 5
+    first = next(p for p in kept if p.name.startswith("0000000_"))
+    assert np.array_equal(np.asarray(Image.open(first)), images[0].permute(1, 2, 0).numpy())
+
+
+def test_export_greyscale_numpy_and_refusal(tmp_path):
+    dataset = make_dataset(n=6)
+    path = write_toy(tmp_path / "s", dataset, indices=[0, 5])
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 1, 5, 5), dtype=np.uint8)
+    destination = export.export_imagefolder(subset.load(path), images, dataset, tmp_path / "out")
+    pngs = sorted(destination.rglob("*.png"), key=lambda p: p.name)
+    assert len(pngs) == 2 and np.array_equal(np.asarray(Image.open(pngs[0])), images[0, 0])
+    with pytest.raises(SubsetError, match="made for dataset"):
+        export.export_imagefolder(subset.load(path), images, make_dataset(n=6, name="other", fingerprint="9" * 64),
+                                  tmp_path / "out2")
+
+
+def test_class_folders_stay_distinct():
+    assert export._class_folders(["a/b", "a_b", "A_B"]) == ["a_b", "a_b_1", "A_B_2"]
+
+
+def test_zip_bytes(tmp_path):
+    path = write_toy(tmp_path / "my subset")
+    with zipfile.ZipFile(io.BytesIO(export.zip_bytes(path))) as archive:
+        names = sorted(archive.namelist())
+        assert names == sorted(f"my_subset/{name}" for name in subset.FILES)
+        assert np.load(io.BytesIO(archive.read("my_subset/indices.npy"))).tolist() == [1, 4, 7]
