@@ -6,6 +6,7 @@ dataclasses of numpy arrays (picklable; the app can hold them in ``st.cache_data
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -143,17 +144,30 @@ class _PolicyCheckpoint:
         self.path.unlink(missing_ok=True)
 
 
+def _policy_settings(config: PolicyConfig, ratio: float, influence_config: InfluenceConfig,
+                     exclusion: "Exclusion | None") -> dict:
+    settings = {"policy": asdict(config), "ratio": float(ratio), "kd": influence_config.proxy.kd.to_dict()}
+    if exclusion is not None:  # only then, so the keys of policies learned on the whole pool stay as they were
+        settings["exclude"] = exclusion.sha256
+    return settings
+
+
 def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = PolicyConfig(), *,
-             influence_config: InfluenceConfig = InfluenceConfig(), compute: bool = True,
-             on_step: OnStep | None = None) -> list | None:
+             influence_config: InfluenceConfig = InfluenceConfig(), exclude: list[str] | None = None,
+             compute: bool = True, on_step: OnStep | None = None) -> list | None:
     """The learned Beta policy for each ratio (cached per ratio); -> list[bilevel.PolicyResult].
 
-    With ``compute=False`` nothing is computed: None unless every ratio is in the store already."""
+    ``exclude``: sample ids left out; the policy is then learned on what remains (the sub-pool), at
+    the sub-pool ratio that keeps the same k = round((1 - ratio) * N) (``Exclusion.sub_ratio``); the
+    result carries ``ratio`` and ``indices`` (rows of the whole pool) as asked. With ``compute=False``
+    nothing is computed: None unless every ratio is in the store already."""
     from ifbeta.policy import axes, bilevel
 
     features = workspace.features
+    exclusion = exclusion_of(workspace, exclude)
+
     def settings_for(ratio: float) -> dict:
-        return {"policy": asdict(config), "ratio": float(ratio), "kd": influence_config.proxy.kd.to_dict()}
+        return _policy_settings(config, ratio, influence_config, exclusion)
 
     inputs = [features.key, scores_key(workspace, influence_config)]
     store = workspace.store
@@ -163,20 +177,27 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
     if missing:  # one call shares mu, the J scale and warm starts across every missing ratio
         result, _ = scores(workspace, influence_config, on_step=on_step)
         values = axes.axis_values(result, config.axis)
-        progress = _PolicyCheckpoint(store, make_key({"policy": asdict(config),
-                                                      "kd": influence_config.proxy.kd.to_dict()}, inputs))
+        rows = np.arange(len(values)) if exclusion is None else exclusion.rows
+        pick = (lambda array: array) if exclusion is None else (lambda array: np.asarray(array[rows]))
+        asked = {float(r) if exclusion is None else exclusion.sub_ratio(r): float(r) for r in missing}
+        progress_settings = {"policy": asdict(config), "kd": influence_config.proxy.kd.to_dict()}
+        if exclusion is not None:
+            progress_settings["exclude"] = exclusion.sha256
+        progress = _PolicyCheckpoint(store, make_key(progress_settings, inputs))
 
-        def save(learned) -> None:  # each ratio is stored as soon as it is learned
+        def save(learned) -> None:  # each ratio is stored as soon as it is learned, in rows of the whole pool
+            ratio = asked.get(float(learned.ratio), float(learned.ratio))
             document = {k: json_ready(v) for k, v in asdict(learned).items() if k != "indices"}
-            key = make_key(settings_for(learned.ratio), inputs)
+            document["ratio"] = ratio
+            key = make_key(settings_for(ratio), inputs)
             with store.lock("policies", key):
                 if not store.exists("policies", key):
-                    store.save("policies", key, settings_for(learned.ratio), {"indices": learned.indices}, document)
+                    store.save("policies", key, settings_for(ratio), {"indices": rows[learned.indices]}, document)
 
-        bilevel.optimise_policy(features.features, features.logits, features.labels, ratios=missing,
-                                axis_values=values, kd=influence_config.proxy.kd, on_step=on_step,
-                                checkpoint=progress.write, resume=progress.read(), on_result=save,
-                                **asdict(config))
+        bilevel.optimise_policy(pick(features.features), pick(features.logits), pick(features.labels),
+                                ratios=list(asked), axis_values=pick(values),
+                                kd=influence_config.proxy.kd, on_step=on_step, checkpoint=progress.write,
+                                resume=progress.read(), on_result=save, **asdict(config))
         progress.remove()
     out = []
     for ratio in ratios:
@@ -186,35 +207,135 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
 
 
 # ---------------------------------------------------------------------------- selection
-def selection_inputs(workspace: Workspace, influence_result=None, *, with_images: bool = False):
+EXCLUDED_IDS_LISTED = 1000
+"""A subset's manifest lists the excluded ids themselves up to this many (always their count and sha256)."""
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Samples of the pool left out of a selection: they are never kept, and the method chooses among
+    the rest (the sub-pool) the same k = round((1 - ratio) * N) it would keep from the whole pool."""
+
+    ids: list[str]  # sorted unique sample ids
+    indices: np.ndarray  # (m,) int64 sorted rows of the pool they are
+    n: int  # the whole pool's size N
+
+    @property
+    def rows(self) -> np.ndarray:
+        """(N - m,) int64 sorted rows of the pool that remain selectable."""
+        return np.setdiff1d(np.arange(self.n, dtype=np.int64), self.indices, assume_unique=True)
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the sorted ids joined by newlines (what store keys and manifests record)."""
+        return hashlib.sha256("\n".join(self.ids).encode()).hexdigest()
+
+    def sub_ratio(self, ratio: float) -> float:
+        """The pruning ratio on the sub-pool that keeps k = round((1 - ratio) * N): 1 - k / (N - m).
+        Raises ValueError when fewer than k samples remain."""
+        from ifbeta.policy.beta import k_for_ratio
+
+        k, remaining = k_for_ratio(self.n, ratio), self.n - len(self.indices)
+        if remaining < k:
+            raise ValueError(f"excluding {len(self.indices)} of {self.n} samples leaves {remaining}, fewer than the "
+                             f"k={k} that ratio {ratio:g} keeps; raise the ratio or exclude fewer samples")
+        return 1.0 - k / remaining
+
+    def record(self) -> dict:
+        """What a subset's manifest says about it (``extra``): count, sha256, the ids when <= 1000."""
+        record = {"excluded": len(self.ids), "excluded_sha256": self.sha256}
+        if len(self.ids) <= EXCLUDED_IDS_LISTED:
+            record["excluded_ids"] = list(self.ids)
+        return record
+
+
+def exclusion_of(workspace: Workspace, exclude: list[str] | None) -> Exclusion | None:
+    """The Exclusion of sample ids ``exclude`` (any order, repeats allowed) in the pool; None for None or
+    no id. Raises ValueError naming how many ids are not in the pool and one of them."""
+    from ifbeta.subsets import tags
+
+    if not exclude:
+        return None
+    ids = sorted({str(i) for i in exclude})
+    position = {sample_id: row for row, sample_id in enumerate(workspace.train.ids)}
+    tags.refuse_unknown(ids, position)
+    indices = np.sort(np.asarray([position[i] for i in ids], dtype=np.int64))
+    return Exclusion(ids, indices, len(workspace.train.ids))
+
+
+def selection_inputs(workspace: Workspace, influence_result=None, *, with_images: bool = False,
+                     rows: np.ndarray | None = None):
+    """The SelectionInputs of the pool, or of its ``rows`` only ((M,) int64 sorted: a sub-pool)."""
     from ifbeta.selection.registry import SelectionInputs
 
     features = workspace.features
-    return SelectionInputs(features=features.features, teacher_logits=features.logits, labels=features.labels,
-                           influence=None if influence_result is None else influence_result.scores,
-                           teacher_scores=None if influence_result is None else influence_result.teacher_scores,
-                           images=workspace.train.images if with_images else None,
-                           num_classes=workspace.train.num_classes)
+
+    def pick(array):
+        return array if rows is None or array is None else array[rows]
+
+    teacher_scores = None if influence_result is None else influence_result.teacher_scores
+    images = workspace.train.images if with_images else None
+    if images is not None and rows is not None:
+        import torch
+
+        images = images[torch.as_tensor(rows)]
+    return SelectionInputs(features=pick(features.features), teacher_logits=pick(features.logits),
+                           labels=pick(features.labels),
+                           influence=None if influence_result is None else pick(influence_result.scores),
+                           teacher_scores=None if teacher_scores is None else
+                           {name: pick(values) for name, values in teacher_scores.items()},
+                           images=images, num_classes=workspace.train.num_classes)
 
 
 POLICY_METHODS = {"ifbeta": "influence", "ifbeta-entropy": "entropy"}
 
 
+def method_policy_config(method: str, policy_config: PolicyConfig = PolicyConfig()) -> PolicyConfig:
+    """The policy settings an IF-Beta ``method`` learns with: ``policy_config`` on the method's axis."""
+    return PolicyConfig(**{**asdict(policy_config), "axis": POLICY_METHODS[method]})
+
+
+def _selection_settings(method: str, ratio: float, seed: int, options: dict, policy_config: PolicyConfig,
+                        exclusion: Exclusion | None) -> dict:
+    settings = {"method": method, "ratio": float(ratio), "seed": seed, "options": json_ready(options)}
+    if method in POLICY_METHODS:
+        settings["policy"] = asdict(method_policy_config(method, policy_config))
+    if exclusion is not None:  # only then, so selections made on the whole pool keep their keys
+        settings["exclude"] = exclusion.sha256
+    return settings
+
+
+def policy_stored(workspace: Workspace, method: str, ratio: float, *, policy_config: PolicyConfig = PolicyConfig(),
+                  influence_config: InfluenceConfig = InfluenceConfig(), exclude: list[str] | None = None) -> bool:
+    """Whether ``method`` is an IF-Beta method whose policy at ``ratio`` (and exclusion) is in the store,
+    so ``choose`` only draws from it (cheap: no learning)."""
+    if method not in POLICY_METHODS:
+        return False
+    settings = _policy_settings(method_policy_config(method, policy_config), ratio, influence_config,
+                                exclusion_of(workspace, exclude))
+    return workspace.store.exists("policies", make_key(settings, [workspace.features.key,
+                                                                   scores_key(workspace, influence_config)]))
+
+
 def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, options: dict | None = None,
            policy_config: PolicyConfig = PolicyConfig(), influence_config: InfluenceConfig = InfluenceConfig(),
-           compute: bool = True, on_step: OnStep | None = None):
-    """Run a selection method on the pool (cached); -> selection.Selection.
+           exclude: list[str] | None = None, compute: bool = True, on_step: OnStep | None = None):
+    """Run a selection method on the pool (cached); -> selection.Selection (indices: rows of the pool).
 
     For ``ifbeta`` / ``ifbeta-entropy`` the policy is learned once per ratio (seed of
-    ``policy_config``) and the subset is drawn from it with ``seed``. With ``compute=False``
-    nothing is computed: None unless the selection is in the store already."""
+    ``policy_config``) and the subset is drawn from it with ``seed``. ``exclude``: sample ids never
+    kept; the method runs on the rest (the sub-pool, a policy is learned there) and keeps the same
+    k = round((1 - ratio) * N) as without them; ``scores`` are NaN at the excluded rows, and ``info``
+    says ``excluded`` (count) and ``excluded_sha256``. ValueError when fewer than k samples remain or an
+    id is not in the pool. With ``compute=False`` nothing is computed: None unless the selection is in
+    the store already."""
+    from ifbeta.policy.beta import k_for_ratio
     from ifbeta.selection import registry as selection
 
     options = dict(options or {})
-    settings = {"method": method, "ratio": float(ratio), "seed": seed, "options": json_ready(options)}
-    if method in POLICY_METHODS:
-        config = PolicyConfig(**{**asdict(policy_config), "axis": POLICY_METHODS[method]})
-        settings["policy"] = asdict(config)
+    exclusion = exclusion_of(workspace, exclude)
+    sub_ratio = ratio if exclusion is None else exclusion.sub_ratio(ratio)
+    settings = _selection_settings(method, ratio, seed, options, policy_config, exclusion)
     inputs_keys = [workspace.features.key, scores_key(workspace, influence_config)]
     if not compute and not workspace.store.exists("selections", make_key(settings, inputs_keys)):
         return None
@@ -222,21 +343,39 @@ def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, op
     if compute:
         result, _ = scores(workspace, influence_config, on_step=on_step)
         if method in POLICY_METHODS:
-            learned = policies(workspace, [ratio], config, influence_config=influence_config, on_step=on_step)[0]
+            config = method_policy_config(method, policy_config)
+            learned = policies(workspace, [ratio], config, influence_config=influence_config, exclude=exclude,
+                               on_step=on_step)[0]
             options = {"alpha": learned.alpha, "beta": learned.beta, "axis": config.axis,
                        "stratify": config.stratify, **options}
 
     def compute_selection():
-        inputs = selection_inputs(workspace, result, with_images=method in ("el2n-train", "forgetting"))
+        rows = None if exclusion is None else exclusion.rows
         method_name = "ifbeta-fixed" if learned is not None else method
-        chosen = selection.select(method_name, inputs, ratio, seed=seed, **options)
-        info = {**json_ready(chosen.info), "method": method}
+        if rows is not None and sub_ratio <= 0.0:  # exactly k remain: keep them all
+            chosen = selection.Selection(rows, None, {"method": method_name, "seconds": 0.0, "k": len(rows),
+                                                      "ratio": sub_ratio, "seed": seed})
+        else:
+            inputs = selection_inputs(workspace, result, with_images=method in ("el2n-train", "forgetting"),
+                                      rows=rows)
+            chosen = selection.select(method_name, inputs, sub_ratio, seed=seed, **options)
+        info = {**json_ready(chosen.info), "method": method, "ratio": float(ratio)}
         if learned is not None:
             info.update(alpha=learned.alpha, beta=learned.beta, trace=json_ready(learned.trace),
                         policy_seconds=sum(step.get("seconds", 0.0) for step in learned.trace))
-        arrays = {"indices": chosen.indices}
-        if chosen.scores is not None:
-            arrays["scores"] = np.asarray(chosen.scores, dtype=np.float64)
+        indices, method_scores = chosen.indices, chosen.scores
+        if rows is not None:  # back to rows of the whole pool
+            indices = rows[chosen.indices]
+            if method_scores is not None:
+                method_scores = np.full(exclusion.n, np.nan)
+                method_scores[rows] = chosen.scores
+            info.update(excluded=len(exclusion.ids), excluded_sha256=exclusion.sha256, sub_pool=len(rows),
+                        sub_ratio=sub_ratio)
+        if len(indices) != k_for_ratio(len(workspace.train.ids), ratio):
+            raise RuntimeError(f"{method} kept {len(indices)} samples, expected k for ratio {ratio:g}")
+        arrays = {"indices": np.asarray(indices, dtype=np.int64)}
+        if method_scores is not None:
+            arrays["scores"] = np.asarray(method_scores, dtype=np.float64)
         return arrays, info
 
     arrays, info, _ = workspace.store.get_or_compute("selections", settings, inputs_keys, compute_selection)
@@ -245,45 +384,63 @@ def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, op
 
 
 def write_subset(workspace: Workspace, chosen, directory: str | Path, *, ratio: float, seed: int,
-                 influence_result=None) -> Path:
-    """Write a Selection as a subset directory (indices.npy, samples.csv, manifest.json)."""
+                 influence_result=None, exclude: list[str] | None = None) -> Path:
+    """Write a Selection as a subset directory (indices.npy, samples.csv, manifest.json).
+
+    ``exclude``: the ids the selection was made without (as given to ``choose``); the manifest's
+    ``extra`` records them (``Exclusion.record``), and a Beta policy's u and inclusion probability
+    are those of the sub-pool (empty and 0 at the excluded rows). ValueError if ``chosen`` was made
+    with another exclusion."""
     from ifbeta.policy import beta as policy
     from ifbeta.policy import preview
     from ifbeta.subsets import files as subset
 
     info = chosen.info
+    exclusion = exclusion_of(workspace, exclude)
+    if info.get("excluded_sha256") != (None if exclusion is None else exclusion.sha256):
+        raise ValueError("the selection was made with another exclusion than the one given; pass the same "
+                         "exclude to choose and write_subset")
     labels = workspace.train.labels
+    rows = np.arange(len(labels)) if exclusion is None else exclusion.rows
     u = inclusion = None
     if info.get("alpha") is not None and chosen.scores is not None:  # a Beta policy: its ranks and pi
         stratify = bool(info.get("stratified", True))
-        u = preview.ranks(chosen.scores, labels, stratify=stratify)
-        inclusion = policy.policy_probabilities(u, labels, len(chosen.indices), float(info["alpha"]),
-                                                float(info["beta"]), stratify=stratify)
+        u, inclusion = np.full(len(labels), np.nan), np.zeros(len(labels))
+        u[rows] = preview.ranks(chosen.scores[rows], labels[rows], stratify=stratify)
+        inclusion[rows] = policy.policy_probabilities(u[rows], labels[rows], len(chosen.indices),
+                                                      float(info["alpha"]), float(info["beta"]), stratify=stratify)
     score_column = influence_result.scores if influence_result is not None else chosen.scores
     extra = {k: v for k, v in info.items() if k not in ("trace",)}
     extra["pool"] = workspace.pool
+    if exclusion is not None:
+        extra.update(exclusion.record())
     return subset.write(directory, indices=chosen.indices, dataset=workspace.train, method=info.get("method", "?"),
                         ratio=ratio, seed=seed, alpha=info.get("alpha"), beta=info.get("beta"), scores=score_column,
                         u=u, inclusion=inclusion, teacher=workspace.teacher_record(), extra=json.loads(
                             json.dumps(json_ready(extra), default=str)))
 
 
-def subset_directory(workspace: Workspace, method: str, ratio: float, seed: int) -> Path:
-    """Where a selection's subset file lives in the store: ``<store>/subsets/<dataset-method-ratio-...>``."""
+def subset_directory(workspace: Workspace, method: str, ratio: float, seed: int, *,
+                     exclude: list[str] | None = None) -> Path:
+    """Where a selection's subset file lives in the store: ``<store>/subsets/<dataset-method-ratio-...>``;
+    with an exclusion the name ends in ``-x<first 8 hex of its sha256>`` (names without one are unchanged)."""
     from ifbeta.store import safe_name
     from ifbeta.subsets import catalog
 
+    exclusion = exclusion_of(workspace, exclude)
+    suffix = "" if exclusion is None else f"-x{exclusion.sha256[:8]}"
     name = safe_name(f"{Path(workspace.train.name).name}-{method}-r{ratio:g}-s{seed}-p{workspace.pool or 0}-"
-                     f"{workspace.teacher.info.sha256[:8]}-{workspace.train.fingerprint[:8]}", fallback="subset")
+                     f"{workspace.teacher.info.sha256[:8]}-{workspace.train.fingerprint[:8]}{suffix}",
+                     fallback="subset")
     return catalog.folder(workspace.store) / name
 
 
 def save_selection(workspace: Workspace, chosen, method: str, ratio: float, seed: int, *,
-                   influence_config: InfluenceConfig = InfluenceConfig()) -> Path:
+                   influence_config: InfluenceConfig = InfluenceConfig(), exclude: list[str] | None = None) -> Path:
     """The selection's ``subset_directory``, written once (rewritten only if its indices differ)."""
     from ifbeta.subsets import files as subset
 
-    directory = subset_directory(workspace, method, ratio, seed)
+    directory = subset_directory(workspace, method, ratio, seed, exclude=exclude)
     if (directory / "manifest.json").is_file():
         try:
             if np.array_equal(subset.load(directory, workspace.train).indices, chosen.indices):
@@ -291,4 +448,5 @@ def save_selection(workspace: Workspace, chosen, method: str, ratio: float, seed
         except subset.SubsetError:
             pass
     result, _ = scores(workspace, influence_config)
-    return write_subset(workspace, chosen, directory, ratio=ratio, seed=seed, influence_result=result)
+    return write_subset(workspace, chosen, directory, ratio=ratio, seed=seed, influence_result=result,
+                        exclude=exclude)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from ifbeta import plots
 from ifbeta.selection import registry as selection
-from ifbeta.subsets import export
+from ifbeta.subsets import export, tags
 from ifbeta.subsets import files as subset_files
 from pages._studio import feedback, state, steps, widgets
 
@@ -27,15 +27,24 @@ ratio = columns[1].slider("Pruning ratio (fraction removed)", 0.05, 0.95, step=0
 seed = columns[2].number_input("Seed", min_value=0, step=1, key="subset_seed")
 seed = int(seed)
 spec = selection.METHODS[method]
-chosen = steps.peek_choose(ws, method, ratio, seed)  # stored in any session, or by the CLI
+excluded = steps.tagged(ws, tags.EXCLUDE)
+exclude = None
+if excluded and st.checkbox(f"Leave out samples tagged {tags.EXCLUDE} ({len(excluded):,})", key="subset_exclude",
+                            help="they are never kept; the method chooses the same number of samples from the rest"):
+    exclude = excluded
+chosen = steps.peek_choose(ws, method, ratio, seed, exclude=exclude)  # stored in any session, or by the CLI
 if chosen is None and spec.costly:
-    st.info(f"**{method}** {'learns the policy' if method.startswith('ifbeta') else 'trains a network'} before "
-            "selecting (results are stored, so only once per setting).")
-    if not st.button("Make the subset", type="primary"):
+    offer = st.empty()
+    with offer.container():
+        st.info(f"**{method}** {'learns the policy' if method.startswith('ifbeta') else 'trains a network'} before "
+                "selecting (results are stored, so only once per setting).")
+        make = st.button("Make the subset", type="primary")
+    if not make:
         st.stop()
+    offer.empty()
 if chosen is None:
-    chosen = steps.choose(ws, method, ratio, seed)
-directory = steps.write_subset(ws, chosen, method, ratio, seed)
+    chosen = steps.choose(ws, method, ratio, seed, exclude=exclude)
+directory = steps.write_subset(ws, chosen, method, ratio, seed, exclude=exclude)
 
 kept = np.zeros(len(labels), dtype=bool)
 kept[chosen.indices] = True
@@ -75,7 +84,8 @@ compare = st.multiselect("Compare with (same ratio and seed)", others, key="subs
                          default=[m for m in CHEAP_COMPARISON if m != method][:4],
                          help="costly methods (ifbeta, el2n-train, forgetting) compute when chosen")
 if compare:
-    sets = [chosen.indices] + [steps.choose(ws, other, ratio, seed).indices for other in compare]
+    sets = [chosen.indices] + [steps.choose(ws, other, ratio, seed, exclude=exclude).indices
+                             for other in compare]
     st.plotly_chart(plots.jaccard_heatmap([method] + compare, sets), key="jaccard")
 
 # ------------------------------------------------------------------------------------ download, export

@@ -134,3 +134,33 @@ def check_budget(workspace_or_train, ratio: float, *, stratify: bool = True) -> 
         raise UserError(f"ratio {ratio:g} keeps k={k} of {len(train)} samples, fewer than the {train.num_classes} "
                         "classes; lower the ratio (or pass --no-stratify where supported)")
     return k
+
+
+def add_exclude(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--exclude", default=None, metavar="FILE",
+                        help="leave out the sample ids in FILE (one a line, '#' comments; or a CSV with an 'id' "
+                             "column such as a subset's samples.csv); k stays round((1 - ratio) * N)")
+    parser.add_argument("--exclude-tag", action="append", default=[], metavar="TAG",
+                        help="leave out the samples tagged TAG in the store for this pool (repeatable; "
+                             "the app's tag 'exclude')")
+
+
+def excluded_ids(args, train) -> list[str] | None:
+    """The sample ids ``--exclude FILE`` and ``--exclude-tag TAG`` name for the pool ``train`` (sorted,
+    unique), or None when neither is given. A tag nobody used, or an id not in the pool, is refused."""
+    from ifbeta.errors import UserError
+    from ifbeta.subsets import tags
+
+    ids: set[str] = set()
+    if getattr(args, "exclude", None):
+        ids.update(tags.read_id_list(args.exclude))
+    wanted = getattr(args, "exclude_tag", None) or []
+    if wanted:
+        stored = tags.load(store_of(args), train.fingerprint)
+        for tag in wanted:
+            if tag not in stored:
+                known = ", ".join(repr(t) for t in stored) or "none"
+                raise UserError(f"no sample of this pool is tagged {tag!r} (tags: {known})")
+            ids.update(stored[tag])
+    tags.refuse_unknown(sorted(ids), set(train.ids))
+    return sorted(ids) or None

@@ -15,6 +15,7 @@ def add_arguments(parser) -> None:
     common.add_dataset(parser)
     common.add_teacher(parser)
     common.add_influence(parser)
+    common.add_exclude(parser)
     parser.add_argument("--ratio", type=float, nargs="+", required=True, help="pruning ratio(s) in (0, 1)")
     parser.add_argument("--estimator", default="implicit", choices=["implicit", "reinforce", "grid"])
     parser.add_argument("--axis", default="influence", choices=["influence", "entropy"],
@@ -55,21 +56,24 @@ def run(args) -> int:
     train, _ = common.load_splits(args)
     for ratio in ratios:
         common.check_budget(train, ratio, stratify=not args.no_stratify)
+    exclude = common.excluded_ids(args, train)
     ws = common.workspace(args, description="extract")
     method = "ifbeta" if args.axis == "influence" else "ifbeta-entropy"
     bar = common.ProgressBar("policy")
-    learned_all = pipeline.policies(ws, ratios, config, influence_config=influence, on_step=bar)
+    learned_all = pipeline.policies(ws, ratios, config, influence_config=influence, exclude=exclude, on_step=bar)
     bar.close()
     result, _ = pipeline.scores(ws, influence)
     written = []
     for ratio, learned in zip(ratios, learned_all):
         directory = Path(args.out) if len(ratios) == 1 else Path(args.out) / f"ratio-{ratio:g}"
-        chosen = pipeline.choose(ws, method, ratio, seed=args.seed, policy_config=config, influence_config=influence)
-        pipeline.write_subset(ws, chosen, directory, ratio=ratio, seed=args.seed, influence_result=result)
+        chosen = pipeline.choose(ws, method, ratio, seed=args.seed, policy_config=config, influence_config=influence,
+                                 exclude=exclude)
+        pipeline.write_subset(ws, chosen, directory, ratio=ratio, seed=args.seed, influence_result=result,
+                              exclude=exclude)
         _write_trace(directory, learned)
         written.append({"ratio": ratio, "k": len(chosen.indices), "alpha": learned.alpha, "beta": learned.beta,
                         "steps": len(learned.trace), "J": learned.trace[-1]["J"] if learned.trace else None,
-                        "out": str(directory)})
+                        "excluded": len(exclude or []), "out": str(directory)})
         print(f"ratio {ratio:g}: kept {len(chosen.indices)} of {len(ws.train)}; alpha={learned.alpha:.3f} "
               f"beta={learned.beta:.3f} after {len(learned.trace)} steps -> {directory}")
     if args.json:

@@ -13,6 +13,7 @@ def add_arguments(parser) -> None:
     common.add_dataset(parser)
     common.add_teacher(parser)
     common.add_influence(parser)
+    common.add_exclude(parser)
     parser.add_argument("--list", action="store_true", help="describe every method in one line each and exit")
     parser.add_argument("--method", default=None, help="selection method (see --list)")
     parser.add_argument("--ratio", type=float, default=None, help="pruning ratio in (0, 1)")
@@ -55,16 +56,21 @@ def run(args) -> int:
     influence = common.influence_config(args)
     train, _ = common.load_splits(args)
     common.check_budget(train, ratio, stratify=args.method not in ("random",))
+    exclude = common.excluded_ids(args, train)
     ws = common.workspace(args, description="extract")
     bar = common.ProgressBar(args.method)
     chosen = pipeline.choose(ws, args.method, ratio, seed=args.seed, options=parse_options(args.option),
-                             influence_config=influence, on_step=bar)
+                             influence_config=influence, exclude=exclude, on_step=bar)
     bar.close()
     result, _ = pipeline.scores(ws, influence)
-    directory = pipeline.write_subset(ws, chosen, Path(args.out), ratio=ratio, seed=args.seed, influence_result=result)
+    directory = pipeline.write_subset(ws, chosen, Path(args.out), ratio=ratio, seed=args.seed, influence_result=result,
+                                      exclude=exclude)
     info = chosen.info
-    print(f"{args.method}: kept {len(chosen.indices)} of {len(ws.train)} in {info.get('seconds', 0):.2f}s -> {directory}")
+    left_out = f" (leaving out {len(exclude)})" if exclude else ""
+    print(f"{args.method}: kept {len(chosen.indices)} of {len(ws.train)}{left_out} in {info.get('seconds', 0):.2f}s "
+          f"-> {directory}")
     if args.json:
         common.print_json({"method": args.method, "ratio": ratio, "k": len(chosen.indices), "out": str(directory),
+                           "excluded": len(exclude or []),
                            **{k: v for k, v in info.items() if k in ("seconds", "alpha", "beta", "training_seconds")}})
     return 0

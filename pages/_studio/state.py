@@ -48,7 +48,8 @@ FEATURE_MAP = {"map_method": "PCA", "map_colour": "class", "map_show_all": False
 
 POLICY = {"landscape_grid": 5, "transfer_ratio": 0.5, "transfer_policies": 3, "transfer_seeds": 2}
 
-SUBSET = {"subset_class": 0, "subset_count": 16, "export_path": "", "export_pruned": False}
+SUBSET = {"subset_class": 0, "subset_count": 16, "export_path": "", "export_pruned": False,
+          "subset_exclude": True}  # leave out the samples tagged exclude (the checkbox shows when there are some)
 
 DISTILL = {"distill_seed": 0, "distill_random": True, "distill_full": True, "distill_only_dataset": True}
 

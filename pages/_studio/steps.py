@@ -20,7 +20,7 @@ from ifbeta.models import teachers
 from ifbeta.policy import axes
 from ifbeta.policy import preview as policy_preview
 from ifbeta.store import Store
-from ifbeta.subsets import catalog
+from ifbeta.subsets import catalog, tags
 
 from .feedback import engine_errors, progress
 from .state import WorkspaceSpec, current_spec, influence_config, policy_config
@@ -209,18 +209,24 @@ def umap(ws: pipeline.Workspace, neighbours: int, min_dist: float, *, compute: b
 
 
 # ------------------------------------------------------------------------------------------ subsets
-def choose(ws: pipeline.Workspace, method: str, ratio: float, seed: int):
-    """A selection (cached in the store); learning a policy or training shows progress."""
+def choose(ws: pipeline.Workspace, method: str, ratio: float, seed: int, *, exclude: list[str] | None = None):
+    """A selection (cached in the store), without the sample ids ``exclude``; learning a policy or
+    training shows progress."""
     with engine_errors(), progress(f"Selecting with {method}", total=policy_config().steps) as bar:
         return pipeline.choose(ws, method, ratio, seed=seed, policy_config=policy_config(),
-                               influence_config=influence_config(), on_step=bar)
+                               influence_config=influence_config(), exclude=exclude, on_step=bar)
 
 
-def peek_choose(ws: pipeline.Workspace, method: str, ratio: float, seed: int):
-    """The selection if it is in the store already, else None (computes nothing)."""
+def peek_choose(ws: pipeline.Workspace, method: str, ratio: float, seed: int, *, exclude: list[str] | None = None):
+    """The selection if it is in the store already, or if it is an IF-Beta selection whose policy is
+    stored (e.g. learned on the Policy page: drawing from it is cheap); else None (learns nothing)."""
     with engine_errors():
-        return pipeline.choose(ws, method, ratio, seed=seed, policy_config=policy_config(),
-                               influence_config=influence_config(), compute=False)
+        chosen = pipeline.choose(ws, method, ratio, seed=seed, policy_config=policy_config(),
+                                 influence_config=influence_config(), exclude=exclude, compute=False)
+        if chosen is None and pipeline.policy_stored(ws, method, ratio, policy_config=policy_config(),
+                                                     influence_config=influence_config(), exclude=exclude):
+            return choose(ws, method, ratio, seed, exclude=exclude)
+        return chosen
 
 
 def subset_directory(ws: pipeline.Workspace, method: str, ratio: float, seed: int) -> Path:
@@ -228,12 +234,22 @@ def subset_directory(ws: pipeline.Workspace, method: str, ratio: float, seed: in
     return pipeline.subset_directory(ws, method, ratio, seed)
 
 
-def write_subset(ws: pipeline.Workspace, chosen, method: str, ratio: float, seed: int) -> Path:
-    """The selection's subset directory, written once (rewritten only if its indices differ)."""
+def write_subset(ws: pipeline.Workspace, chosen, method: str, ratio: float, seed: int, *,
+                 exclude: list[str] | None = None) -> Path:
+    """The selection's subset directory, written once (rewritten only if its indices differ); ``exclude``:
+    the ids the selection was made without (recorded in its manifest, and in the folder's name)."""
     with engine_errors():
-        return pipeline.save_selection(ws, chosen, method, ratio, seed, influence_config=influence_config())
+        return pipeline.save_selection(ws, chosen, method, ratio, seed, influence_config=influence_config(),
+                                       exclude=exclude)
 
 
 def subsets(ws: pipeline.Workspace) -> list[catalog.Entry]:
     """Subsets in the store made for this pool, newest first, broken ones with their reason."""
     return catalog.scan(ws.store, fingerprint=ws.train.fingerprint)
+
+
+# --------------------------------------------------------------------------------------------- tags
+def tagged(ws: pipeline.Workspace, tag: str = tags.EXCLUDE) -> list[str]:
+    """The sample ids of the pool tagged ``tag`` in the store (sorted; [] when none)."""
+    with engine_errors():
+        return tags.load(ws.store, ws.train.fingerprint).get(tag, [])
