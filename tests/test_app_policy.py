@@ -100,4 +100,4 @@ def test_policy_page_reads_at_a_glance(app):
         np.testing.assert_array_equal(_array(animation["data"][0]["y"]), _array(frames[-1]["data"][0]["y"]))
         assert f"step {frames[-1]['name']}:" in animation["layout"]["title"]["text"]
         button = animation["layout"]["updatemenus"][0]
-        assert button["x"] + 0.1 <= slider["x"]  # the Play button sits left of the slider
+        assert button["pad"]["t"] + 30 <= slider["pad"]["t"]  # the Play button has its own row above the slider

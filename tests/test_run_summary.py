@@ -76,7 +76,7 @@ def test_summary_figure_shows_arms_and_paired_differences():
     result = summary.summarise(records)
     figure = plots.arm_summary(result.arms, result.pairs)
     bars = next(t for t in figure.data if t.name == "mean ± std")
-    assert list(bars.x) == ["ifbeta r0.5 (n=2)", "random r0.5 (n=2)", "full (n=1)"]
+    assert list(bars.x) == ["ifbeta r0.5 (n=2)", "random r0.5 (n=2)", "full (n=1)"] and bars.mode == "markers"
     assert list(bars.y) == pytest.approx([82.0, 79.0, 90.0])
     mean = next(t for t in figure.data if t.name == "mean, 95% t-interval")
     assert list(mean.y) == pytest.approx([3.0]) and mean.error_y.arrayminus is not None

@@ -95,7 +95,7 @@ def objective_curves(traces: dict[float, list[dict]], *, title: str = "Outer obj
     figure.update_xaxes(title_text="outer step")
     figure.update_yaxes(title_text="J / J(uniform) − 1 (%)", ticksuffix="%", row=1, col=1)
     figure = layout(figure, title, height=380, legend=BELOW)
-    figure.update_layout(margin=dict(l=10, r=10, t=40 if title else 30, b=100))
+    figure.update_layout(margin=dict(l=10, r=10, t=80 if title else 40, b=100))  # title above the subplot titles
     return figure
 
 
@@ -111,7 +111,7 @@ def beta_pdf(alpha: float, beta: float, *, name: str | None = None, points: int 
 
 def beta_pdf_animation(trace: list[dict], *, points: int = 200, title: str = "Beta pdf over the outer steps") -> go.Figure:
     """An animated figure (frames + slider + play button): the Beta pdf at every outer step. It opens on
-    the last (learned) step; Play runs from step 0. The button sits left of the slider, never on it."""
+    the last (learned) step; Play runs from step 0. The button has its own row above the slider."""
     if not trace:
         raise ValueError("beta_pdf_animation needs at least one trace record")
     u = np.linspace(0.0025, 0.9975, points)
@@ -131,12 +131,12 @@ def beta_pdf_animation(trace: list[dict], *, points: int = 200, title: str = "Be
                                                transition=dict(duration=0))]) for r in trace]
     figure.update_layout(
         title=f"{title} ({caption(last)})", xaxis=dict(range=[0, 1], title="u (rank; 1 = most helpful)"),
-        yaxis=dict(range=[0, top], title="density"), height=420, margin=dict(l=10, r=10, t=40, b=10),
+        yaxis=dict(range=[0, top], title="density"), height=460, margin=dict(l=10, r=10, t=40, b=10),
         showlegend=False,
-        sliders=[dict(active=len(trace) - 1, steps=steps, x=0.16, len=0.84, xanchor="left", y=0, yanchor="top",
-                      currentvalue=dict(prefix="step "), pad=dict(t=50, b=10))],
+        sliders=[dict(active=len(trace) - 1, steps=steps, x=0, len=1.0, xanchor="left", y=0, yanchor="top",
+                      currentvalue=dict(prefix="step "), pad=dict(t=100, b=10))],
         updatemenus=[dict(type="buttons", showactive=False, x=0, xanchor="left", y=0, yanchor="top",
-                          pad=dict(t=68, r=10), buttons=[
+                          pad=dict(t=55), buttons=[  # its own row, between the axis title and the slider
                               dict(label="Play", method="animate",
                                    args=[None, dict(frame=dict(duration=250, redraw=True), fromcurrent=False,
                                                     transition=dict(duration=0), mode="immediate")])])])

@@ -25,7 +25,8 @@ def training_curves(histories: dict[str, list[dict]], *, metric: str = "test_top
 
 
 def arm_summary(arms, pairs, *, title: str = "Last-epoch test top-1 over seeds") -> go.Figure:
-    """Left: per arm, mean ± std (error bar) of test top-1 in % with each seed as a dot. Right: per subset
+    """Left: per arm, mean ± std (diamond, error bar) of test top-1 in % with each seed as a dot
+    (no zero baseline, so a point's difference shows). Right: per subset
     arm, the paired difference subset - random per seed (points, > 0 = the subset won), their mean and
     the 95% t-interval (error bar; ± std when fewer than two pairs have no interval).
 
@@ -34,12 +35,13 @@ def arm_summary(arms, pairs, *, title: str = "Last-epoch test top-1 over seeds")
     figure = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
                            subplot_titles=("mean ± std per arm", "subset − random, paired by seed"))
     names = [f"{a.arm} (n={a.n})" for a in arms]
-    figure.add_trace(go.Bar(x=names, y=[100 * a.mean for a in arms], name="mean ± std", marker_color=PALETTE[0],
-                            error_y=dict(type="data", array=[100 * a.std for a in arms]), opacity=0.75,
-                            hovertemplate="%{x}<br>mean %{y:.2f}%<extra></extra>"), row=1, col=1)
+    figure.add_trace(go.Scatter(x=names, y=[100 * a.mean for a in arms], mode="markers", name="mean ± std",
+                                marker=dict(color=PALETTE[0], symbol="diamond", size=12),
+                                error_y=dict(type="data", array=[100 * a.std for a in arms], thickness=2, width=8),
+                                hovertemplate="%{x}<br>mean %{y:.2f}%<extra></extra>"), row=1, col=1)
     figure.add_trace(go.Scatter(x=[n for n, a in zip(names, arms) for _ in a.values],
                                 y=[100 * v for a in arms for v in a.values], mode="markers", name="one seed",
-                                customdata=[s for a in arms for s in a.seeds], marker=dict(color="black", size=6),
+                                customdata=[s for a in arms for s in a.seeds], marker=dict(color="black", size=5, opacity=0.7),
                                 hovertemplate="seed %{customdata}: %{y:.2f}%<extra></extra>"), row=1, col=1)
     for n, pair in enumerate(pairs):
         name = f"{pair.arm} − {pair.baseline} (n={pair.n})"
@@ -59,5 +61,5 @@ def arm_summary(arms, pairs, *, title: str = "Last-epoch test top-1 over seeds")
     figure.update_yaxes(title_text="test top-1 (%)", row=1, col=1)
     figure.update_yaxes(title_text="difference (points)", row=1, col=2)
     figure = layout(figure, title, height=420, legend=BELOW)
-    figure.update_layout(margin=dict(b=110))
+    figure.update_layout(margin=dict(l=10, r=10, t=80 if title else 40, b=110))  # title above the subplot titles
     return figure
