@@ -9,13 +9,14 @@ import streamlit as st
 
 from ifbeta import plots
 from ifbeta.distill import student as distill
+from ifbeta.distill import summary
 from ifbeta.models import zoo as models
 from pages._studio import feedback, runs, state, steps
 
 state.page_guard(__file__)
 
-TABLE_COLUMNS = ["name", "dataset", "method", "ratio", "seed", "student", "budget", "epochs", "test_top1",
-                 "test_top5", "seconds", "status", "out"]
+TABLE_COLUMNS = ["label", "test_top1", "status", "test_top5", "dataset", "method", "ratio", "seed", "student", "budget",
+                 "epochs", "seconds", "name", "out"]
 
 st.title("Distill")
 st.caption("Each run is a separate `ifbeta distill` process: it keeps going when you leave the page or reload, "
@@ -41,12 +42,15 @@ architectures = list(models.ARCHITECTURES)
 with st.form("launch_form"):
     source = st.selectbox("Train on", choices, index=default, key="distill_subset",
                           format_func=lambda c: "the full pool" if c == "full" else Path(c).name)
-    columns = st.columns(3)
+    columns = st.columns(4)
     student = columns[0].selectbox("Student", architectures, index=architectures.index(default_student),
                                    key="distill_student")
     epochs = columns[1].number_input("Epochs", min_value=1, max_value=1000, key="distill_epochs",
                                      value=distill.STUDENT_EPOCHS.get(ws.train.name, distill.DEFAULT_STUDENT_EPOCHS))
-    seed = columns[2].number_input("Seed", min_value=0, step=1, key="distill_seed")
+    seed_count = columns[2].number_input("Seeds", min_value=1, max_value=5, step=1, key="distill_seeds",
+                                         help="every arm runs once per seed; seed s of the random arm pairs with "
+                                              "seed s of the subset (same student initialisation)")
+    first_seed = columns[3].number_input("First seed", min_value=0, step=1, key="distill_seed")
     columns = st.columns(2)
     with_random = columns[0].checkbox("Also a random subset of the same size", key="distill_random")
     with_full = columns[1].checkbox("Also the full pool", key="distill_full")
@@ -54,26 +58,28 @@ with st.form("launch_form"):
 
 if launch:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    plan = [(source, Path(source).name if source != "full" else "full")]
+    seeds = range(int(first_seed), int(first_seed) + int(seed_count))
+    plan = []  # (subset directory or 'full', name part, seed): subset, random and full arms for each seed
     with feedback.engine_errors():
-        if source != "full" and with_random:
-            ratio = ratios[source]
-            chosen = steps.choose(ws, "random", ratio, int(seed))
-            random_dir = steps.write_subset(ws, chosen, "random", ratio, int(seed))
-            plan.append((str(random_dir), random_dir.name))
-        if with_full and source != "full":
-            plan.append(("full", "full"))
-        for subset, label in plan:
-            runs.launch_run(spec, subset=subset, student=student, epochs=int(epochs), seed=int(seed),
-                                    name=f"{stamp}-{label}-{student}-e{int(epochs)}-s{int(seed)}")
+        for seed in seeds:
+            plan.append((source, Path(source).name if source != "full" else "full", seed))
+            if source != "full" and with_random:
+                ratio = ratios[source]
+                random_dir = steps.write_subset(ws, steps.choose(ws, "random", ratio, seed), "random", ratio, seed)
+                plan.append((str(random_dir), random_dir.name, seed))
+            if with_full and source != "full":
+                plan.append(("full", "full", seed))
+        for subset, part, seed in plan:
+            runs.launch_run(spec, subset=subset, student=student, epochs=int(epochs), seed=seed,
+                            name=f"{stamp}-{part}-{student}-e{int(epochs)}-s{seed}")
     st.rerun()
 
 
 def live_panel() -> None:
     """Running app-launched runs: progress, live curves, cancel. Reruns the page when one ends."""
     records = runs.app_runs()
-    running = [r for r in records if r["status"] == "running"]
-    names = [r["name"] for r in running]
+    running = runs.labelled([r for r in records if r["status"] == "running"])
+    names = [r["name"] for r in running.values()]
     if st.session_state.get("_running_runs", names) != names:
         st.session_state["_running_runs"] = names
         st.rerun()
@@ -81,19 +87,19 @@ def live_panel() -> None:
     if not running:
         st.caption("No run in progress.")
     histories = {}
-    for record in running:
-        state = record.get("progress") or {}
-        epoch, total = state.get("epoch", 0), state.get("epochs") or 1
+    for label, record in running.items():
+        progress = record.get("progress") or {}
+        epoch, total = progress.get("epoch", 0), progress.get("epochs") or 1
         columns = st.columns([4, 1])
-        columns[0].progress(min(epoch / total, 1.0), text=f"{record['name']}: epoch {epoch}/{total}")
+        columns[0].progress(min(epoch / total, 1.0), text=f"{label}: epoch {epoch}/{total}")
         if columns[1].button("Cancel", key=f"cancel_{record['name']}"):
             runs.cancel_run(record)
             st.rerun()
-        histories[record["name"]] = state.get("history", [])
+        histories[label] = progress.get("history", [])
     if any(histories.values()):
         st.plotly_chart(plots.training_curves(histories), key="live_curves")
-    for record in [r for r in records if r["status"] == "failed"][:3]:
-        with st.expander(f"{record['name']} failed"):
+    for label, record in list(runs.labelled([r for r in records if r["status"] == "failed"]).items())[:3]:
+        with st.expander(f"{label} failed ({record['name']})"):
             st.code(record.get("log_tail", ""), language=None)
 
 
@@ -107,16 +113,42 @@ only_here = st.checkbox("Only this dataset", key="distill_only_dataset")
 if only_here:
     known = [r for r in known if r.get("dataset") == ws.train.name]
 if known:
-    table = pd.DataFrame(known)
+    table = pd.DataFrame([{"label": summary.label(r), **r} for r in known])
     table = table[[c for c in TABLE_COLUMNS if c in table.columns]]
     st.dataframe(table, hide_index=True, column_config={
-        "test_top1": st.column_config.NumberColumn("test top-1", format="%.4f"),
-        "test_top5": st.column_config.NumberColumn("test top-5", format="%.4f"),
-        "seconds": st.column_config.NumberColumn("seconds", format="%.0f")})
-    finished = {r["name"]: r["metrics"].get("history") or [] for r in runs.app_runs()
-                if r["status"] == "finished"}
-    if any(finished.values()):
-        st.plotly_chart(plots.training_curves(finished, title="Finished app runs: test accuracy per epoch"),
+        "label": st.column_config.TextColumn("run", width="medium", help="arm (method, ratio) and student seed"),
+        "test_top1": st.column_config.NumberColumn("test top-1", format="%.4f", width="small"),
+        "status": st.column_config.TextColumn("status", width="small"),
+        "test_top5": st.column_config.NumberColumn("test top-5", format="%.4f", width="small"),
+        "seconds": st.column_config.NumberColumn("seconds", format="%.0f", width="small"),
+        "name": st.column_config.TextColumn("run folder", width="medium")})
+
+    st.subheader("Subset vs random vs full")
+    finished = [r for r in known if r.get("status") == "finished"]
+    contexts = list(dict.fromkeys(summary.context(r) for r in finished))  # newest first
+    if len(contexts) > 1:
+        shown = st.selectbox("Compare the runs of", contexts, index=0, key="distill_context",
+                             format_func=lambda c: f"{c[0]}, student {c[1]}, {c[2]} epochs ({c[3]} budget)")
+    else:
+        shown = contexts[0] if contexts else None
+    result = summary.summarise([r for r in finished if summary.context(r) == shown])
+    if not result.arms:
+        st.caption("No finished run to summarise yet.")
+    else:
+        for pair in result.pairs:
+            interval = (f", 95% t-interval {100 * pair.low:+.2f} to {100 * pair.high:+.2f}" if pair.low is not None
+                        else " (one pair: no interval)")
+            st.markdown(f"**{pair.arm} − {pair.baseline}**: {100 * pair.mean:+.2f} points over {pair.n} paired "
+                        f"seed(s), std {100 * pair.std:.2f}{interval}")
+        st.plotly_chart(plots.arm_summary(result.arms, result.pairs), key="arm_summary")
+        st.dataframe(pd.DataFrame([{"arm": a.arm, "seeds": a.n, "mean top-1 (%)": 100 * a.mean,
+                                    "std (points)": 100 * a.std} for a in result.arms]), hide_index=True,
+                     column_config={"mean top-1 (%)": st.column_config.NumberColumn(format="%.2f"),
+                                    "std (points)": st.column_config.NumberColumn(format="%.2f")})
+    histories = {label: r["metrics"].get("history") or [] for label, r in
+                 runs.labelled([r for r in runs.app_runs() if r["status"] == "finished"]).items()}
+    if any(histories.values()):
+        st.plotly_chart(plots.training_curves(histories, title="Finished app runs: test accuracy per epoch"),
                         key="finished_curves")
 else:
     st.caption("No finished runs yet.")

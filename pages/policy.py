@@ -7,24 +7,30 @@ import streamlit as st
 from ifbeta import plots
 from ifbeta.evaluation import transfer
 from ifbeta.policy import axes, estimators
-from pages._studio import feedback, state, steps, widgets
+from ifbeta.progress import describe as describe_progress
+from pages._studio import state, steps, widgets
 
 state.page_guard(__file__)
 
 RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+VERDICT = ("on CIFAR-10 the learned policy stays within noise of random pruning at every ratio; run the transfer "
+           "check below before trusting one on your data.")
+EVIDENCE = (
+    "- **benchmarks/results/cifar10-cpu.md**: the learned policy stayed within noise of random pruning at every "
+    "ratio, and no baseline beat random beyond noise either.\n"
+    "- J ranks selection rules much as real students do: it rejects the hard-sample rules that lose 4-6 points "
+    "(Spearman about -0.8 over rules at r = 0.7 and 0.9), so the loop never moves towards them.\n"
+    "- **benchmarks/results/proxy-transfer.md**: near uniform J is blind. The teacher's logits are a linear function "
+    "of the features the proxy is fitted on, so no policy on the grid lowers J by more than 0.4% from uniform, "
+    "and the small differences it sees do not predict students.")
 
 st.title("Policy")
 st.caption("Samples are ranked by influence (u near 1 = most helpful) and kept with probability shaped by "
            "Beta(alpha, beta); the bilevel loop moves (alpha, beta) to lower the proxy's validation KD loss J. "
            "(1, 1) is uniform, i.e. random pruning.")
-st.info("Where it stands (benchmarks/results/cifar10-cpu.md, policy-research.md): on CIFAR-10 the learned policy "
-        "stayed within noise of random pruning at every ratio, and no baseline beat random beyond noise either. J ranks "
-        "selection rules much as real students do (it rejects the hard-sample rules that lose 4-6 points: Spearman "
-        "about -0.8 over rules at r = 0.7 and 0.9), so the loop never moves towards them. Near uniform it is blind: the "
-        "teacher's logits are a linear function of the features the proxy is fitted on, so no policy on the grid "
-        "lowers J by more than 0.4% from uniform, and the small differences it sees do not predict students "
-        "(benchmarks/results/proxy-transfer.md). Before trusting a learned policy on your data, run the transfer "
-        "check below.", icon=":material/science:")
+st.markdown(f"**Verdict:** {VERDICT}")
+with st.expander("The evidence: benchmarks/results/cifar10-cpu.md, benchmarks/results/proxy-transfer.md"):
+    st.markdown(EVIDENCE)
 ws = steps.workspace()
 names = ws.train.class_names
 
@@ -50,21 +56,28 @@ if not ratios:
 learn = st.button("Learn the policy", type="primary")
 results = None
 if learn:
+    outer_steps = state.policy_config().steps
     live: dict[float, list[dict]] = {r: [] for r in ratios}
+    bar = st.progress(0.0, text="Learning the policy: starting")  # directly under the button, then the live charts
     slots = st.columns(2)
     path_slot, curve_slot = slots[0].empty(), slots[1].empty()
-    bar = feedback.Progress("Learning the policy", total=state.policy_config().steps)
 
     def on_step(step: int, info: dict) -> None:
-        bar(step, info)
-        if "alpha" in info and "ratio" in info and info["ratio"] in live:
-            live[info["ratio"]].append(info)
-            count = sum(len(t) for t in live.values())
-            path_slot.plotly_chart(plots.policy_path(live, title="(alpha, beta) path, live"), key=f"live_path_{count}")
-            curve_slot.plotly_chart(plots.objective_curves(live, title="J, live"), key=f"live_curves_{count}")
+        if not ("alpha" in info and info.get("ratio") in live):  # features, proxy fits: the engine's own words
+            bar.progress(0.0, text=f"Learning the policy: {describe_progress(step, info)[1]}")
+            return
+        ratio = info["ratio"]
+        live[ratio].append(info)
+        count = sum(len(t) for t in live.values())
+        change = plots.relative_change([info["J"]], plots.j_at_uniform(live[ratio]))[0]
+        bar.progress(min(count / (outer_steps * len(ratios)), 1.0),
+                     text=f"Learning the policy at r={ratio:g} (ratio {ratios.index(ratio) + 1} of {len(ratios)}): "
+                          f"step {step + 1} of {outer_steps}, J {change:+.3f}% vs uniform")
+        path_slot.plotly_chart(plots.policy_path(live, title="(alpha, beta) path, live"), key=f"live_path_{count}")
+        curve_slot.plotly_chart(plots.objective_curves(live, title="J vs uniform, live"), key=f"live_curves_{count}")
 
     results = steps.policies(ws, ratios, on_step=on_step)
-    bar.close()
+    bar.empty()
     path_slot.empty()
     curve_slot.empty()
 else:  # policies learned before (in any session, or with the CLI) show without a click
@@ -76,20 +89,28 @@ if results is None:
 else:
     traces = {r.ratio: r.trace for r in results}
     table = pd.DataFrame([{"ratio": r.ratio, "kept k": r.k, "alpha": r.alpha, "beta": r.beta, "steps": len(r.trace),
-                           "J start": r.trace[0]["J"], "J end": r.trace[-1]["J"], "converged": r.converged,
-                           "shrinkage c": r.c} for r in results])
-    st.dataframe(table, hide_index=True)
+                           "J vs uniform (%)": plots.relative_change([r.trace[-1]["J"]], plots.j_at_uniform(r.trace))[0],
+                           "best J vs uniform (%)": plots.relative_change([min(t["J"] for t in r.trace)],
+                                                                          plots.j_at_uniform(r.trace))[0],
+                           "converged": r.converged, "shrinkage c": r.c} for r in results])
+    st.dataframe(table, hide_index=True, column_config={
+        "J vs uniform (%)": st.column_config.NumberColumn(format="%+.3f%%", help="J / J(1, 1) - 1 at the last step; "
+                                                          "< 0 = lower validation KD loss than random pruning"),
+        "best J vs uniform (%)": st.column_config.NumberColumn(format="%+.3f%%"),
+        "alpha": st.column_config.NumberColumn(format="%.3g"), "beta": st.column_config.NumberColumn(format="%.3g")})
 
     st.subheader("Path over the J landscape")
+    st.caption("A landscape belongs to one ratio: choose the ratio, and its path is drawn over its own landscape.")
     left, right = st.columns([1, 3])
     with left:
-        shown_ratio = st.selectbox("Landscape at ratio", ratios, key="landscape_ratio")
+        shown_ratio = st.selectbox("Ratio", ratios, key="landscape_ratio")
         grid = st.radio("Grid", [5, 7, 9], horizontal=True, key="landscape_grid", help="grid x grid proxy fits")
         learned_grid = next((r.landscape for r in results if r.ratio == shown_ratio and r.landscape), None)
         landscape = learned_grid or steps.landscape(ws, shown_ratio, grid, compute=False)
         if landscape is None and st.button(f"Compute the landscape ({grid * grid} fits)"):
             landscape = steps.landscape(ws, shown_ratio, grid)
-    right.plotly_chart(plots.policy_path(traces, landscape=landscape), key="policy_path")
+    right.plotly_chart(plots.policy_path({shown_ratio: traces[shown_ratio]}, landscape=landscape,
+                                         title=f"(alpha, beta) path at r={shown_ratio:g}"), key="policy_path")
     st.plotly_chart(plots.objective_curves(traces), key="objective_curves")
 
     st.subheader("Per ratio")

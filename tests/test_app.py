@@ -211,7 +211,9 @@ def test_policy_page_learns_and_teaches(app):
     assert sorted(table["ratio"]) == [0.3, 0.7] and (table["steps"] <= 3).all()
     figures = _figures(at)
     names = [trace.get("name") for trace in figures[0]["data"]]
-    assert "r=0.3" in names and "r=0.7" in names  # the path of both ratios
+    assert "r=0.3" in names and "r=0.7" not in names  # the path of the ratio whose landscape is shown
+    curves = [trace.get("name") for figure in figures for trace in figure["data"]]
+    assert "J r=0.3" in curves and "J r=0.7" in curves  # the outer curves of both ratios
     assert any(figure.get("frames") for figure in figures)  # the Beta pdf animation
     next(b for b in at.button if b.label.startswith("Compute the landscape")).click().run()  # 5 x 5 grid
     assert not at.exception and not at.error
@@ -288,6 +290,7 @@ def test_distill_page_launches_a_background_run(app, session_store):
     at.number_input(key="distill_epochs").set_value(1)
     at.checkbox(key="distill_random").uncheck()
     at.checkbox(key="distill_full").uncheck()
+    at.number_input(key="distill_seeds").set_value(1)
     at.button[0].click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     launched = sorted((session_store.root / "app-runs").glob("*.json"))

@@ -25,10 +25,12 @@ from ifbeta.plots.policy import (  # noqa: F401
     beta_pdf,
     beta_pdf_animation,
     class_histogram,
+    j_at_uniform,
     objective_curves,
     policy_path,
+    relative_change,
     teaching_figure,
 )
-from ifbeta.plots.runs import training_curves  # noqa: F401
+from ifbeta.plots.runs import arm_summary, training_curves  # noqa: F401
 from ifbeta.plots.scores import class_counts_bar, class_violin, confidence_scatter, loo_scatter, score_histogram  # noqa: F401
 from ifbeta.plots.subsets import jaccard_heatmap, kept_pruned_bars  # noqa: F401

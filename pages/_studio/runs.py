@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ifbeta.distill import runs
+from ifbeta.distill import runs, summary
 
 from .feedback import engine_errors
 from .state import WorkspaceSpec
@@ -17,8 +17,22 @@ def launch_run(ws_spec: WorkspaceSpec, *, subset: str, student: str, epochs: int
 
 
 def app_runs() -> list[dict]:
-    """Runs launched from the app (newest first): launch record + status + progress + log tail."""
-    return runs.launched_runs(store())
+    """Runs launched from the app (newest first): launch record + status + progress + log tail, with the
+    run's ``config.json`` fields beneath (method, ratio, seed: what ``summary.label`` reads) once written."""
+    records = []
+    for record in runs.launched_runs(store()):
+        config = runs.read_json(Path(record["out"]) / "config.json") or {}
+        records.append({**config, **record})
+    return records
+
+
+def labelled(records: list[dict]) -> dict[str, dict]:
+    """{short label: record} (``summary.label``; a repeated label gets its run's name added)."""
+    found: dict[str, dict] = {}
+    for record in records:
+        label = summary.label(record)
+        found[label if label not in found else f"{label} ({record.get('name', '?')})"] = record
+    return found
 
 
 def cancel_run(record: dict) -> None:

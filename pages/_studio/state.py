@@ -51,7 +51,8 @@ POLICY = {"landscape_grid": 5, "transfer_ratio": 0.5, "transfer_policies": 3, "t
 SUBSET = {"subset_class": 0, "subset_count": 16, "export_path": "", "export_pruned": False,
           "subset_exclude": True}  # leave out the samples tagged exclude (the checkbox shows when there are some)
 
-DISTILL = {"distill_seed": 0, "distill_random": True, "distill_full": True, "distill_only_dataset": True}
+DISTILL = {"distill_seed": 0, "distill_seeds": 3, "distill_random": True, "distill_full": True,
+           "distill_only_dataset": True}
 
 WIDGETS: dict = {**SIDEBAR, **SETTINGS, **SHARED, **SETUP, **INFLUENCE, **FEATURE_MAP, **POLICY, **SUBSET, **DISTILL}
 """session_state key -> default, set once per session by ``init_state``."""

@@ -1,0 +1,103 @@
+"""AppTest of the Policy page's reading aids: a one-line verdict (evidence folded away), J relative to
+uniform, each ratio's path over its own landscape, and the Beta pdf animation opening on the learned step."""
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+TIMEOUT = 300
+
+
+@pytest.fixture(autouse=True)
+def navigation_routing(monkeypatch):
+    """Route every AppTest run through app.py's st.navigation (see tests/test_app.py)."""
+    from streamlit.runtime import pages_manager
+
+    original = pages_manager.PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        pages_manager.PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def app(session_store):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _figures(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or the typed-array form {"dtype", "bdata"} (base64)."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(np.float64)
+    return np.asarray(value, dtype=np.float64)
+
+
+def _ratios_drawn(figure: dict) -> list[str]:
+    return [t["name"] for t in figure["data"] if str(t.get("name", "")).startswith("r=")]
+
+
+def test_policy_page_reads_at_a_glance(app):
+    at = app.switch_page("pages/policy.py").run()
+    assert not at.exception and not at.error
+    verdicts = [m.value for m in at.markdown if m.value.startswith("**Verdict:**")]
+    assert len(verdicts) == 1 and "\n" not in verdicts[0] and "random" in verdicts[0]
+    assert not [i.value for i in at.info if "Where it stands" in i.value]  # the prose paragraph is gone
+    evidence = [e for e in at.expander if "proxy-transfer.md" in e.label]
+    assert evidence and "cifar10-cpu.md" in evidence[0].label
+
+    at.session_state["policy_steps"] = 3
+    at.session_state["policy_shrinkage"] = 0.0
+    at.multiselect(key="policy_ratios").set_value([0.3, 0.7])
+    next(b for b in at.button if b.label == "Learn the policy").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+
+    table = at.dataframe[0].value
+    assert "J vs uniform (%)" in table.columns and "J start" not in table.columns
+    assert np.isfinite(table["J vs uniform (%)"]).all()
+    figures = _figures(at)
+    curves = next(f for f in figures if any(str(t.get("name", "")).startswith("J r=") for t in f["data"]))
+    assert "%" in curves["layout"]["yaxis"]["title"]["text"]
+    first = next(t for t in curves["data"] if t["name"] == "J r=0.3")
+    assert _array(first["y"])[0] == pytest.approx(0.0)  # step 0 is uniform (PolicyConfig.init = (1, 1)): 0 %
+
+    assert _ratios_drawn(figures[0]) == ["r=0.3"]  # one ratio's path, over that ratio's landscape
+    next(b for b in at.button if b.label.startswith("Compute the landscape")).click().run()
+    path = _figures(at)[0]
+    assert path["data"][0]["type"] == "heatmap" and _ratios_drawn(path) == ["r=0.3"]
+    assert "%" in path["data"][0]["colorbar"]["title"]["text"]
+    assert path["data"][0]["colorbar"]["x"] > 1 and path["layout"]["legend"]["orientation"] == "h"
+    at.selectbox(key="landscape_ratio").set_value(0.7).run()
+    assert not at.exception
+    path = _figures(at)[0]
+    assert _ratios_drawn(path) == ["r=0.7"] and path["data"][0]["type"] != "heatmap"  # 0.3's landscape is not reused
+
+    animations = [f for f in _figures(at) if f.get("frames")]
+    assert len(animations) == 2
+    for animation in animations:
+        frames, slider = animation["frames"], animation["layout"]["sliders"][0]
+        assert slider["active"] == len(frames) - 1  # opens on the learned step
+        np.testing.assert_array_equal(_array(animation["data"][0]["y"]), _array(frames[-1]["data"][0]["y"]))
+        assert f"step {frames[-1]['name']}:" in animation["layout"]["title"]["text"]
+        button = animation["layout"]["updatemenus"][0]
+        assert button["pad"]["t"] + 30 <= slider["pad"]["t"]  # the Play button has its own row above the slider
