@@ -6,7 +6,6 @@ dataclasses of numpy arrays (picklable; the app can hold them in ``st.cache_data
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -23,6 +22,8 @@ from ifbeta.models.features import FeatureSet, teacher_features
 from ifbeta.models.teachers import Teacher, resolve_teacher
 from ifbeta.progress import OnStep
 from ifbeta.store import Store, make_key
+from ifbeta.subsets import exclusion as exclusions
+from ifbeta.subsets.exclusion import Exclusion
 
 log = logging.getLogger(__name__)
 
@@ -207,60 +208,11 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
 
 
 # ---------------------------------------------------------------------------- selection
-EXCLUDED_IDS_LISTED = 1000
-"""A subset's manifest lists the excluded ids themselves up to this many (always their count and sha256)."""
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    """Samples of the pool left out of a selection: they are never kept, and the method chooses among
-    the rest (the sub-pool) the same k = round((1 - ratio) * N) it would keep from the whole pool."""
-
-    ids: list[str]  # sorted unique sample ids
-    indices: np.ndarray  # (m,) int64 sorted rows of the pool they are
-    n: int  # the whole pool's size N
-
-    @property
-    def rows(self) -> np.ndarray:
-        """(N - m,) int64 sorted rows of the pool that remain selectable."""
-        return np.setdiff1d(np.arange(self.n, dtype=np.int64), self.indices, assume_unique=True)
-
-    @property
-    def sha256(self) -> str:
-        """sha256 of the sorted ids joined by newlines (what store keys and manifests record)."""
-        return hashlib.sha256("\n".join(self.ids).encode()).hexdigest()
-
-    def sub_ratio(self, ratio: float) -> float:
-        """The pruning ratio on the sub-pool that keeps k = round((1 - ratio) * N): 1 - k / (N - m).
-        Raises ValueError when fewer than k samples remain."""
-        from ifbeta.policy.beta import k_for_ratio
-
-        k, remaining = k_for_ratio(self.n, ratio), self.n - len(self.indices)
-        if remaining < k:
-            raise ValueError(f"excluding {len(self.indices)} of {self.n} samples leaves {remaining}, fewer than the "
-                             f"k={k} that ratio {ratio:g} keeps; raise the ratio or exclude fewer samples")
-        return 1.0 - k / remaining
-
-    def record(self) -> dict:
-        """What a subset's manifest says about it (``extra``): count, sha256, the ids when <= 1000."""
-        record = {"excluded": len(self.ids), "excluded_sha256": self.sha256}
-        if len(self.ids) <= EXCLUDED_IDS_LISTED:
-            record["excluded_ids"] = list(self.ids)
-        return record
-
-
 def exclusion_of(workspace: Workspace, exclude: list[str] | None) -> Exclusion | None:
-    """The Exclusion of sample ids ``exclude`` (any order, repeats allowed) in the pool; None for None or
-    no id. Raises ValueError naming how many ids are not in the pool and one of them."""
-    from ifbeta.subsets import tags
-
-    if not exclude:
+    """``subsets.exclusion.exclusion_of`` over the workspace's pool ids; None when nothing is excluded."""
+    if exclude is None:
         return None
-    ids = sorted({str(i) for i in exclude})
-    position = {sample_id: row for row, sample_id in enumerate(workspace.train.ids)}
-    tags.refuse_unknown(ids, position)
-    indices = np.sort(np.asarray([position[i] for i in ids], dtype=np.int64))
-    return Exclusion(ids, indices, len(workspace.train.ids))
+    return exclusions.exclusion_of(workspace.train.ids, exclude)
 
 
 def selection_inputs(workspace: Workspace, influence_result=None, *, with_images: bool = False,
@@ -317,6 +269,41 @@ def policy_stored(workspace: Workspace, method: str, ratio: float, *, policy_con
                                                                    scores_key(workspace, influence_config)]))
 
 
+def _select(workspace: Workspace, method: str, ratio: float, seed: int, options: dict, result, learned,
+            exclusion: Exclusion | None) -> tuple[dict, dict]:
+    """The selection arrays (indices: rows of the whole pool; scores: NaN at excluded rows) and info."""
+    from ifbeta.policy.beta import k_for_ratio
+    from ifbeta.selection import registry as selection
+
+    rows = None if exclusion is None else exclusion.rows
+    sub_ratio = ratio if exclusion is None else exclusion.sub_ratio(ratio)
+    method_name = "ifbeta-fixed" if learned is not None else method
+    if rows is not None and sub_ratio <= 0.0:  # exactly k remain: keep them all
+        chosen = selection.Selection(np.arange(len(rows)), None, {"method": method_name, "seconds": 0.0,
+                                                                  "k": len(rows), "ratio": sub_ratio, "seed": seed})
+    else:
+        inputs = selection_inputs(workspace, result, with_images=method in ("el2n-train", "forgetting"), rows=rows)
+        chosen = selection.select(method_name, inputs, sub_ratio, seed=seed, **options)
+    info = {**json_ready(chosen.info), "method": method, "ratio": float(ratio)}
+    if learned is not None:
+        info.update(alpha=learned.alpha, beta=learned.beta, trace=json_ready(learned.trace),
+                    policy_seconds=sum(step.get("seconds", 0.0) for step in learned.trace))
+    indices, method_scores = chosen.indices, chosen.scores
+    if rows is not None:  # back to rows of the whole pool
+        indices = rows[chosen.indices]
+        if method_scores is not None:
+            method_scores = np.full(exclusion.n, np.nan)
+            method_scores[rows] = chosen.scores
+        info.update(excluded=len(exclusion.ids), excluded_sha256=exclusion.sha256, sub_pool=len(rows),
+                    sub_ratio=sub_ratio)
+    if len(indices) != k_for_ratio(len(workspace.features.labels), ratio):
+        raise RuntimeError(f"{method} kept {len(indices)} samples, expected k for ratio {ratio:g}")
+    arrays = {"indices": np.asarray(indices, dtype=np.int64)}
+    if method_scores is not None:
+        arrays["scores"] = np.asarray(method_scores, dtype=np.float64)
+    return arrays, info
+
+
 def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, options: dict | None = None,
            policy_config: PolicyConfig = PolicyConfig(), influence_config: InfluenceConfig = InfluenceConfig(),
            exclude: list[str] | None = None, compute: bool = True, on_step: OnStep | None = None):
@@ -329,12 +316,12 @@ def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, op
     says ``excluded`` (count) and ``excluded_sha256``. ValueError when fewer than k samples remain or an
     id is not in the pool. With ``compute=False`` nothing is computed: None unless the selection is in
     the store already."""
-    from ifbeta.policy.beta import k_for_ratio
     from ifbeta.selection import registry as selection
 
     options = dict(options or {})
     exclusion = exclusion_of(workspace, exclude)
-    sub_ratio = ratio if exclusion is None else exclusion.sub_ratio(ratio)
+    if exclusion is not None:
+        exclusion.sub_ratio(ratio)  # fewer than k left: refuse before any work
     settings = _selection_settings(method, ratio, seed, options, policy_config, exclusion)
     inputs_keys = [workspace.features.key, scores_key(workspace, influence_config)]
     if not compute and not workspace.store.exists("selections", make_key(settings, inputs_keys)):
@@ -350,33 +337,7 @@ def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, op
                        "stratify": config.stratify, **options}
 
     def compute_selection():
-        rows = None if exclusion is None else exclusion.rows
-        method_name = "ifbeta-fixed" if learned is not None else method
-        if rows is not None and sub_ratio <= 0.0:  # exactly k remain: keep them all
-            chosen = selection.Selection(rows, None, {"method": method_name, "seconds": 0.0, "k": len(rows),
-                                                      "ratio": sub_ratio, "seed": seed})
-        else:
-            inputs = selection_inputs(workspace, result, with_images=method in ("el2n-train", "forgetting"),
-                                      rows=rows)
-            chosen = selection.select(method_name, inputs, sub_ratio, seed=seed, **options)
-        info = {**json_ready(chosen.info), "method": method, "ratio": float(ratio)}
-        if learned is not None:
-            info.update(alpha=learned.alpha, beta=learned.beta, trace=json_ready(learned.trace),
-                        policy_seconds=sum(step.get("seconds", 0.0) for step in learned.trace))
-        indices, method_scores = chosen.indices, chosen.scores
-        if rows is not None:  # back to rows of the whole pool
-            indices = rows[chosen.indices]
-            if method_scores is not None:
-                method_scores = np.full(exclusion.n, np.nan)
-                method_scores[rows] = chosen.scores
-            info.update(excluded=len(exclusion.ids), excluded_sha256=exclusion.sha256, sub_pool=len(rows),
-                        sub_ratio=sub_ratio)
-        if len(indices) != k_for_ratio(len(workspace.train.ids), ratio):
-            raise RuntimeError(f"{method} kept {len(indices)} samples, expected k for ratio {ratio:g}")
-        arrays = {"indices": np.asarray(indices, dtype=np.int64)}
-        if method_scores is not None:
-            arrays["scores"] = np.asarray(method_scores, dtype=np.float64)
-        return arrays, info
+        return _select(workspace, method, ratio, seed, options, result, learned, exclusion)
 
     arrays, info, _ = workspace.store.get_or_compute("selections", settings, inputs_keys, compute_selection)
     return selection.Selection(np.asarray(arrays["indices"]), np.asarray(arrays["scores"]) if "scores" in arrays

@@ -43,12 +43,13 @@ def app(session_store):
 
 def test_distill_page_runs_seeds_times_arms_and_summarises(app, session_store):
     at = app.switch_page("pages/subset.py").run()
-    at.selectbox(key="subset_method").set_value("random-balanced").run()
+    at.selectbox(key="subset_method").set_value("random-balanced")
+    at.slider(key="subset_ratio").set_value(0.6).run()  # a ratio no other test distils, so the arms are this test's
     at = at.switch_page("pages/distill.py").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.number_input(key="distill_seeds").value == 3  # the default
     at.selectbox(key="distill_subset").set_value(next(o for o in at.selectbox(key="distill_subset").options
-                                                      if "random-balanced" in o))
+                                                      if "random-balanced" in o and "r0.6" in o))
     at.number_input(key="distill_epochs").set_value(1)
     at.number_input(key="distill_seeds").set_value(2)
     at.number_input(key="distill_seed").set_value(7)
@@ -76,16 +77,16 @@ def test_distill_page_runs_seeds_times_arms_and_summarises(app, session_store):
     table = at.dataframe[0].value
     assert list(table.columns[:2]) == ["label", "test_top1"]
     labels = set(table["label"])
-    assert {"random-balanced r0.5 s7", "random-balanced r0.5 s8", "random r0.5 s7", "random r0.5 s8"} <= labels
-    assert max(len(label) for label in labels if " r0.5 s" in label) < 30
+    assert {"random-balanced r0.6 s7", "random-balanced r0.6 s8", "random r0.6 s7", "random r0.6 s8"} <= labels
+    assert max(len(label) for label in labels if " r0.6 s" in label) < 30
 
-    lines = [m.value for m in at.markdown if "random-balanced r0.5 − random r0.5" in m.value]
+    lines = [m.value for m in at.markdown if "random-balanced r0.6 − random r0.6" in m.value]
     assert lines and "2 paired" in lines[0] and "95% t-interval" in lines[0]
     summary = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
                    if any(t.get("name") == "mean ± std" for t in json.loads(c.proto.spec)["data"]))
     bars = next(t for t in summary["data"] if t["name"] == "mean ± std")
-    assert [x.split(" (")[0] for x in bars["x"]] == ["random-balanced r0.5", "random r0.5"]
+    assert [x.split(" (")[0] for x in bars["x"]] == ["random-balanced r0.6", "random r0.6"]
     pairs = next(t for t in summary["data"] if t["name"] == "one seed pair")
     assert len(pairs["y"]) == 2
     arms = at.dataframe[1].value
-    assert list(arms["arm"]) == ["random-balanced r0.5", "random r0.5"] and list(arms["seeds"]) == [2, 2]
+    assert list(arms["arm"]) == ["random-balanced r0.6", "random r0.6"] and list(arms["seeds"]) == [2, 2]
