@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from ifbeta.data.datasets import DatasetSplit
 from ifbeta.models.features import FeatureSet, teacher_features
 from ifbeta.models.teachers import Teacher, resolve_teacher
 from ifbeta.progress import OnStep
-from ifbeta.store import Store, make_key
+from ifbeta.store import Store, json_ready, make_key
 from ifbeta.subsets import exclusion as exclusions
 from ifbeta.subsets.exclusion import Exclusion
 
@@ -102,20 +101,6 @@ def scores(workspace: Workspace, config: InfluenceConfig = InfluenceConfig(), *,
 
 
 # ---------------------------------------------------------------------------- policy
-def json_ready(value, *, finite: bool = False):
-    """``value`` with numpy arrays and scalars turned into lists and Python numbers (for JSON);
-    with ``finite=True`` NaN and inf become None (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v, finite=finite) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_ready(v, finite=finite) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if finite and isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 class _PolicyCheckpoint:
     """The bilevel loop's state, rewritten atomically after every outer step so a killed ``prune``
     resumes at the step it reached: ``<store>/checkpoints/policies-<key>.json``."""

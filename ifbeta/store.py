@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -168,3 +169,17 @@ class Store:
                 except (OSError, json.JSONDecodeError):
                     continue
         return [(key, doc) for _, key, doc in sorted(found, reverse=True)]
+
+
+def json_ready(value, *, finite: bool = False):
+    """``value`` with numpy arrays and scalars turned into lists and Python numbers (for JSON);
+    with ``finite=True`` NaN and inf become None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v, finite=finite) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_ready(v, finite=finite) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if finite and isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -82,7 +82,9 @@ def test_policy_page_reads_at_a_glance(app):
     assert _array(first["y"])[0] == pytest.approx(0.0)  # step 0 is uniform (PolicyConfig.init = (1, 1)): 0 %
 
     assert _ratios_drawn(figures[0]) == ["r=0.3"]  # one ratio's path, over that ratio's landscape
-    next(b for b in at.button if b.label.startswith("Compute the landscape")).click().run()
+    compute = [b for b in at.button if b.label.startswith("Compute the landscape")]
+    if compute:  # absent when another test already stored this landscape in the session store
+        compute[0].click().run()
     path = _figures(at)[0]
     assert path["data"][0]["type"] == "heatmap" and _ratios_drawn(path) == ["r=0.3"]
     assert "%" in path["data"][0]["colorbar"]["title"]["text"]

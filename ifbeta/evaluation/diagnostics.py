@@ -16,14 +16,14 @@ from ifbeta import pipeline
 from ifbeta.config import InfluenceConfig, PolicyConfig
 from ifbeta.pipeline import Workspace
 from ifbeta.progress import OnStep
-from ifbeta.store import make_key
+from ifbeta.store import json_ready, make_key
 
 
 def _cached(workspace: Workspace, kind: str, settings: dict, inputs: list[str], build, compute: bool) -> dict | None:
     """The stored report for (settings, inputs), built once by ``build() -> dict``; None when peeking a miss."""
     if not compute and not workspace.store.exists(kind, make_key(settings, inputs)):
         return None
-    _, meta, _ = workspace.store.get_or_compute(kind, settings, inputs, lambda: ({}, pipeline.json_ready(build())))
+    _, meta, _ = workspace.store.get_or_compute(kind, settings, inputs, lambda: ({}, json_ready(build())))
     return meta
 
 

@@ -36,6 +36,7 @@ from ifbeta.distill import student as distill
 from ifbeta.models import zoo as models
 from ifbeta.pipeline import Workspace
 from ifbeta.progress import OnStep
+from ifbeta.store import json_ready
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def transfer_check(workspace: Workspace, *, ratio: float, policies: int = 5, epo
     report.update(dataset=workspace.train.name, ratio=float(ratio), k=candidates[0]["k"], epochs=int(epochs),
                   budget=budget, student=student, seeds=list(seeds), out=str(out.resolve()),
                   seconds=time.time() - began)
-    return pipeline.json_ready(report, finite=True)
+    return json_ready(report, finite=True)
 
 
 # ----------------------------------------------------------------------------- steps

@@ -80,9 +80,10 @@ def check_tag(tag: str) -> str:
 
 
 def refuse_unknown(ids: Iterable[str], known: Iterable[str]) -> None:
-    """ValueError naming how many of ``ids`` are not in ``known`` and one example; else nothing."""
+    """ValueError naming how many of ``ids`` are not in ``known`` and one example (the first in sorted
+    order, so the message does not depend on set order); else nothing."""
     known = known if isinstance(known, (set, frozenset, dict)) else set(known)
-    unknown = [i for i in ids if i not in known]
+    unknown = sorted({i for i in ids if i not in known})
     if unknown:
         raise ValueError(f"{len(unknown)} sample id(s) are not in this pool, e.g. {unknown[0]!r}; "
                          "check the dataset, the --pool and the id list")
