@@ -114,5 +114,6 @@ if exported:
             loaded = subset_files.load(directory, ws.train)
             with st.spinner("Writing PNG files ..."):
                 path = export.export_imagefolder(loaded, ws.train.images, ws.train, destination.strip(),
-                                                        include_pruned=include_pruned)
-            st.success(f"exported {loaded.k:,} images to {path}")
+                                                 test=ws.test, include_pruned=include_pruned)
+            st.success(f"exported {loaded.k:,} images to {path}, with the {len(ws.test):,} test images beside "
+                       f"them; it loads back as imagefolder:{path}")

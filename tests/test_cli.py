@@ -88,3 +88,22 @@ def test_list_describes_every_method(cache):
     listed = ifbeta("select", "--list", cache=cache)
     names = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
     assert listed.returncode == 0 and names == list(METHODS)
+
+
+def test_exported_subset_loads_back_as_imagefolder(cache, tmp_path):
+    selected = ifbeta("select", "--method", "random", "--ratio", "0.6", "--out", str(tmp_path / "s"), cache=cache)
+    assert selected.returncode == 0, selected.stderr
+    kept = np.load(tmp_path / "s" / "indices.npy")
+    exported = ifbeta("export", "--subset", str(tmp_path / "s"), "--format", "imagefolder", "--out",
+                      str(tmp_path / "D"), "--include-pruned", "--json", cache=cache)
+    assert exported.returncode == 0, exported.stderr
+    assert last_json(exported)["dataset"] == f"imagefolder:{tmp_path / 'D'}"
+    original = last_json(ifbeta("info", "--json", cache=cache))
+    described = ifbeta("info", "--dataset", f"imagefolder:{tmp_path / 'D'}", "--json", cache=cache)
+    assert described.returncode == 0, described.stderr
+    info = last_json(described)
+    assert info["classes"] == original["classes"] == [str(c) for c in range(10)]
+    assert info["splits"]["train"]["n"] == len(kept) == 539  # pruned/ is not part of the dataset
+    labels = np.loadtxt(tmp_path / "s" / "samples.csv", delimiter=",", skiprows=1, usecols=2, dtype=int)
+    assert info["splits"]["train"]["per_class"] == np.bincount(labels[kept], minlength=10).tolist()
+    assert info["splits"]["test"] == original["splits"]["test"]

@@ -1,9 +1,11 @@
-"""ifbeta export / export.export_imagefolder (modes, sanitised names, refusals) / export.zip_bytes."""
+"""ifbeta export / export.export_imagefolder (modes, sanitised names, refusals, loading back) / export.zip_bytes."""
 import io
+import json
 import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +43,7 @@ def test_digits_export_writes_k_pngs_per_class(tmp_path, digits, session_store):
     for c, name in enumerate(train.class_names):
         folder = out / "train" / subset.safe_name(name, fallback=f"class_{c}")
         expected = int(np.sum(labels[indices] == c))
-        assert len(list(folder.glob("*.png"))) == expected if expected else not folder.exists()
+        assert folder.is_dir() and len(list(folder.glob("*.png"))) == expected  # every class has its folder
     first = min(files, key=lambda p: p.name)
     i = int(first.name.split("_")[0])
     assert i == indices[0]
@@ -57,6 +59,10 @@ def test_imagefolder_symlink_export_links_originals(tmp_path, image_folder, sess
     code = cli.main(["--cache", str(session_store.root), "export", "--dataset", name, "--subset", str(path),
                      "--out", str(out), "--mode", "symlink", "--include-pruned"])
     assert code == 0
+    test = data.load(name, "test", store=session_store)
+    tested = sorted((out / "test").rglob("*.png"))
+    assert len(tested) == len(test) and all(link.is_symlink() for link in tested)
+    assert sorted(link.resolve() for link in tested) == sorted((image_folder / i).resolve() for i in test.ids)
     links = sorted((out / "train").rglob("*.png"))
     assert len(links) == len(indices) and len(list((out / "pruned").rglob("*.png"))) == len(train) - len(indices)
     for link in links:
@@ -132,11 +138,14 @@ def test_malicious_class_name_cannot_escape(tmp_path, session_store):
                                            split_name="../..", include_pruned=True)
         written = [p for p in tmp_path.rglob("*") if p.is_file() or p.is_symlink()]
         inside = [p for p in written if target in p.parents]
-        assert len(inside) == 6
-        for p in inside:
+        top = sorted(p.name for p in inside if p.parent == target)
+        assert top == sorted([*subset.FILES, export.CLASSES_FILE])
+        images = [p for p in inside if p.parent != target]
+        assert len(images) == 6
+        for p in images:
             relative = p.relative_to(target)
             assert ".." not in relative.parts and len(relative.parts) == 3
-            assert relative.parts[1] in ("escape", "abs")
+            assert relative.parts[1] in ("0_escape", "1_abs")
     assert not (tmp_path / "escape").exists() and not (tmp_path / "a" / "escape").exists()
     train.ids[0] = "../../../etc/passwd"
     train.fingerprint = data.fingerprint(train.ids, train.labels)
@@ -166,7 +175,11 @@ def test_export_imagefolder_sanitises_names(tmp_path):
         relative = png.resolve().relative_to(destination.resolve())
         assert ".." not in relative.parts and len(relative.parts) == 3
     assert {p.parent.parent.name for p in written} == {"train", "pruned"}
-    assert {p.parent.name for p in written} == {"evil", "abs", "class_2", "ok_name"}
+    # sanitised, then prefixed with the label: sorted as the ImageFolder loader sorts, they keep the label order
+    assert {p.parent.name for p in written} == {"0_evil", "1_abs", "2_class_2", "3_ok_name"}
+    mapping = json.loads((destination / export.CLASSES_FILE).read_text())["classes"]
+    assert [(c["label"], c["folder"], c["name"]) for c in mapping] == [
+        (0, "0_evil", "../evil"), (1, "1_abs", "/abs"), (2, "2_class_2", ".."), (3, "3_ok_name", "ok name")]
     kept = sorted((destination / "train").rglob("*.png"))
     assert len(kept) == 5
     first = next(p for p in kept if p.name.startswith("0000000_"))
@@ -187,6 +200,78 @@ def test_export_greyscale_numpy_and_refusal(tmp_path):
 
 def test_class_folders_stay_distinct():
     assert export._class_folders(["a/b", "a_b", "A_B"]) == ["a_b", "a_b_1", "A_B_2"]
+
+
+def test_loader_folders_sort_in_label_order():
+    assert export.loader_folders([str(c) for c in range(10)]) == [str(c) for c in range(10)]
+    assert export.loader_folders(["airplane", "automobile", "bird"]) == ["airplane", "automobile", "bird"]
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    folders = export.loader_folders(fashion)
+    assert folders[:2] == ["0_T-shirt_top", "1_Trouser"] and sorted(folders) == folders
+    twelve = export.loader_folders([f"c{11 - i}" for i in range(12)])
+    assert twelve[0] == "00_c11" and sorted(twelve) == twelve
+
+
+def test_digits_export_loads_back_as_imagefolder(tmp_path, digits, session_store):
+    train, test = digits
+    indices = kept_indices(train, 300, seed=4)
+    path = write_subset(tmp_path / "s", train, indices)
+    out = export.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "out", test=test,
+                                    include_pruned=True)
+    back_train = data.load(f"imagefolder:{out}", "train", store=session_store)
+    back_test = data.load(f"imagefolder:{out}", "test", store=session_store)
+    assert back_train.class_names == train.class_names == back_test.class_names
+    # exactly the kept samples, each once, pixel for pixel, with their labels (file names start with the index)
+    source = np.asarray([int(Path(i).name.split("_")[0]) for i in back_train.ids])
+    assert len(back_train) == len(indices) and sorted(source.tolist()) == indices.tolist()
+    assert np.array_equal(back_train.labels, np.asarray(train.labels)[source])
+    assert torch.equal(back_train.images, train.images[torch.from_numpy(source)])
+    assert np.array_equal(back_train.class_counts(), np.bincount(train.labels[indices], minlength=10))
+    # the test split complete and untouched
+    source = np.asarray([int(Path(i).name.split("_")[0]) for i in back_test.ids])
+    assert len(back_test) == len(test) and sorted(source.tolist()) == list(range(len(test)))
+    assert np.array_equal(back_test.class_counts(), test.class_counts())
+    assert np.array_equal(back_test.labels, test.labels[source])
+    assert torch.equal(back_test.images, test.images[torch.from_numpy(source)])
+    # the subset file sits beside the splits and still applies to the original dataset
+    assert subset.load(out, train).indices.tolist() == indices.tolist()
+    counts = json.loads((out / export.CLASSES_FILE).read_text())["samples"]
+    assert counts == {"train": 300, "pruned": len(train) - 300, "test": len(test)}
+
+
+def test_export_keeps_label_order_of_unsorted_class_names(tmp_path, session_store):
+    rng = np.random.default_rng(0)
+    classes = ["zebra", "Ant", "mole/rat"]  # sorted folder names would give another label order
+
+    def split(name, n):
+        labels = np.arange(n) % 3
+        return data.DatasetSplit("toy", name, torch.from_numpy(rng.integers(0, 256, (n, 3, 6, 6), dtype=np.uint8)),
+                                 labels, [f"toy/{name}/{i}" for i in range(n)], list(classes))
+
+    train, test = split("train", 9), split("test", 6)
+    path = write_subset(tmp_path / "s", train, [0, 2, 4, 8])  # no "Ant" (label 1) kept but 4
+    out = export.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "out", test=test)
+    back_train = data.load(f"imagefolder:{out}", "train", store=session_store)
+    back_test = data.load(f"imagefolder:{out}", "test", store=session_store)
+    assert back_train.class_names == ["0_zebra", "1_Ant", "2_mole_rat"] == back_test.class_names
+    # the loader reads class by class: zebra (0), Ant (4), mole/rat (2, 8)
+    assert back_train.labels.tolist() == [0, 1, 2, 2] and torch.equal(back_train.images, train.images[[0, 4, 2, 8]])
+    order = [0, 3, 1, 4, 2, 5]
+    assert back_test.labels.tolist() == test.labels[order].tolist() and torch.equal(back_test.images, test.images[order])
+    mapping = json.loads((out / export.CLASSES_FILE).read_text())["classes"]
+    assert [c["name"] for c in mapping] == classes
+
+
+def test_split_name_clashing_with_test_or_pruned_is_refused(tmp_path, digits):
+    train, test = digits
+    path = write_subset(tmp_path / "s", train, kept_indices(train, 5))
+    for name in ("test", "Pruned"):
+        with pytest.raises(SubsetError, match="clashes"):
+            export.export_imagefolder(subset.load(path, train), train.images, train, tmp_path / "o", test=test,
+                                      split_name=name)
+    with pytest.raises(SubsetError, match="holds the subset"):
+        export.export_imagefolder(subset.load(path, train), train.images, train, path, force=True)
+    assert subset.load(path, train).k == 5  # the subset was not touched
 
 
 def test_zip_bytes(tmp_path):

@@ -14,6 +14,7 @@ from ifbeta.cli import (
     distill,
     export,
     extract,
+    info,
     prune,
     score,
     select,
@@ -24,6 +25,7 @@ from ifbeta.cli import (
 from ifbeta.errors import USER_ERRORS
 
 COMMANDS = {
+    "info": info,
     "train-teacher": train_teacher,
     "extract": extract,
     "score": score,

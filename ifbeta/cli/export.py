@@ -1,11 +1,13 @@
-"""ifbeta export: write a subset's kept samples as an ImageFolder tree (PNGs, or the original files)."""
+"""ifbeta export: write a subset as an ImageFolder tree that loads back with --dataset imagefolder:<out>."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ifbeta.cli import common
 
-HELP = "export a subset directory as an ImageFolder tree (<out>/train/<class>/...)"
+HELP = ("export a subset as an ImageFolder tree: the kept samples in <out>/train/<class>/, the whole test split "
+        "in <out>/test/<class>/, the subset file and classes.json beside them; it loads back with "
+        "--dataset imagefolder:<out>")
 
 
 def add_arguments(parser) -> None:
@@ -17,8 +19,10 @@ def add_arguments(parser) -> None:
                         help="for imagefolder:<path> datasets: copy, symlink or hardlink the original files "
                              "(datasets without files always get PNGs)")
     parser.add_argument("--force", action="store_true",
-                        help="export into a non-empty folder, replacing the train/ (and pruned/) folders there")
-    parser.add_argument("--include-pruned", action="store_true", help="also write the pruned samples under pruned/")
+                        help="export into a non-empty folder, replacing the train/, test/ (and pruned/) folders and "
+                             "the subset files there")
+    parser.add_argument("--include-pruned", action="store_true",
+                        help="also write the pruned samples under pruned/ (which imagefolder:<out> ignores)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
@@ -26,14 +30,18 @@ def run(args) -> int:
     from ifbeta.subsets import export
     from ifbeta.subsets import files as subset
 
-    train, _ = common.load_splits(args)
+    train, test = common.load_splits(args)
     loaded = subset.load(Path(args.subset), train)
-    destination = export.export_imagefolder(loaded, train.images, train, Path(args.out), mode=args.mode,
+    destination = export.export_imagefolder(loaded, train.images, train, Path(args.out), test=test, mode=args.mode,
                                             include_pruned=args.include_pruned, force=args.force)
     files = "PNG files" if not str(train.name).startswith("imagefolder:") else f"files ({args.mode})"
-    written = loaded.k + ((len(train) - loaded.k) if args.include_pruned else 0)
-    print(f"exported {written} {files} ({loaded.k} kept of {len(train)}) -> {destination}")
+    pruned = (len(train) - loaded.k) if args.include_pruned else 0
+    written = loaded.k + pruned + len(test)
+    print(f"exported {written} {files} ({loaded.k} kept of {len(train)} in train/, {len(test)} in test/"
+          f"{f', {pruned} in pruned/' if pruned else ''}) -> {destination}; "
+          f"load it with --dataset imagefolder:{destination}")
     if args.json:
-        common.print_json({"out": str(destination), "k": loaded.k, "n": len(train), "written": written,
-                           "mode": args.mode, "format": args.format})
+        common.print_json({"out": str(destination), "k": loaded.k, "n": len(train), "test": len(test),
+                           "written": written, "mode": args.mode, "format": args.format,
+                           "dataset": f"imagefolder:{destination}"})
     return 0
