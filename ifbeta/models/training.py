@@ -316,8 +316,8 @@ def _train_epoch(loop: _Loop, data: DatasetSplit, indices: np.ndarray, config: T
         totals["seen"] += len(share)
         result.steps += 1
         if on_step and rank == 0:
-            on_step(epoch * count + batch, {"event": "batch", "epoch": epoch, "batch": batch, "batches": count,
-                                            "loss": loss.item(), "lr": loop.scheduler.get_last_lr()[0]})
+            on_step(epoch * count + batch, {"event": "batch", "epoch": epoch, "epochs": config.epochs,
+                                            "batch": batch, "batches": count, "loss": loss.item(), "lr": loop.scheduler.get_last_lr()[0]})
     if world > 1:  # the epoch's training loss and accuracy over every rank's share, not rank 0's alone
         summed = torch.tensor([totals["loss"], totals["correct"], totals["seen"]], dtype=torch.float64)
         torch.distributed.all_reduce(summed)
