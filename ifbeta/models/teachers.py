@@ -181,8 +181,8 @@ def _train_default(data: DatasetSplit, arch: str, path: Path, *, store: Store, e
                    test: DatasetSplit | None, on_step: OnStep | None) -> None:
     """Train the missing default teacher into ``path`` (saying so first) and make it the default."""
     epochs = teacher_config(data, arch, epochs, 0).epochs
-    text = (f"no {arch} teacher for {data.name} in the store: training one ({epochs} epochs, resumable) "
-            f"into {path.parent}")
+    plural = "s" if epochs != 1 else ""
+    text = f"no {arch} teacher for {data.name} in the store: training one ({epochs} epoch{plural}, resumable) into {path.parent}"
     log.info(text)
     if on_step is not None:
         on_step(0, {"event": "notice", "text": text})
