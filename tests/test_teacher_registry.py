@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ifbeta.models import registry, teachers
-from ifbeta.models import zoo
+from ifbeta.models import registry, teachers, zoo
 from ifbeta.store import Store
 
 LEGACY = Path(__file__).parent / "data" / "store-before-layout" / "cache"
@@ -170,3 +169,46 @@ def test_auto_trains_only_when_there_is_no_teacher_and_says_so_in_one_line(tmp_p
     second = teachers.resolve_teacher("auto", train, store=store, on_step=lambda step, info: again.append(info))
     assert again == [] and second.info.sha256 == first.info.sha256  # the default is reused, nothing trains
     assert [e.default for e in registry.entries(store, fingerprint=train.fingerprint)] == [True]
+
+
+def test_the_setup_page_lists_the_same_teachers_and_changes_the_default(tmp_path, digits, monkeypatch):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:  # the app's glue (pages/_studio) imports from the project root
+        sys.path.insert(0, str(root))
+    from streamlit.runtime import pages_manager
+
+    original = pages_manager.PagesManager.__init__
+
+    def init(self, *args, **kwargs):  # route reruns through app.py's st.navigation (as tests/test_app.py does)
+        original(self, *args, **kwargs)
+        pages_manager.PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
+    train, _ = digits
+    store = Store(tmp_path / "cache")
+    monkeypatch.setenv("IFBETA_CACHE", str(store.root))
+    first = write_checkpoint(teachers.teacher_slot(train, "cnn-small", store=store, epochs=3), train,
+                             epochs=3, top1=0.9123, seed=6)
+    registry.register(store, first, make_default=True)
+    second = write_checkpoint(teachers.trained_teacher_path(train, "cnn-small", 2, store=store), train,
+                              epochs=2, top1=0.5, seed=7)
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert table[["default", "name", "epochs", "test top-1", "path"]].values.tolist() == [
+        ["", second.stem, 2, 50.0, str(second)], ["✓", first.parent.name, 3, 91.23, str(first)]]
+    sidebar = at.sidebar.selectbox[1]
+    assert sidebar.options[:3] == ["auto (the dataset's default teacher)",
+                                   f"{second.stem} (digits, cnn-small, 2 epochs, test top-1 50.0%)",
+                                   f"{first.parent.name} (digits, cnn-small, 3 epochs, test top-1 91.2%)"]
+    assert [m.value for m in at.metric if m.label == "Teacher test top-1"] == ["91.2%"]
+    at.selectbox(key="default_teacher").set_value(second.stem).run()
+    at.button[[b.label for b in at.button].index("Make default")].click().run()
+    assert not at.exception, at.exception
+    assert registry.default(store, train.fingerprint, "cnn-small").path == second
+    assert at.dataframe[0].value["default"].tolist() == ["✓", ""]
+    assert [m.value for m in at.metric if m.label == "Teacher test top-1"] == ["50.0%"]

@@ -14,19 +14,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def listed(train, store, arch: str | None):
-    """The entries of ``train``'s dataset, each default judged as ``--teacher auto`` judges it."""
-    from ifbeta.models import registry
-    from ifbeta.models.teachers import BUNDLED, default_teacher
-
-    found = registry.entries(store, fingerprint=train.fingerprint, arch=arch, bundled=BUNDLED)
-    defaults = {(e.arch, default_teacher(train, e.arch, store=store).path) for e in found}
-    return [registry.Entry(**{**e.__dict__, "default": (e.arch, e.path) in defaults}) for e in found]
-
-
 def run(args) -> int:
     from ifbeta.errors import UserError
     from ifbeta.models import registry
+    from ifbeta.models.teachers import listing
 
     train, _ = common.load_splits(args)
     store = common.store_of(args)
@@ -37,7 +28,7 @@ def run(args) -> int:
                             f"'ifbeta teachers --dataset {args.dataset}' lists them")
         registry.set_default(store, entry)
         print(f"default {entry.arch} teacher for {train.name}: {entry.name}")
-    found = listed(train, store, args.arch)
+    found = listing(train, store=store, arch=args.arch)
     if not found:
         print(f"no teacher for {train.name} yet: 'ifbeta train-teacher --dataset {args.dataset}' trains one")
     for entry in found:

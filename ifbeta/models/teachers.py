@@ -108,6 +108,13 @@ def default_teacher(data: DatasetSplit, arch: str, *, store: Store) -> registry.
     return registry.default(store, data.fingerprint, arch, preferred=preferred, bundled=BUNDLED)
 
 
+def listing(data: DatasetSplit, *, store: Store, arch: str | None = None) -> list[registry.Entry]:
+    """The teachers of ``data`` (``registry.entries``), each ``default`` as ``--teacher auto`` judges it."""
+    found = registry.entries(store, fingerprint=data.fingerprint, arch=arch, bundled=BUNDLED)
+    defaults = {(e.arch, default_teacher(data, e.arch, store=store).path) for e in found}
+    return [registry.Entry(**{**e.__dict__, "default": (e.arch, e.path) in defaults}) for e in found]
+
+
 def auto_teacher_path(data: DatasetSplit, arch: str, *, store: Store, epochs: int | None = None,
                       seed: int = 0) -> Path:
     """The file ``--teacher auto`` uses: the default teacher's, else the slot it would train into."""
