@@ -16,6 +16,7 @@ from ifbeta.models import registry, teachers, zoo
 from ifbeta.store import Store
 
 LEGACY = Path(__file__).parent / "data" / "store-before-layout" / "cache"
+STALE = "teachers/00000000000000aa"  # a finished training's slot whose resume folder stayed
 
 
 def ifbeta(*args, cache):
@@ -44,8 +45,12 @@ def write_checkpoint(path: Path, train, *, epochs: int, top1: float, seed: int, 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A clean store after ``ifbeta train-teacher --dataset digits --epochs 1`` (and its JSON line)."""
+    """A clean store after ``ifbeta train-teacher --dataset digits --epochs 1`` (and its JSON line); it
+    held only a finished training of an earlier version that had kept its resume folder."""
     cache = tmp_path_factory.mktemp("registry") / "cache"
+    (cache / STALE / "resume").mkdir(parents=True)
+    (cache / STALE / "resume" / "last.pt").write_bytes(b"resume state")
+    (cache / STALE / "teacher.safetensors").write_bytes(b"not a checkpoint of any dataset")
     done = ifbeta("train-teacher", "--dataset", "digits", "--epochs", "1", "--json", cache=cache)
     assert done.returncode == 0, done.stderr[-2000:]
     return cache, last_json(done)
@@ -68,8 +73,9 @@ def test_auto_uses_the_teacher_train_teacher_made_and_trains_no_second_one(store
     extracted = ifbeta("extract", "--dataset", "digits", "--json", cache=cache)
     assert extracted.returncode == 0, extracted.stderr[-2000:]
     assert "training one" not in extracted.stderr
-    assert checkpoint_files(cache) == [Path(summary["checkpoint"])]  # exactly one teacher in the store
-    assert list((cache / "teachers").rglob("*resume*")) == []  # the finished training left no resume folder
+    teachers_now = [p for p in checkpoint_files(cache) if p != cache / STALE / "teacher.safetensors"]
+    assert teachers_now == [Path(summary["checkpoint"])]  # exactly one teacher in the store
+    assert list((cache / "teachers").rglob("*resume*")) == []  # no resume folder left, the stale one neither
     listed = ifbeta("teachers", "--dataset", "digits", "--json", cache=cache)
     assert listed.returncode == 0, listed.stderr[-2000:]
     [entry] = last_json(listed)["teachers"]

@@ -2,6 +2,7 @@
 the dataset's default teacher (the one ``--teacher auto`` uses) unless ``--no-default``."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ifbeta.cli import common
@@ -23,7 +24,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ifbeta.models import registry
     from ifbeta.models import zoo as models
-    from ifbeta.models.teachers import default_teacher, teacher_config, teacher_slot, train_teacher
+    from ifbeta.models.teachers import (
+        default_teacher,
+        stale_resume_folders,
+        teacher_config,
+        teacher_slot,
+        train_teacher,
+    )
 
     train, test = common.load_splits(args)
     store = common.store_of(args)
@@ -47,6 +54,8 @@ def run(args) -> int:
         print(f"teacher {arch} on {train.name}: test top-1 {result.test_top1:.4f}, top-5 {result.test_top5:.4f} "
               f"in {result.seconds:.0f}s -> {out}")
     entry = registry.register(store, out, make_default=not args.no_default)
+    for stale in stale_resume_folders(store):  # resume state of trainings that finished (earlier versions kept it)
+        shutil.rmtree(stale, ignore_errors=True)
     current = default_teacher(train, arch, store=store)
     print(f"default {arch} teacher for {train.name}: {current.name}{' (this one)' if current.path == entry.path else ''}")
     if args.json:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ifbeta.store import Store
@@ -116,7 +116,7 @@ def entries(store: Store, *, fingerprint: str | None = None, arch: str | None = 
                             dict(extra.get("train") or {}), None if top1 is None else float(top1),
                             path.stat().st_mtime))
     defaults = {_default_of(store, group, preferred) for group in _groups(listed)}
-    marked = [Entry(**{**e.__dict__, "default": (e.fingerprint, e.arch, e.name) in defaults}) for e in listed]
+    marked = [replace(e, default=(e.fingerprint, e.arch, e.name) in defaults) for e in listed]
     return sorted(marked, key=lambda e: (e.dataset, e.fingerprint, e.arch, -e.mtime, e.name))
 
 
@@ -186,7 +186,7 @@ def set_default(store: Store, entry: Entry) -> Entry:
         index = _read_index(store)
         index["defaults"][pair_key(entry.fingerprint, entry.arch)] = entry.name
         _write_index(store, index)
-    return Entry(**{**entry.__dict__, "default": True})
+    return replace(entry, default=True)
 
 
 def _inside(path: Path, root: Path) -> bool:

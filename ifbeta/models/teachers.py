@@ -10,6 +10,7 @@ trained on them.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -112,7 +113,7 @@ def listing(data: DatasetSplit, *, store: Store, arch: str | None = None) -> lis
     """The teachers of ``data`` (``registry.entries``), each ``default`` as ``--teacher auto`` judges it."""
     found = registry.entries(store, fingerprint=data.fingerprint, arch=arch, bundled=BUNDLED)
     defaults = {(e.arch, default_teacher(data, e.arch, store=store).path) for e in found}
-    return [registry.Entry(**{**e.__dict__, "default": (e.arch, e.path) in defaults}) for e in found]
+    return [dataclasses.replace(e, default=(e.arch, e.path) in defaults) for e in found]
 
 
 def auto_teacher_path(data: DatasetSplit, arch: str, *, store: Store, epochs: int | None = None,
