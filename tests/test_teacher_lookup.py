@@ -37,3 +37,20 @@ def test_trained_teachers_are_named_by_dataset_fingerprint_arch_and_epochs(digit
     assert path.parent == teachers.trained_folder(store)
     checkpoint = teachers.teacher_path(str(path), train, store=store)
     assert checkpoint == path  # a trained teacher is then used by its path
+
+
+def test_auto_finds_the_bundled_teachers_of_the_project(tmp_path):
+    """Every file in the project's teachers/ folder is what ``auto`` returns for its dataset fingerprint."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ifbeta.store import Store
+
+    folder = Path(__file__).resolve().parents[1] / "teachers"
+    assert teachers.BUNDLED == folder
+    bundled = sorted(folder.glob("*.safetensors"))
+    assert bundled, "the project ships at least one teacher"
+    for path in bundled:
+        fingerprint, arch = path.stem.split("-", 1)
+        data = SimpleNamespace(fingerprint=fingerprint + "0" * 48)
+        assert teachers.auto_teacher_path(data, arch, store=Store(tmp_path / "cache")) == path
