@@ -38,8 +38,7 @@ def run(args) -> int:
         problems = store.verify(full=not args.sampled)
         for line in problems:
             print(line)
-        print(f"{len(problems)} problem(s) in {store.root}" if problems else f"store {store.root}: every artefact "
-              "matches its records")
+        print(f"{len(problems)} problem(s) in {store.root}" if problems else f"no problem found in {store.root}")
         return 1 if problems else 0
     found = garbage(store)
     if not found:

@@ -17,12 +17,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ifbeta.errors import UserError
     from ifbeta.models import registry
-    from ifbeta.models.teachers import listing
+    from ifbeta.models.teachers import BUNDLED, listing
 
     train, _ = common.load_splits(args)
     store = common.store_of(args)
     if args.set_default:
-        entry = registry.find(store, args.set_default, fingerprint=train.fingerprint)
+        entry = registry.find(store, args.set_default, fingerprint=train.fingerprint, bundled=BUNDLED)
         if entry is None:
             raise UserError(f"no teacher of {train.name} is named {args.set_default!r}; "
                             f"'ifbeta teachers --dataset {args.dataset}' lists them")

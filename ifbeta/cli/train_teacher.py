@@ -25,6 +25,7 @@ def run(args) -> int:
     from ifbeta.models import registry
     from ifbeta.models import zoo as models
     from ifbeta.models.teachers import (
+        BUNDLED,
         default_teacher,
         stale_resume_folders,
         teacher_config,
@@ -53,7 +54,7 @@ def run(args) -> int:
                    "seconds": result.seconds, "resumed_from_epoch": result.resumed_from}
         print(f"teacher {arch} on {train.name}: test top-1 {result.test_top1:.4f}, top-5 {result.test_top5:.4f} "
               f"in {result.seconds:.0f}s -> {out}")
-    entry = registry.register(store, out, make_default=not args.no_default)
+    entry = registry.register(store, out, make_default=not args.no_default, bundled=BUNDLED)
     for stale in stale_resume_folders(store):  # resume state of trainings that finished (earlier versions kept it)
         shutil.rmtree(stale, ignore_errors=True)
     current = default_teacher(train, arch, store=store)

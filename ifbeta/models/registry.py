@@ -10,7 +10,11 @@ the header is read without loading the weights). Entries come from four places:
 - ``<store>/teachers/trained/*.safetensors``: trained from the app (and by earlier versions), named
   by the file's stem;
 - files outside the store recorded by ``register`` (``train-teacher --out PATH``), named by their path;
-- ``teachers/<fingerprint16>-<arch>.safetensors`` bundled with the project (read-only), named by stem.
+- ``teachers/<fingerprint16>-<arch>.safetensors`` bundled with the project (read-only; the folder is
+  ``teachers.BUNDLED``, passed as ``bundled``), named by stem.
+
+Datasets are matched by the first 16 hex digits of their fingerprint (as the bundled names and the
+index keys spell them).
 
 The index ``<store>/teachers/index.json`` holds ``{"defaults": {"<fingerprint16>/<arch>": name},
 "paths": [absolute paths outside the store]}``. Names, not paths, are recorded for teachers inside the
@@ -22,12 +26,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ifbeta.store import Store
 
-BUNDLED = Path(__file__).resolve().parent.parent.parent / "teachers"
 INDEX = "index.json"
 _HEADERS: dict[str, tuple[tuple[int, int], dict | None]] = {}  # path -> ((size, mtime_ns), header)
 
@@ -86,29 +90,33 @@ def folder(store: Store) -> Path:
     return store.root / "teachers"
 
 
-def _candidates(store: Store, bundled: Path) -> list[tuple[str, Path, str]]:
+def _candidates(store: Store, bundled: Path | None) -> list[tuple[str, Path, str]]:
     """(name, path, source) of every checkpoint file the four places hold."""
     base = folder(store)
     found = [(p.parent.name, p, "store") for p in sorted(base.glob("*/teacher.safetensors"))
              if not p.parent.name.startswith(".")]
     found += [(p.stem, p, "trained") for p in sorted((base / "trained").glob("*.safetensors"))]
     found += [(str(p), Path(p), "registered") for p in _read_index(store).get("paths", [])]
-    found += [(p.stem, p, "bundled") for p in sorted(bundled.glob("*.safetensors"))] if bundled.is_dir() else []
+    if bundled is not None and bundled.is_dir():
+        found += [(p.stem, p, "bundled") for p in sorted(bundled.glob("*.safetensors"))]
     return found
 
 
 def entries(store: Store, *, fingerprint: str | None = None, arch: str | None = None,
-            preferred: dict | None = None, bundled: Path = BUNDLED) -> list[Entry]:
+            preferred: Callable[[], dict] | None = None, bundled: Path | None = None) -> list[Entry]:
     """The teachers of ``fingerprint`` (all datasets when None) and ``arch`` (all when None), each with
-    ``default`` set; sorted by dataset, architecture, then newest first. ``preferred``: the training
-    settings whose teacher is the default when the index names none (``default`` below)."""
+    ``default`` set; sorted by dataset, architecture, then newest first. ``preferred()``: the training
+    settings whose teacher is the default when the index and the bundle name none (asked only then).
+    ``bundled``: the folder of bundled teachers (None: none)."""
     listed, seen = [], set()
     for name, path, source in _candidates(store, bundled):
         meta = header(path)
         extra = (meta or {}).get("extra") or {}
+        if source == "bundled" and not extra.get("fingerprint"):
+            extra = {**extra, "fingerprint": name.split("-", 1)[0]}  # named <fingerprint16>-<arch>
         if meta is None or not extra.get("fingerprint") or path.resolve() in seen:
             continue
-        if (fingerprint and extra["fingerprint"] != fingerprint) or (arch and meta.get("arch") != arch):
+        if (fingerprint and extra["fingerprint"][:16] != fingerprint[:16]) or (arch and meta.get("arch") != arch):
             continue
         seen.add(path.resolve())
         top1 = extra.get("test_top1")
@@ -116,7 +124,7 @@ def entries(store: Store, *, fingerprint: str | None = None, arch: str | None = 
                             dict(extra.get("train") or {}), None if top1 is None else float(top1),
                             path.stat().st_mtime))
     defaults = {_default_of(store, group, preferred) for group in _groups(listed)}
-    marked = [replace(e, default=(e.fingerprint, e.arch, e.name) in defaults) for e in listed]
+    marked = [replace(e, default=(e.fingerprint[:16], e.arch, e.name) in defaults) for e in listed]
     return sorted(marked, key=lambda e: (e.dataset, e.fingerprint, e.arch, -e.mtime, e.name))
 
 
@@ -124,20 +132,21 @@ def _groups(listed: list[Entry]) -> list[list[Entry]]:
     """``listed`` split by (fingerprint, arch)."""
     groups: dict[tuple[str, str], list[Entry]] = {}
     for entry in listed:
-        groups.setdefault((entry.fingerprint, entry.arch), []).append(entry)
+        groups.setdefault((entry.fingerprint[:16], entry.arch), []).append(entry)
     return list(groups.values())
 
 
-def _default_of(store: Store, group: list[Entry], preferred: dict | None) -> tuple[str, str, str]:
+def _default_of(store: Store, group: list[Entry], preferred: Callable[[], dict] | None) -> tuple[str, str, str]:
     """(fingerprint, arch, name) of the default among one pair's entries (see the module docstring)."""
     first = group[0]
     named = _read_index(store).get("defaults", {}).get(pair_key(first.fingerprint, first.arch))
     choice = next((e for e in group if e.name == named), None)
     choice = choice or next((e for e in group if e.source == "bundled"), None)
     if choice is None and preferred is not None:
-        choice = next((e for e in group if e.train == preferred), None)
+        settings = preferred()
+        choice = next((e for e in group if e.train == settings), None)
     choice = choice or max(group, key=lambda e: (e.mtime, e.name))
-    return first.fingerprint, first.arch, choice.name
+    return first.fingerprint[:16], first.arch, choice.name
 
 
 def pair_key(fingerprint: str, arch: str) -> str:
@@ -145,14 +154,14 @@ def pair_key(fingerprint: str, arch: str) -> str:
     return f"{fingerprint[:16]}/{arch}"
 
 
-def default(store: Store, fingerprint: str, arch: str, *, preferred: dict | None = None,
-            bundled: Path = BUNDLED) -> Entry | None:
+def default(store: Store, fingerprint: str, arch: str, *, preferred: Callable[[], dict] | None = None,
+            bundled: Path | None = None) -> Entry | None:
     """The default teacher of (fingerprint, arch), or None when the store and the bundle hold none."""
     return next((e for e in entries(store, fingerprint=fingerprint, arch=arch, preferred=preferred,
                                     bundled=bundled) if e.default), None)
 
 
-def find(store: Store, name_or_path: str, *, fingerprint: str, bundled: Path = BUNDLED) -> Entry | None:
+def find(store: Store, name_or_path: str, *, fingerprint: str, bundled: Path | None = None) -> Entry | None:
     """The entry of ``fingerprint`` named ``name_or_path`` (its name, or a path to its file)."""
     listed = entries(store, fingerprint=fingerprint, bundled=bundled)
     by_name = next((e for e in listed if e.name == name_or_path), None)
@@ -162,7 +171,7 @@ def find(store: Store, name_or_path: str, *, fingerprint: str, bundled: Path = B
     return next((e for e in listed if e.path.resolve() == wanted), None)
 
 
-def register(store: Store, path: str | Path, *, make_default: bool) -> Entry:
+def register(store: Store, path: str | Path, *, make_default: bool, bundled: Path | None = None) -> Entry:
     """Record the checkpoint at ``path`` (a file outside the store is added to the index; one inside is
     found anyway) and, with ``make_default``, make it the default of its pair; returns its entry."""
     path = Path(path).absolute()
@@ -171,10 +180,11 @@ def register(store: Store, path: str | Path, *, make_default: bool) -> Entry:
         raise ValueError(f"{path} does not record the dataset it was trained on; it cannot be registered")
     with store.lock("teachers", "index"):
         index = _read_index(store)
-        if not _inside(path, folder(store)) and not _inside(path, BUNDLED) and str(path) not in index["paths"]:
+        inside = _inside(path, folder(store)) or (bundled is not None and _inside(path, bundled))
+        if not inside and str(path) not in index["paths"]:
             index["paths"].append(str(path))
             _write_index(store, index)
-    entry = find(store, str(path), fingerprint=extra["fingerprint"])
+    entry = find(store, str(path), fingerprint=extra["fingerprint"], bundled=bundled)
     if entry is None:
         raise ValueError(f"{path} is not a teacher the store can list")
     return set_default(store, entry) if make_default else entry

@@ -105,7 +105,9 @@ def teacher_slot(data: DatasetSplit, arch: str, *, store: Store, epochs: int | N
 
 def default_teacher(data: DatasetSplit, arch: str, *, store: Store) -> registry.Entry | None:
     """The default ``arch`` teacher of ``data`` (``registry.default``; the default settings preferred)."""
-    preferred = teacher_config(data, arch, None, 0).to_dict()
+    def preferred() -> dict:
+        return teacher_config(data, arch, None, 0).to_dict()
+
     return registry.default(store, data.fingerprint, arch, preferred=preferred, bundled=BUNDLED)
 
 
@@ -196,7 +198,7 @@ def _train_default(data: DatasetSplit, arch: str, path: Path, *, store: Store, e
         on_step(0, {"event": "notice", "text": text})
     train_teacher(data, arch, path, epochs=epochs, test=test, on_step=on_step, checkpoint_dir=path.parent / "resume")
     if distributed_context()[0] == 0:
-        registry.register(store, path, make_default=True)
+        registry.register(store, path, make_default=True, bundled=BUNDLED)
 
 
 def stale_resume_folders(store: Store) -> list[Path]:
