@@ -6,8 +6,6 @@ sidebar (dataset, teacher, pool size). No math here: the pages call ``ifbeta`` t
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from ifbeta.data import datasets as data
@@ -26,7 +24,7 @@ def _runtime() -> bool:
 
 
 def _teacher_label(value: str) -> str:
-    return "auto (find or train the default teacher)" if value == "auto" else Path(value).name
+    return "auto (the dataset's default teacher)" if value == "auto" else steps.teacher_label(value)
 
 
 def sidebar() -> None:

@@ -15,6 +15,11 @@ class StoreError(RuntimeError):
     """An artefact is unreadable or was written with a different config."""
 
 
+class CorruptArtefact(StoreError):
+    """A stored artefact failed its content check and was moved to the store's quarantine; computing it
+    again (rerunning the command) replaces it."""
+
+
 class DatasetError(ValueError):
     """A dataset cannot be loaded; the message says what to do."""
 

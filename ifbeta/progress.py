@@ -1,7 +1,8 @@
 """Progress events as text: turn an ``on_step(step, info)`` event into (fraction done, one line).
 
 The engine's steps report progress as plain dicts (training batches and epochs, feature batches,
-bilevel outer steps, ``done``/``total`` counters, cross-fitting folds, runs of a transfer check);
+bilevel outer steps, ``done``/``total`` counters, cross-fitting folds, runs of a transfer check,
+``notice`` events with a ``text`` line);
 ``describe`` is the one place that reads them, for any face that draws a bar.
 """
 from __future__ import annotations
@@ -27,6 +28,8 @@ def describe(step: int, info: dict, *, total: int | None = None, epochs: int | N
 
 def _describe_event(step: int, info: dict, *, total: int | None, epochs: int | None) -> tuple[float | None, str]:
     event, stage = info.get("event"), info.get("stage")
+    if event == "notice":  # one line saying what is about to happen (e.g. a teacher is trained)
+        return None, str(info.get("text", ""))
     if event == "batch" and "epoch" in info:  # training batch
         epochs = epochs or info.get("epochs")
         within = (info.get("batch", 0) + 1) / max(info.get("batches", 1), 1)

@@ -95,6 +95,19 @@ with train_tab:
         st.session_state["setup_message"] = f"trained teacher stored as {out.name}"
         state.apply_later({"teacher": str(out), "teacher_arch": train_arch, "trust_pickle": False})
 
+# ------------------------------------------------------------------------------------ teacher list
+listed = steps.teacher_entries(full_train)
+if listed:
+    st.markdown(f"**Teachers of {spec.dataset}** (✓ = the default, what `auto` uses; also `ifbeta teachers`)")
+    st.dataframe(steps.teacher_table(listed), hide_index=True, key="teacher_list")
+    names = [e.name for e in listed]
+    chosen = st.selectbox("Default teacher", names, index=next(i for i, e in enumerate(listed) if e.default),
+                          key="default_teacher")
+    if st.button("Make default", disabled=listed[names.index(chosen)].default):
+        steps.set_default_teacher(listed[names.index(chosen)])
+        st.session_state["setup_message"] = f"default teacher of {spec.dataset} set to {chosen}"
+        st.rerun()
+
 # --------------------------------------------------------------------------------- current teacher
 if spec.teacher == "auto" and steps.teacher_missing(spec):
     st.info(f"No default teacher for {spec.dataset} yet: train one above or choose a checkpoint.")

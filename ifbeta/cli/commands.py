@@ -18,6 +18,8 @@ from ifbeta.cli import (
     prune,
     score,
     select,
+    store,
+    teachers,
     train_teacher,
     transfer_check,
     validate_influence,
@@ -27,6 +29,7 @@ from ifbeta.errors import USER_ERRORS
 COMMANDS = {
     "info": info,
     "train-teacher": train_teacher,
+    "teachers": teachers,
     "extract": extract,
     "score": score,
     "validate-influence": validate_influence,
@@ -36,6 +39,7 @@ COMMANDS = {
     "bench": bench,
     "transfer-check": transfer_check,
     "export": export,
+    "store": store,
 }
 """Sub-command name -> module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> exit code``."""
 

@@ -51,6 +51,9 @@ class ProgressBar:
         self.bar: tqdm | None = None
 
     def __call__(self, step: int, info: dict) -> None:
+        if info.get("event") == "notice":  # one line, above any bar
+            tqdm.write(f"ifbeta: {info.get('text', '')}", file=sys.stderr)
+            return
         total = info.get("batches") or info.get("total")
         if self.bar is None or (total and self.bar.total != total):
             self.close()

@@ -1,16 +1,20 @@
 """Resolve ``--teacher CKPT|auto`` into a loaded teacher, training and caching one when asked.
 
-``auto`` looks for a teacher of the dataset's default architecture, in this order: the bundled
-``teachers/`` folder of the project (files named ``<fingerprint16>-<arch>.safetensors``), then the
-artefact store (``cache/teachers/<key>/teacher.safetensors``); if neither exists it trains one
-(resumable) and stores it. Teacher checkpoints record the input normalisation, so features,
-distillation and evaluation all see the images exactly as the teacher was trained on them.
+``auto`` is the default teacher of the dataset's default architecture (``registry.default``: the one
+``train-teacher`` or ``ifbeta teachers --set-default`` made the default, else a bundled one in
+``teachers/``, else one trained with the default settings, else the newest). Only when the store and
+the bundle hold none does it train one (resumable, into ``cache/teachers/<key>/teacher.safetensors``),
+saying so in one progress event, and make it the default. Teacher checkpoints record the input
+normalisation, so features, distillation and evaluation all see the images exactly as the teacher was
+trained on them.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import torch
 from torch import nn
 
 from ifbeta.data.datasets import DatasetSplit, channel_statistics
+from ifbeta.models import registry
 from ifbeta.models import zoo as models
 from ifbeta.models.training import Normaliser, TrainConfig, TrainResult, distributed_context, fit
 from ifbeta.progress import OnStep
@@ -57,19 +62,22 @@ def teacher_config(data: DatasetSplit, arch: str, epochs: int | None, seed: int)
 def train_teacher(data: DatasetSplit, arch: str, out: str | Path, *, epochs: int | None = None, seed: int = 0,
                   test: DatasetSplit | None = None, on_step: OnStep | None = None,
                   checkpoint_dir: str | Path | None = None) -> TrainResult:
-    """Train ``arch`` on ``data`` with cross-entropy and write it to ``out`` (safetensors, atomic)."""
+    """Train ``arch`` on ``data`` with cross-entropy and write it to ``out`` (safetensors, atomic); the
+    resume folder (default ``<out>.resume``) is removed once the checkpoint is written."""
     config = teacher_config(data, arch, epochs, seed)
+    checkpoint_dir = Path(checkpoint_dir or str(out) + ".resume")
     torch.manual_seed(seed)
     model = models.build(arch, num_classes=data.num_classes, in_channels=data.channels)
     mean, std = channel_statistics(data.images)
     result = fit(model, data, config=config, test=test, normaliser=Normaliser(mean, std),
-                 checkpoint_dir=checkpoint_dir or Path(str(out) + ".resume"), on_step=on_step)
+                 checkpoint_dir=checkpoint_dir, on_step=on_step)
     metadata = {"dataset": data.name, "fingerprint": data.fingerprint, "mean": mean, "std": std,
                 "test_top1": result.test_top1, "test_top5": result.test_top5, "train": config.to_dict()}
     rank, world = distributed_context()
     if rank == 0:
         models.save_checkpoint(model.cpu(), out, arch=arch, num_classes=data.num_classes,
                                in_channels=data.channels, metadata=metadata)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
     if world > 1:
         torch.distributed.barrier()
     return result
@@ -88,13 +96,33 @@ def load_teacher(path: str | Path, data: DatasetSplit, *, arch: str | None = Non
     return Teacher(model, info, Normaliser(mean, std))
 
 
-def auto_teacher_path(data: DatasetSplit, arch: str, *, store: Store, epochs: int | None = None,
-                      seed: int = 0) -> Path:
-    bundled = BUNDLED / f"{data.fingerprint[:16]}-{arch}.safetensors"
-    if bundled.is_file():
-        return bundled
+def teacher_slot(data: DatasetSplit, arch: str, *, store: Store, epochs: int | None = None, seed: int = 0) -> Path:
+    """Where a teacher of ``data`` trained with these settings is written in the store:
+    ``<store>/teachers/<key>/teacher.safetensors``, key = hash of fingerprint, arch and settings."""
     config = {"fingerprint": data.fingerprint, "arch": arch, **teacher_config(data, arch, epochs, seed).to_dict()}
     return store.path("teachers", make_key(config)) / "teacher.safetensors"
+
+
+def default_teacher(data: DatasetSplit, arch: str, *, store: Store) -> registry.Entry | None:
+    """The default ``arch`` teacher of ``data`` (``registry.default``; the default settings preferred)."""
+    def preferred() -> dict:
+        return teacher_config(data, arch, None, 0).to_dict()
+
+    return registry.default(store, data.fingerprint, arch, preferred=preferred, bundled=BUNDLED)
+
+
+def listing(data: DatasetSplit, *, store: Store, arch: str | None = None) -> list[registry.Entry]:
+    """The teachers of ``data`` (``registry.entries``), each ``default`` as ``--teacher auto`` judges it."""
+    found = registry.entries(store, fingerprint=data.fingerprint, arch=arch, bundled=BUNDLED)
+    defaults = {(e.arch, default_teacher(data, e.arch, store=store).path) for e in found}
+    return [dataclasses.replace(e, default=(e.arch, e.path) in defaults) for e in found]
+
+
+def auto_teacher_path(data: DatasetSplit, arch: str, *, store: Store, epochs: int | None = None,
+                      seed: int = 0) -> Path:
+    """The file ``--teacher auto`` uses: the default teacher's, else the slot it would train into."""
+    entry = default_teacher(data, arch, store=store)
+    return entry.path if entry is not None else teacher_slot(data, arch, store=store, epochs=epochs, seed=seed)
 
 
 def default_arch(data: DatasetSplit) -> str:
@@ -141,7 +169,8 @@ def trained_folder(store: Store) -> Path:
 def resolve_teacher(spec: str, data: DatasetSplit, *, store: Store | None = None, arch: str | None = None,
                     epochs: int | None = None, test: DatasetSplit | None = None, trust_pickle: bool = False,
                     on_step: OnStep | None = None) -> Teacher:
-    """``spec`` is a checkpoint path or ``auto`` (find or train the dataset's default teacher)."""
+    """``spec`` is a checkpoint path or ``auto`` (the default teacher; trained and made the default
+    only when there is none)."""
     if spec != "auto":
         return load_teacher(spec, data, arch=arch, trust_pickle=trust_pickle)
     store = store or Store.default()
@@ -149,15 +178,36 @@ def resolve_teacher(spec: str, data: DatasetSplit, *, store: Store | None = None
     path = teacher_path(spec, data, store=store, arch=arch, epochs=epochs)
     _, world = distributed_context()
     if not path.is_file() and world > 1:  # every rank takes part in the DDP fit; no file lock across ranks
-        train_teacher(data, arch, path, epochs=epochs, test=test, on_step=on_step, checkpoint_dir=path.parent / "resume")
+        _train_default(data, arch, path, store=store, epochs=epochs, test=test, on_step=on_step)
     if not path.is_file():
-        key_dir = path.parent
-        with store.lock("teachers", key_dir.name):
-            if not path.is_file():
-                log.info("training the default %s teacher for %s", arch, data.name)
-                train_teacher(data, arch, path, epochs=epochs, test=test, on_step=on_step,
-                              checkpoint_dir=key_dir / "resume")
+        with store.lock("teachers", path.parent.name):
+            if default_teacher(data, arch, store=store) is None:
+                _train_default(data, arch, path, store=store, epochs=epochs, test=test, on_step=on_step)
+        path = teacher_path(spec, data, store=store, arch=arch, epochs=epochs)
     return load_teacher(path, data, arch=arch)
+
+
+def _train_default(data: DatasetSplit, arch: str, path: Path, *, store: Store, epochs: int | None,
+                   test: DatasetSplit | None, on_step: OnStep | None) -> None:
+    """Train the missing default teacher into ``path`` (saying so first) and make it the default."""
+    epochs = teacher_config(data, arch, epochs, 0).epochs
+    plural = "s" if epochs != 1 else ""
+    text = f"no {arch} teacher for {data.name} in the store: training one ({epochs} epoch{plural}, resumable) into {path.parent}"
+    log.info(text)
+    if on_step is not None:
+        on_step(0, {"event": "notice", "text": text})
+    train_teacher(data, arch, path, epochs=epochs, test=test, on_step=on_step, checkpoint_dir=path.parent / "resume")
+    if distributed_context()[0] == 0:
+        registry.register(store, path, make_default=True, bundled=BUNDLED)
+
+
+def stale_resume_folders(store: Store) -> list[Path]:
+    """Resume folders of teacher trainings that finished (their checkpoint exists): ``<key>/resume``
+    beside ``<key>/teacher.safetensors`` and ``<file>.safetensors.resume`` beside ``<file>.safetensors``."""
+    base = registry.folder(store)
+    found = [p for p in sorted(base.glob("*/resume")) if (p.parent / "teacher.safetensors").is_file()]
+    found += [p for p in sorted(base.glob("**/*.safetensors.resume")) if p.with_suffix("").is_file()]
+    return [p for p in found if p.is_dir()]
 
 
 def store_upload(folder: str | Path, name: str, data: bytes, *, max_mb: float) -> Path:

@@ -16,7 +16,7 @@ import streamlit as st
 
 from ifbeta import pipeline
 from ifbeta.evaluation import diagnostics
-from ifbeta.models import teachers
+from ifbeta.models import registry, teachers
 from ifbeta.policy import axes
 from ifbeta.policy import preview as policy_preview
 from ifbeta.store import Store
@@ -105,8 +105,12 @@ def workspace(spec: WorkspaceSpec | None = None, *, container=None) -> pipeline.
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def teacher_test_accuracy(sha256: str, fingerprint: str, _ws) -> float | None:
-    """Test top-1 of the teacher: from its checkpoint metadata, else measured once on the test split."""
-    recorded = _ws.teacher.info.metadata.get("test_top1")
+    """Test top-1 of the teacher: as the teacher list records it (``registry``: the checkpoint's own
+    metadata), else measured once on the test split."""
+    path = Path(_ws.teacher.info.path).resolve()
+    listed = next((e for e in registry.entries(_ws.store, fingerprint=_ws.teacher.info.metadata.get("fingerprint"),
+                                               bundled=teachers.BUNDLED) if e.path.resolve() == path), None)
+    recorded = _ws.teacher.info.metadata.get("test_top1") if listed is None else listed.test_top1
     if recorded is not None:
         return float(recorded)
     from ifbeta.models.training import default_device, evaluate
@@ -119,10 +123,44 @@ def save_upload(name: str, data: bytes) -> Path:
     return teachers.store_upload(store().root / "uploads", name, data, max_mb=MAX_UPLOAD_MB)
 
 
+def teacher_entries(train=None) -> list[registry.Entry]:
+    """The teacher list (``ifbeta teachers``): of ``train``'s dataset with the default ``--teacher auto``
+    uses marked (``teachers.listing``), or, without ``train``, of every dataset (defaults unmarked
+    where the store names none)."""
+    if train is not None:
+        return teachers.listing(train, store=store())
+    return registry.entries(store(), bundled=teachers.BUNDLED)
+
+
 def teacher_checkpoints() -> list[str]:
-    """Checkpoints the sidebar offers: uploads, teachers trained from the app, the bundled ones."""
-    root = store()
-    return teachers.checkpoint_files([root.root / "uploads", teachers.trained_folder(root), teachers.BUNDLED])
+    """Checkpoints the sidebar offers: the teacher list's entries (every dataset), then uploads."""
+    listed = [str(e.path) for e in teacher_entries()]
+    uploads = teachers.checkpoint_files([store().root / "uploads"])
+    return listed + [path for path in uploads if path not in listed]
+
+
+def teacher_label(path: str) -> str:
+    """How the sidebar names a checkpoint: the teacher list's name, arch, epochs and test top-1."""
+    entry = next((e for e in teacher_entries() if str(e.path) == path), None)
+    if entry is None:
+        return Path(path).name
+    accuracy = "" if entry.test_top1 is None else f", test top-1 {entry.test_top1:.1%}"
+    return f"{entry.name} ({entry.dataset}, {entry.arch}, {entry.epochs} epochs{accuracy})"
+
+
+def teacher_table(listed: list[registry.Entry]) -> list[dict]:
+    """Rows of the Setup page's teacher list (the columns ``ifbeta teachers`` prints)."""
+    return [{"default": "✓" if e.default else "", "name": e.name, "architecture": e.arch, "epochs": e.epochs,
+             "test top-1": None if e.test_top1 is None else round(100 * e.test_top1, 2), "source": e.source,
+             "path": str(e.path)} for e in listed]
+
+
+def set_default_teacher(entry: registry.Entry) -> None:
+    """Make ``entry`` the default of its dataset and architecture (what ``auto`` uses from now on); the
+    workspaces this process opened are dropped so ``auto`` opens with the new default."""
+    registry.set_default(store(), entry)
+    _workspace.clear()
+    _READY.clear()
 
 
 # ------------------------------------------------------------------------------------------- scoring
