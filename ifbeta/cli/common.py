@@ -35,6 +35,11 @@ def load_splits(args):
 
     train, test = pipeline.load_splits(args.dataset, store=store_of(args), pool=getattr(args, "pool", None),
                                        skip_corrupt=args.skip_corrupt)
+    from ifbeta.data.datasets import hidden_warning
+
+    hidden = hidden_warning((train, test))
+    if hidden:
+        print(hidden, file=sys.stderr)
     for split in (train, test):
         if split.skipped:
             print(f"skipped {len(split.skipped)} unreadable {split.split} image(s): "
@@ -87,11 +92,17 @@ def workspace(args, *, description: str = "teacher"):
 
     bar = ProgressBar(description, training="train teacher")
     try:
-        return pipeline.open_workspace(args.dataset, teacher=args.teacher, store=store_of(args),
+        ws = pipeline.open_workspace(args.dataset, teacher=args.teacher, store=store_of(args),
                                        pool=getattr(args, "pool", None), skip_corrupt=args.skip_corrupt,
                                        teacher_arch=args.teacher_arch, trust_pickle=args.trust_pickle, on_step=bar)
     finally:
         bar.close()
+    from ifbeta.data.datasets import hidden_warning
+
+    hidden = hidden_warning((ws.train, ws.test))
+    if hidden:
+        print(hidden, file=sys.stderr)
+    return ws
 
 
 def check_ratio(ratio: float) -> float:
@@ -132,7 +143,7 @@ def check_budget(workspace_or_train, ratio: float, *, stratify: bool = True) -> 
     k = k_for_ratio(len(train), ratio)
     if stratify and k < train.num_classes:
         raise UserError(f"ratio {ratio:g} keeps k={k} of {len(train)} samples, fewer than the {train.num_classes} "
-                        "classes; lower the ratio (or pass --no-stratify where supported)")
+                        "classes; lower the ratio")
     return k
 
 
