@@ -199,13 +199,14 @@ def refuse_imagefolder_outside_roots(dataset: str) -> None:
 def refuse_outside_roots(path: str | Path, what: str) -> None:
     """``ModelError`` when ``path`` (resolved, links followed) is outside every allowed root (for a
     checkpoint the store and the bundled teachers count as allowed too)."""
-    roots = allowed_roots()
-    if roots and what == "checkpoint":  # the app's own uploads, trained and bundled teachers stay usable
-        roots += [store().root.resolve(), teachers.BUNDLED.resolve()]
-    resolved = Path(path).expanduser().resolve()
-    if roots and not any(resolved == root or root in resolved.parents for root in roots):
+    named = allowed_roots()
+    if not named:
+        return
+    roots = named + ([store().root.resolve(), teachers.BUNDLED.resolve()] if what == "checkpoint" else [])
+    resolved = Path(path).expanduser().resolve()  # the app's own uploads, trained and bundled teachers stay usable
+    if not any(resolved == root or root in resolved.parents for root in roots):
         raise ModelError(f"{what} {path} is outside the folders this server may read "
-                         f"({', '.join(map(str, roots))}); put it under one of them")
+                         f"({', '.join(map(str, named))}); put it under one of them")
 
 
 # ------------------------------------------------------------------------------------------- scoring
