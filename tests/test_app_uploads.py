@@ -55,7 +55,8 @@ def bad_uploads(tmp_path: Path) -> list[tuple[str, bytes, str, str]]:
          "the upload garbage.pt is not a checkpoint (it is neither a ZIP archive nor a pickle)" + tail),
         ("notes.pt", b"my teacher, trained last week\n", "(recorded in the checkpoint)",
          "the upload notes.pt is not a checkpoint (it is plain text)" + tail),
-        ("empty.pt", b"", "(recorded in the checkpoint)", "the upload empty.pt is not a checkpoint (it is empty)" + tail),
+        ("empty.pt", b"", "(recorded in the checkpoint)",
+         "the upload empty.pt is not a checkpoint (it is empty)" + tail),
         ("three.safetensors", safetensors_bytes(tmp_path, num_classes=3), "(recorded in the checkpoint)",
          "the upload three.safetensors predicts 3 classes but the dataset has 10"),
         ("weights.pt", state_dict_bytes(), "resnet8", None),  # message checked by its prefix below
@@ -65,7 +66,7 @@ def bad_uploads(tmp_path: Path) -> list[tuple[str, bytes, str, str]]:
 
 
 @pytest.fixture
-def setup_page(session_store):
+def setup_page(session_store, digits_features):  # the digits teacher is trained before the first page run
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -74,9 +75,9 @@ def setup_page(session_store):
 
 def upload(at: AppTest, name: str, content: bytes, arch: str, *, trust: bool = False) -> AppTest:
     at.file_uploader(key="teacher_upload").set_value((name, content, "application/octet-stream"))
-    at.selectbox(key="upload_arch").set_value(arch)
-    at.checkbox(key="upload_trust").set_value(trust)
     at.run()
+    at.selectbox(key="upload_arch").set_value(arch).run()
+    at.checkbox(key="upload_trust").set_value(trust).run()
     next(b for b in at.button if b.label == "Use the uploaded checkpoint").click().run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -115,7 +116,7 @@ def test_a_good_upload_is_checked_stored_and_selected(setup_page, session_store,
     assert any("runs code from the file" in w.value for w in at.warning)  # the trust checkbox's warning
 
 
-def test_uploads_stored_before_checking_are_no_longer_listed(session_store, tmp_path):
+def test_uploads_stored_before_checking_are_no_longer_listed(session_store, digits_features, tmp_path):
     folder = session_store.root / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "0123456789abcdef-old_garbage.pt").write_bytes(b"not a model")
@@ -128,7 +129,7 @@ def test_uploads_stored_before_checking_are_no_longer_listed(session_store, tmp_
     assert "0123456789abcdef-old_garbage.pt" not in options
 
 
-def test_allowed_roots_limit_checkpoint_paths_and_image_folders(session_store, tmp_path, monkeypatch):
+def test_allowed_roots_limit_checkpoint_paths_and_image_folders(session_store, digits_features, tmp_path, monkeypatch):
     allowed, outside = tmp_path / "class", tmp_path / "elsewhere"
     allowed.mkdir()
     outside.mkdir()

@@ -47,7 +47,10 @@ def traced(path: Path, *, num_classes=10, features=True) -> tuple[Path, torch.nn
     torch.manual_seed(0)
     model = zoo.build("resnet8", num_classes=num_classes, in_channels=1).eval()
     x = torch.randn(2, 1, 8, 8)
-    script = torch.jit.trace_module(model, {"forward": x, "forward_features": x}) if features else torch.jit.trace(model, x)
+    if features:
+        script = torch.jit.trace_module(model, {"forward": x, "forward_features": x})
+    else:
+        script = torch.jit.trace(model, x)
     torch.jit.save(script, str(path))
     return path, model
 
@@ -261,3 +264,16 @@ def test_a_second_distill_into_the_same_out_is_refused(tmp_path, digits_teacher,
     finally:
         os.killpg(first.pid, signal.SIGTERM)
         first.wait(timeout=60)
+
+
+def test_a_file_where_a_folder_is_needed(tmp_path, session_store):
+    file = tmp_path / "notes.txt"
+    file.write_text("x")
+    code, _, err = cli("info", "--dataset", f"imagefolder:{file}", cache=session_store.root)
+    assert code == 2 and error_line(err) == (f"ifbeta info: error: {file} is a file, not a folder; give the ImageFolder "
+                                             "root (the folder holding train/ and test/)")
+    code, _, err = cli("distill", "--subset", str(file), "--out", str(tmp_path / "run"), cache=session_store.root)
+    assert code == 2 and error_line(err) == (f"ifbeta distill: error: {file} is a file, not a folder; give a subset "
+                                             "directory written by `ifbeta prune` / `ifbeta select`, or 'full'")
+    with pytest.raises(subset_files.SubsetError, match=re.escape(f"{file} is a file, not a folder; pass the subset")):
+        subset_files.read_manifest(file)

@@ -68,7 +68,7 @@ def shown(at) -> list[str]:
     return [m.value for kind in (at.error, at.warning, at.info) for m in kind]
 
 
-def test_the_setup_page_never_names_a_flag(session_store, tmp_path):
+def test_the_setup_page_never_names_a_flag(session_store, digits_features, tmp_path):  # teacher trained first
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
@@ -78,12 +78,13 @@ def test_the_setup_page_never_names_a_flag(session_store, tmp_path):
     at.run()
     messages: dict[str, list[str]] = {}
     for name, (path, arch) in bad_checkpoints(tmp_path / "checkpoints").items():
-        at.text_input(key="checkpoint_path").set_value(str(path))
+        at.text_input(key="checkpoint_path").set_value(str(path)).run()
         at.selectbox(key="checkpoint_arch").set_value(arch).run()
         next(b for b in at.button if b.label == "Use this checkpoint").click().run()
         messages[f"path: {name}"] = shown(at)
         if path.is_file():
             at.file_uploader(key="teacher_upload").set_value((path.name, path.read_bytes(), "application/octet-stream"))
+            at.run()
             at.selectbox(key="upload_arch").set_value(arch).run()
             next(b for b in at.button if b.label == "Use the uploaded checkpoint").click().run()
             messages[f"upload: {name}"] = shown(at)

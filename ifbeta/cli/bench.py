@@ -14,9 +14,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--preset", default=None, choices=list(PRESETS), help="protocol of docs/BENCHMARKS.md")
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--teacher", default=None)
-    parser.add_argument("--teacher-arch", default=None, help="teacher architecture when the checkpoint does not record it")
+    parser.add_argument("--teacher-arch", default=None,
+                        help="teacher architecture when the checkpoint does not record it")
     parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow a pickled or TorchScript teacher (runs code from the file; only for files you trust)")
+                        help="allow a pickled or TorchScript teacher (runs code from the file; only files you trust)")
     parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images and report them")
     parser.add_argument("--student", default=None)
     parser.add_argument("--pool", type=int, default=None)

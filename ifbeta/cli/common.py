@@ -22,7 +22,7 @@ def add_teacher(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default="auto", help="checkpoint path, or 'auto' to find/train the default teacher")
     parser.add_argument("--teacher-arch", default=None, help="teacher architecture when the checkpoint does not record it")
     parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow a fully pickled model (runs code from the file; only for files you trust)")
+                        help="allow a pickled or TorchScript teacher (runs code from the file; only files you trust)")
 
 
 def store_of(args) -> Store:
