@@ -67,10 +67,10 @@ with path_tab:
         st.warning(TRUST_WARNING, icon="⚠️")
     if st.button("Use this checkpoint", disabled=not path.strip()):
         chosen = "" if arch.startswith("(") else arch
-        with feedback.engine_errors():
+        with feedback.engine_errors(stop=False):  # a refusal: one message, the rest of the page stays
             resolved = steps.check_checkpoint(path.strip(), full_train, arch=chosen or None, trust_pickle=trust)
-        st.session_state["setup_message"] = f"teacher set to {path.strip()}"
-        state.apply_later({"teacher": str(resolved), "teacher_arch": chosen, "trust_pickle": trust})
+            st.session_state["setup_message"] = f"teacher set to {path.strip()}"
+            state.apply_later({"teacher": str(resolved), "teacher_arch": chosen, "trust_pickle": trust})
 
 with upload_tab:
     upload = st.file_uploader(f"Teacher checkpoint (at most {steps.MAX_UPLOAD_MB} MB; checked, then stored under "
@@ -82,11 +82,11 @@ with upload_tab:
         st.warning(TRUST_WARNING, icon="⚠️")
     if upload is not None and st.button("Use the uploaded checkpoint"):
         chosen = "" if upload_arch.startswith("(") else upload_arch
-        with feedback.engine_errors():
+        with feedback.engine_errors(stop=False):  # nothing stored, nothing selected; the rest of the page stays
             saved = steps.save_upload(upload.name, upload.getvalue(), full_train, arch=chosen or None,
                                       trust_pickle=upload_trust)
-        st.session_state["setup_message"] = f"uploaded teacher checked and stored as {saved.name}"
-        state.apply_later({"teacher": str(saved), "teacher_arch": chosen, "trust_pickle": upload_trust})
+            st.session_state["setup_message"] = f"uploaded teacher checked and stored as {saved.name}"
+            state.apply_later({"teacher": str(saved), "teacher_arch": chosen, "trust_pickle": upload_trust})
 
 with train_tab:
     st.caption("Trains on the whole training split with cross-entropy and stores the checkpoint under "
