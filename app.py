@@ -36,6 +36,8 @@ def sidebar() -> None:
                   help="digits works offline in seconds; torchvision sets need their files on disk offline")
     if st.session_state["dataset_choice"] == "imagefolder":
         bar.text_input("ImageFolder root (holds train/ and test/)", key="imagefolder_path")
+        bar.checkbox("Skip unreadable images", key="skip_corrupt",
+                     help="leave out images that cannot be decoded (the Setup page counts them)")
     options = ["auto"] + steps.teacher_checkpoints()
     if st.session_state["teacher"] not in options:
         options.append(st.session_state["teacher"])

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ifbeta import atomic
 from ifbeta.config import InfluenceConfig, PolicyConfig
 from ifbeta.data import datasets as data_module
 from ifbeta.data.datasets import DatasetSplit
@@ -122,9 +122,7 @@ class _PolicyCheckpoint:
 
     def write(self, state: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(json_ready(state)))
-        os.replace(temporary, self.path)
+        atomic.write_text(self.path, json.dumps(json_ready(state)))
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -1,8 +1,6 @@
 """Setup: the dataset (class counts, sample images) and the teacher (auto, path, upload or train)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import streamlit as st
 
@@ -32,6 +30,8 @@ columns[3].metric("Image", f"{full_train.channels}×{full_train.image_size}×{fu
 columns[4].metric("Pool", f"{min(spec.pool, len(full_train)):,}" if spec.pool else "whole split")
 if full_train.skipped or test.skipped:
     st.warning(f"skipped {len(full_train.skipped) + len(test.skipped)} unreadable image(s)")
+if data.hidden_warning((full_train, test)):
+    st.warning(data.hidden_warning((full_train, test)), icon="🙈")
 
 left, right = st.columns([2, 3])
 left.plotly_chart(plots.class_counts_bar(full_train.class_names, counts), key="class_counts")
@@ -56,30 +56,37 @@ default_arch = teachers.default_arch(full_train)
 architectures = list(models.ARCHITECTURES)
 path_tab, upload_tab, train_tab = st.tabs(["Checkpoint path", "Upload", "Train a teacher"])
 
+TRUST_WARNING = ("Loading a pickled model or a TorchScript archive runs code from the file: turn this on only "
+                 "for files you trust. Safetensors and state_dict files never need it.")
+
 with path_tab:
     path = st.text_input("Checkpoint file (.safetensors, or .pt/.pth)", key="checkpoint_path")
     arch = st.selectbox("Architecture", ["(recorded in the checkpoint)"] + architectures, key="checkpoint_arch")
-    trust = st.checkbox("Allow a fully pickled model (runs code from the file; only files you trust)",
-                        key="checkpoint_trust")
+    trust = st.checkbox("Trust this pickle", key="checkpoint_trust", help=TRUST_WARNING)
+    if trust:
+        st.warning(TRUST_WARNING, icon="⚠️")
     if st.button("Use this checkpoint", disabled=not path.strip()):
-        if not Path(path.strip()).expanduser().is_file():
-            st.error(f"no file at {path.strip()}", icon="🚫")
-        else:
+        chosen = "" if arch.startswith("(") else arch
+        with feedback.engine_errors(stop=False):  # a refusal: one message, the rest of the page stays
+            resolved = steps.check_checkpoint(path.strip(), full_train, arch=chosen or None, trust_pickle=trust)
             st.session_state["setup_message"] = f"teacher set to {path.strip()}"
-            state.apply_later({"teacher": str(Path(path.strip()).expanduser().resolve()),
-                                      "teacher_arch": "" if arch.startswith("(") else arch, "trust_pickle": trust})
+            state.apply_later({"teacher": str(resolved), "teacher_arch": chosen, "trust_pickle": trust})
 
 with upload_tab:
-    upload = st.file_uploader(f"Teacher checkpoint (at most {steps.MAX_UPLOAD_MB} MB; stored under "
+    upload = st.file_uploader(f"Teacher checkpoint (at most {steps.MAX_UPLOAD_MB} MB; checked, then stored under "
                               "cache/uploads)", type=[s.lstrip(".") for s in teachers.CHECKPOINT_SUFFIXES],
                               key="teacher_upload")
     upload_arch = st.selectbox("Architecture", ["(recorded in the checkpoint)"] + architectures, key="upload_arch")
+    upload_trust = st.checkbox("Trust this pickle", key="upload_trust", help=TRUST_WARNING)
+    if upload_trust:
+        st.warning(TRUST_WARNING, icon="⚠️")
     if upload is not None and st.button("Use the uploaded checkpoint"):
-        with feedback.engine_errors():
-            saved = steps.save_upload(upload.name, upload.getvalue())
-        st.session_state["setup_message"] = f"uploaded teacher stored as {saved.name}"
-        state.apply_later({"teacher": str(saved), "teacher_arch": "" if upload_arch.startswith("(") else upload_arch,
-                                  "trust_pickle": False})
+        chosen = "" if upload_arch.startswith("(") else upload_arch
+        with feedback.engine_errors(stop=False):  # nothing stored, nothing selected; the rest of the page stays
+            saved = steps.save_upload(upload.name, upload.getvalue(), full_train, arch=chosen or None,
+                                      trust_pickle=upload_trust)
+            st.session_state["setup_message"] = f"uploaded teacher checked and stored as {saved.name}"
+            state.apply_later({"teacher": str(saved), "teacher_arch": chosen, "trust_pickle": upload_trust})
 
 with train_tab:
     st.caption("Trains on the whole training split with cross-entropy and stores the checkpoint under "

@@ -120,18 +120,23 @@ def test_setup_trains_a_teacher_and_switches_to_it(app):
     assert any("trained teacher stored" in s.value for s in app.success)
 
 
-def test_uploads_are_stored_under_the_cache_and_size_limited(session_store, monkeypatch):
+def test_uploads_are_stored_under_the_cache_and_size_limited(session_store, digits, tmp_path, monkeypatch):
+    from ifbeta.models import zoo
     from pages._studio import steps
 
-    saved = steps.save_upload("my teacher.safetensors", b"weights")
-    assert saved.parent == session_store.root / "uploads" and saved.read_bytes() == b"weights"
+    train, _ = digits
+    model = zoo.build("cnn-tiny", num_classes=10, in_channels=1)
+    weights = zoo.save_checkpoint(model, tmp_path / "t.safetensors", arch="cnn-tiny", num_classes=10,
+                                  in_channels=1).read_bytes()
+    saved = steps.save_upload("my teacher.safetensors", weights, train)
+    assert saved.parent == session_store.root / "uploads" and saved.read_bytes() == weights
     assert saved.name.endswith("-my_teacher.safetensors")
-    assert steps.save_upload("my teacher.safetensors", b"weights") == saved  # content-addressed
+    assert steps.save_upload("my teacher.safetensors", weights, train) == saved  # content-addressed
     with pytest.raises(ValueError, match="unsupported"):
-        steps.save_upload("notes.txt", b"x")
+        steps.save_upload("notes.txt", b"x", train)
     monkeypatch.setattr(steps, "MAX_UPLOAD_MB", 0)
     with pytest.raises(ValueError, match="limited"):
-        steps.save_upload("big.pt", b"x")
+        steps.save_upload("big.pt", b"x", train)
 
 
 def test_influence_page(app):

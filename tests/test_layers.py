@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ifbeta"
 # The pipeline's order; a module may import its own stage and earlier ones, never a later one.
 STAGES = ["core", "data", "models", "influence", "policy", "selection", "subsets", "pipeline", "distill",
           "evaluation", "cli"]
-CORE = {"ifbeta", "ifbeta.config", "ifbeta.store", "ifbeta.integrity", "ifbeta.progress", "ifbeta.errors", "ifbeta.threads"}
+CORE = {"ifbeta", "ifbeta.config", "ifbeta.store", "ifbeta.integrity", "ifbeta.progress", "ifbeta.errors",
+        "ifbeta.threads", "ifbeta.atomic"}
 VIEWS = {"ifbeta.embed", "ifbeta.plots"}  # side outputs: they may import the core and data only
 
 

@@ -44,9 +44,12 @@ def test_state_dict_and_torchscript_files_load(tmp_path):
     loaded, _ = models.load_checkpoint(tmp_path / "sd.pt", arch="cnn-tiny", num_classes=10, in_channels=1)
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(loaded(x), model(x))
-    torch.jit.save(torch.jit.trace(model, x), tmp_path / "ts.pt")
-    scripted, _ = models.load_checkpoint(tmp_path / "ts.pt", num_classes=10, in_channels=1)
+    torch.jit.save(torch.jit.trace_module(model, {"forward": x, "forward_features": x}), tmp_path / "ts.pt")
+    with pytest.raises(models.ModelError, match="TorchScript archive, which runs its own code"):
+        models.load_checkpoint(tmp_path / "ts.pt", num_classes=10, in_channels=1)  # an archive is code
+    scripted, _ = models.load_checkpoint(tmp_path / "ts.pt", num_classes=10, in_channels=1, trust_pickle=True)
     assert torch.allclose(scripted(x), model(x))
+    assert torch.allclose(scripted.classifier(scripted.forward_features(x)), model(x))
 
 
 def test_wrong_architecture_class_count_and_keys_are_refused(tmp_path):

@@ -199,7 +199,8 @@ def test_export_greyscale_numpy_and_refusal(tmp_path):
 
 
 def test_class_folders_stay_distinct():
-    assert export._class_folders(["a/b", "a_b", "A_B"]) == ["a_b", "a_b_1", "A_B_2"]
+    # a name that is already a safe folder name keeps it; the sanitised one that collides takes its label
+    assert export._class_folders(["a/b", "a_b", "A_B"]) == ["a_b_0", "a_b", "A_B_2"]
 
 
 def test_loader_folders_sort_in_label_order():

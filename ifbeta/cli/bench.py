@@ -14,6 +14,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--preset", default=None, choices=list(PRESETS), help="protocol of docs/BENCHMARKS.md")
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--teacher", default=None)
+    parser.add_argument("--teacher-arch", default=None,
+                        help="teacher architecture when the checkpoint does not record it")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a pickled or TorchScript teacher (runs code from the file; only files you trust)")
+    parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images and report them")
     parser.add_argument("--student", default=None)
     parser.add_argument("--pool", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=None)
@@ -42,7 +47,8 @@ def run(args) -> int:
         if method not in selection.METHODS:
             raise UserError(f"unknown method {method!r}; see `ifbeta select --list`")
     for ratio in args.ratios or []:
-        common.check_ratio(ratio)
+        if not 0.0 < ratio < 1.0:
+            raise UserError(f"--ratios must lie strictly between 0 and 1 (the fractions pruned), got {ratio}")
     policy = _policy_overrides(args.policy)
     spec = grid.spec_from(args.preset, dataset=args.dataset, teacher=args.teacher, student=args.student,
                            pool=args.pool, methods=tuple(args.methods) if args.methods else None,
@@ -50,7 +56,8 @@ def run(args) -> int:
                            seeds=tuple(args.seeds) if args.seeds else None,
                            budgets=tuple(args.budgets) if args.budgets else None, epochs=args.epochs,
                            batch_size=args.batch_size, full=False if args.no_full else None,
-                           policy=policy or None)
+                           policy=policy or None, teacher_arch=args.teacher_arch,
+                           trust_pickle=args.trust_pickle or None, skip_corrupt=args.skip_corrupt or None)
     if args.ratios and spec.steps_ratios:
         spec = dataclasses.replace(spec, steps_ratios=None)
     bar = common.ProgressBar("bench")

@@ -22,7 +22,7 @@ def add_teacher(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default="auto", help="checkpoint path, or 'auto' to find/train the default teacher")
     parser.add_argument("--teacher-arch", default=None, help="teacher architecture when the checkpoint does not record it")
     parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow a fully pickled model (runs code from the file; only for files you trust)")
+                        help="allow a pickled or TorchScript teacher (runs code from the file; only files you trust)")
 
 
 def store_of(args) -> Store:
@@ -35,6 +35,11 @@ def load_splits(args):
 
     train, test = pipeline.load_splits(args.dataset, store=store_of(args), pool=getattr(args, "pool", None),
                                        skip_corrupt=args.skip_corrupt)
+    from ifbeta.data.datasets import hidden_warning
+
+    hidden = hidden_warning((train, test))
+    if hidden:
+        print(hidden, file=sys.stderr)
     for split in (train, test):
         if split.skipped:
             print(f"skipped {len(split.skipped)} unreadable {split.split} image(s): "
@@ -90,11 +95,17 @@ def workspace(args, *, description: str = "teacher"):
 
     bar = ProgressBar(description, training="train teacher")
     try:
-        return pipeline.open_workspace(args.dataset, teacher=args.teacher, store=store_of(args),
+        ws = pipeline.open_workspace(args.dataset, teacher=args.teacher, store=store_of(args),
                                        pool=getattr(args, "pool", None), skip_corrupt=args.skip_corrupt,
                                        teacher_arch=args.teacher_arch, trust_pickle=args.trust_pickle, on_step=bar)
     finally:
         bar.close()
+    from ifbeta.data.datasets import hidden_warning
+
+    hidden = hidden_warning((ws.train, ws.test))
+    if hidden:
+        print(hidden, file=sys.stderr)
+    return ws
 
 
 def check_ratio(ratio: float) -> float:
@@ -135,7 +146,7 @@ def check_budget(workspace_or_train, ratio: float, *, stratify: bool = True) -> 
     k = k_for_ratio(len(train), ratio)
     if stratify and k < train.num_classes:
         raise UserError(f"ratio {ratio:g} keeps k={k} of {len(train)} samples, fewer than the {train.num_classes} "
-                        "classes; lower the ratio (or pass --no-stratify where supported)")
+                        "classes; lower the ratio")
     return k
 
 

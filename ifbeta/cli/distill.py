@@ -37,6 +37,9 @@ def run(args) -> int:
     if args.subset != "full":
         from pathlib import Path
 
+        if Path(args.subset).is_file():
+            raise UserError(f"{args.subset} is a file, not a folder; give a subset directory written by "
+                            "`ifbeta prune` / `ifbeta select`, or 'full'")
         if not Path(args.subset).is_dir():
             raise UserError(f"subset directory {args.subset} does not exist; give a folder written by "
                             "`ifbeta prune` / `ifbeta select`, or 'full'")

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
+from ifbeta import atomic
 from ifbeta.cli import common
 
 HELP = "learn the IF-Beta policy and write subset directories (indices.npy, samples.csv, manifest.json, trace.json)"
@@ -43,19 +43,21 @@ def _write_trace(directory: Path, learned) -> None:
     payload = {"ratio": learned.ratio, "alpha": learned.alpha, "beta": learned.beta, "estimator": learned.estimator,
                "axis": learned.axis, "c": learned.c, "mu": learned.mu, "converged": learned.converged,
                "steps": learned.trace}
-    tmp = directory / "trace.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, directory / "trace.json")
+    atomic.write_text(directory / "trace.json", json.dumps(payload, indent=2, default=float))
 
 
 def run(args) -> int:
     from ifbeta import pipeline
+    from ifbeta.errors import UserError
 
     ratios = [common.check_ratio(r) for r in args.ratio]
     config, influence = policy_config(args), common.influence_config(args)
     train, _ = common.load_splits(args)
     for ratio in ratios:
-        common.check_budget(train, ratio, stratify=not args.no_stratify)
+        try:
+            common.check_budget(train, ratio, stratify=not args.no_stratify)
+        except UserError as error:
+            raise UserError(f"{error} (or pass --no-stratify)") from None
     exclude = common.excluded_ids(args, train)
     ws = common.workspace(args, description="extract")
     method = "ifbeta" if args.axis == "influence" else "ifbeta-entropy"

@@ -13,7 +13,9 @@ ImageFolder transform (documented behaviour): every image is converted to RGB if
 split is colour, otherwise to greyscale; images whose size differs from the most common size of
 the train split are resized to it with bilinear filtering (or to ``image_size`` when given).
 Unreadable images raise ``DatasetError`` listing the files, unless ``skip_corrupt=True``, which
-drops them and reports every skipped path in ``DatasetSplit.skipped``.
+drops them and reports every skipped path in ``DatasetSplit.skipped``. Class folders whose names
+start with '.' (``.git``, ``.ipynb_checkpoints``) are not classes: they are not read, and
+``DatasetSplit.hidden`` names each with its file count (``hidden_warning``: the line both faces show).
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class DatasetSplit:
     class_names: list[str]
     skipped: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    hidden: list[str] = field(default_factory=list)  # "<split>/.<name> (n files)": hidden class folders not read
 
     def __post_init__(self):
         if not self.fingerprint:
@@ -78,7 +81,8 @@ class DatasetSplit:
         """A new split holding only ``indices`` (ids keep their original values)."""
         indices = np.asarray(indices, dtype=np.int64)
         return DatasetSplit(self.name, split or self.split, self.images[torch.from_numpy(indices)],
-                            self.labels[indices], [self.ids[i] for i in indices], self.class_names)
+                            self.labels[indices], [self.ids[i] for i in indices], self.class_names,
+                            hidden=list(self.hidden))
 
 
 def fingerprint(ids: list[str], labels: np.ndarray) -> str:
@@ -152,6 +156,9 @@ def _load_torchvision(name: str, split: str, *, root: Path, **_: object) -> Data
 
 # ------------------------------------------------------------------------------ imagefolder
 def _scan(directory: Path, class_names: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
+    if directory.is_file():
+        raise DatasetError(f"{directory} is a file, not a folder; an ImageFolder needs train/ and test/ folders "
+                           "with one sub-folder per class")
     if not directory.is_dir():
         raise DatasetError(f"missing split folder {directory}: an ImageFolder needs train/ and test/ "
                            "folders with one sub-folder per class")
@@ -205,6 +212,9 @@ def _map(function, items, workers: int):
 def _load_imagefolder(name: str, split: str, *, skip_corrupt: bool = False,
                       image_size: int | None = None, workers: int | None = None, **_: object) -> DatasetSplit:
     root = Path(name.split(":", 1)[1]).expanduser()
+    if root.is_file():
+        raise DatasetError(f"{root} is a file, not a folder; give the ImageFolder root (the folder holding train/ "
+                           "and test/)")
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     _, _, class_names = _scan(root / "train", None)
@@ -215,7 +225,7 @@ def _load_imagefolder(name: str, split: str, *, skip_corrupt: bool = False,
     if bad and not skip_corrupt:
         listed = "; ".join(f"{p} ({why})" for p, why in bad[:10])
         raise DatasetError(f"{len(bad)} unreadable image(s) in {root / split}: {listed}"
-                           f"{' ...' if len(bad) > 10 else ''}; fix or remove them, or pass --skip-corrupt")
+                           f"{' ...' if len(bad) > 10 else ''}", fix="skip_corrupt")
     good = [i for i, r in enumerate(probes) if not r.startswith("ERROR:")]
     modes = Counter(probes[i].split("|")[0] for i in good)
     mode = "L" if set(modes) <= {"L", "1", "I", "I;16", "F"} else "RGB"
@@ -317,7 +327,35 @@ def load(name: str, split: str = "train", *, store: Store | None = None, skip_co
     # images copy-on-write mapped: a page showing 40 thumbnails reads only those (the OS caches the file)
     arrays, meta, _ = store.get_or_compute("datasets", config, [], compute, mmap="c")
     return DatasetSplit(name, split, torch.from_numpy(arrays["images"]), np.array(arrays["labels"]),
-                        list(meta["ids"]), list(meta["class_names"]), list(meta["skipped"]), meta["fingerprint"])
+                        list(meta["ids"]), list(meta["class_names"]), list(meta["skipped"]), meta["fingerprint"],
+                        hidden_class_folders(name, split))
+
+
+def hidden_class_folders(name: str, split: str) -> list[str]:
+    """The class folders of an ``imagefolder:<root>`` split that are not read because their names start
+    with '.' (``.git``, ``.ipynb_checkpoints``, ``.hidden``), each as "<split>/<folder> (<n> files)";
+    [] for every other dataset. A warning names them, so no image is dropped without a word."""
+    if not name.startswith("imagefolder:"):
+        return []
+    directory = Path(name.split(":", 1)[1]) / split
+    if not directory.is_dir():
+        return []
+    hidden = []
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir() and p.name.startswith(".")):
+        files = sum(1 for path in folder.rglob("*") if path.is_file())
+        hidden.append(f"{split}/{folder.name} ({files} file{'s' if files != 1 else ''})")
+    if hidden:
+        log.warning("not read: hidden class folder(s) %s in %s", ", ".join(hidden), directory.parent)
+    return hidden
+
+
+def hidden_warning(splits) -> str | None:
+    """One line naming the hidden class folders of ``splits`` that were not read, or None."""
+    hidden = [entry for split in splits for entry in split.hidden]
+    if not hidden:
+        return None
+    return (f"not read: {len(hidden)} hidden class folder(s) (names starting with '.'): {', '.join(hidden[:5])}"
+            f"{' ...' if len(hidden) > 5 else ''}; rename them without the leading '.' to use them as classes")
 
 
 def stratified_pool(labels: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from ifbeta import atomic
 from ifbeta.store import Store
 
 LAUNCHED = "launched.json"
@@ -37,7 +38,8 @@ def distill_command(cache: str | Path, out: str | Path, *, dataset: str, subset:
                     student: str | None = None, epochs: int | None = None, seed: int = 0,
                     budget: str | None = None, pool: int | None = None, batch_size: int | None = None,
                     learning_rate: float | None = None, eval_every: int | None = None,
-                    teacher_arch: str | None = None, trust_pickle: bool = False, json: bool = False) -> list[str]:
+                    teacher_arch: str | None = None, trust_pickle: bool = False, skip_corrupt: bool = False,
+                    json: bool = False) -> list[str]:
     """The one ``ifbeta distill`` command line every launcher uses (the app's runs, the bench grid).
 
     ``subset`` is a subset directory or 'full'; options left as None are not passed, so the command's
@@ -49,12 +51,13 @@ def distill_command(cache: str | Path, out: str | Path, *, dataset: str, subset:
                         ("--teacher-arch", teacher_arch)):
         if value is not None and value != "":
             command += [flag, str(value)]
-    return command + (["--trust-pickle"] if trust_pickle else []) + (["--json"] if json else [])
+    flags = (["--trust-pickle"] if trust_pickle else []) + (["--skip-corrupt"] if skip_corrupt else [])
+    return command + flags + (["--json"] if json else [])
 
 
 def launch(store: Store, *, name: str, dataset: str, subset: str, student: str, epochs: int, seed: int,
            teacher: str = "auto", teacher_arch: str | None = None, pool: int | None = None,
-           trust_pickle: bool = False, cwd: str | Path | None = None) -> Path:
+           trust_pickle: bool = False, skip_corrupt: bool = False, cwd: str | Path | None = None) -> Path:
     """Start ``ifbeta distill`` in the background in its own process group -> the run directory."""
     from ifbeta.store import safe_name
 
@@ -64,7 +67,7 @@ def launch(store: Store, *, name: str, dataset: str, subset: str, student: str, 
         raise ValueError(f"a run named {run_dir.name} exists already; choose another name")
     command = distill_command(store.root, run_dir, dataset=dataset, subset=subset, student=student, epochs=epochs,
                               seed=seed, teacher=teacher, teacher_arch=teacher_arch, pool=pool or None,
-                              trust_pickle=trust_pickle, json=True)
+                              trust_pickle=trust_pickle, skip_corrupt=skip_corrupt, json=True)
     record.parent.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True)
     with open(record.with_suffix(".log"), "wb") as log:
@@ -204,6 +207,4 @@ def read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    os.replace(temporary, path)
+    atomic.write_text(path, json.dumps(payload, indent=2))

@@ -9,17 +9,20 @@ compute); ``steps`` trains as many optimiser steps as E epochs over the full poo
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
+from ifbeta import atomic
 from ifbeta.config import KDConfig
 from ifbeta.errors import RunError  # noqa: F401  (raised here; its home is errors.py)
 from ifbeta.models import zoo as models
@@ -36,9 +39,7 @@ DEFAULT_STUDENT_EPOCHS = 30
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(payload, indent=2, default=float))
 
 
 def plan(n_pool: int, k: int, *, epochs: int, budget: str, batch_size: int) -> tuple[int, int]:
@@ -66,6 +67,15 @@ def run(workspace: Workspace, *, subset: str | Path | None, out: str | Path, stu
     batch_size = batch_size or (64 if len(train) < 5000 else 128)
     run_epochs, _ = plan(len(train), len(indices), epochs=epochs, budget=budget, batch_size=batch_size)
     out = Path(out)
+    with _run_lock(out):
+        return _run_locked(workspace, out, train, indices, method, ratio, subset_path, student=student,
+                           epochs=epochs, budget=budget, seed=seed, batch_size=batch_size, run_epochs=run_epochs,
+                           learning_rate=learning_rate, kd=kd, on_step=on_step, eval_every=eval_every)
+
+
+def _run_locked(workspace: Workspace, out: Path, train, indices, method, ratio, subset_path, *, student, epochs,
+                budget, seed, batch_size, run_epochs, learning_rate, kd, on_step, eval_every) -> dict:
+    """``run`` once it holds the run directory's lock."""
     request = {"dataset": train.name, "fingerprint": train.fingerprint, "teacher": workspace.teacher_record(),
                "subset": subset_path, "indices_sha256": _indices_hash(indices), "method": method, "ratio": ratio,
                "student": student, "epochs": epochs, "budget": budget, "seed": seed, "batch_size": batch_size,
@@ -93,6 +103,41 @@ def run(workspace: Workspace, *, subset: str | Path | None, out: str | Path, stu
     if rank == 0:
         _save(workspace, model, out, metrics)
     return metrics
+
+
+OWNER = ".run-owner.json"  # who holds <out>/.run.lock: pid, host, start time
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path):
+    """Hold ``<out>/.run.lock`` (the store's file lock) for the whole run, so a second ``ifbeta distill``
+    into the same ``out`` is refused at once with a ``RunError`` naming the running one, instead of
+    both writing the same checkpoints. Under DDP only rank 0 takes it (the ranks are one run)."""
+    if distributed_context()[0] != 0:
+        yield
+        return
+    lock = Store(out.parent).lock(out.name, "run")  # -> <out>/.run.lock
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunError(f"{out} is in use by {_owner(out)}; wait for it to finish, or stop it first") from None
+    try:
+        atomic.write_text(out / OWNER, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                   "started": time.time()}))
+        yield
+    finally:
+        (out / OWNER).unlink(missing_ok=True)
+        lock.release()
+
+
+def _owner(out: Path) -> str:
+    """'another run (pid 123 on host, started 12:00:01)' from the lock holder's record."""
+    try:
+        owner = json.loads((out / OWNER).read_text())
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(owner["started"])))
+        return f"another run (pid {int(owner['pid'])} on {owner.get('host', '?')}, started {started})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another run"
 
 
 def _subset_indices(subset: str | Path | None, train) -> tuple[np.ndarray, str, float, str | None]:
@@ -134,7 +179,7 @@ def _existing(out: Path, request: dict) -> dict | None:
         return None
     if previous != json.loads(json.dumps(request, default=float)):
         changed = sorted(k for k in request if previous.get(k) != json.loads(json.dumps(request[k], default=float)))
-        raise RunError(f"{out} holds a different run (differs in {', '.join(changed)}); choose another --out")
+        raise RunError(f"{out} holds a different run (differs in {', '.join(changed)})", fix="out")
     metrics_path = out / "metrics.json"
     if metrics_path.is_file():
         return json.loads(metrics_path.read_text())

@@ -49,7 +49,8 @@ def _distill_command(spec: BenchSpec, cell: dict, out: Path, cache: Path) -> lis
     return runs.distill_command(cache, out / "runs" / cell_name(cell), dataset=spec.dataset, subset=subset,
                                 teacher=spec.teacher, student=spec.student, epochs=spec.epochs, seed=cell["seed"],
                                 budget=cell["budget"], pool=spec.pool, batch_size=spec.batch_size,
-                                learning_rate=spec.learning_rate,
+                                learning_rate=spec.learning_rate, teacher_arch=spec.teacher_arch,
+                                trust_pickle=spec.trust_pickle, skip_corrupt=spec.skip_corrupt,
                                 eval_every=1_000_000)  # the grid reports the last epoch only: test once, at the end
 
 
@@ -102,7 +103,9 @@ def run(spec: BenchSpec, out: str | Path, *, store: Store | None = None, workers
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
     began = time.perf_counter()
-    workspace = pipeline.open_workspace(spec.dataset, teacher=spec.teacher, store=store, pool=spec.pool, on_step=on_step)
+    workspace = pipeline.open_workspace(spec.dataset, teacher=spec.teacher, store=store, pool=spec.pool,
+                                        teacher_arch=spec.teacher_arch, trust_pickle=spec.trust_pickle,
+                                        skip_corrupt=spec.skip_corrupt, on_step=on_step)
     infos = select_all(workspace, spec, out, on_step)
     if not report_only:
         distill_all(spec, out, store, workers=workers, on_step=on_step)

@@ -25,6 +25,9 @@ class BenchSpec:
     notes: tuple[str, ...] = field(default_factory=tuple)
     full: bool = True  # include the full-pool ceiling (one run per seed)
     policy: dict = field(default_factory=dict)  # PolicyConfig overrides for ifbeta / ifbeta-entropy (e.g. shrinkage)
+    teacher_arch: str | None = None  # the teacher's architecture when its checkpoint does not record it
+    trust_pickle: bool = False  # allow a pickled or TorchScript teacher (runs code from the file)
+    skip_corrupt: bool = False  # leave unreadable ImageFolder images out
 
 
 PRESETS = {

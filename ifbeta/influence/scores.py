@@ -143,7 +143,14 @@ def _first_non_finite(array, chunk_size: int):
 
 
 def validated_labels(labels, features, teacher_logits) -> np.ndarray:
-    """labels as (N,) int64 in [0, C), or a ValueError saying what is wrong with them."""
+    """labels as (N,) int64 in [0, C), or a ValueError saying what is wrong with them (or with the
+    shapes of features (N, d) and teacher_logits (N, C))."""
+    for name, array, axes in (("features", features, "(N, d)"), ("teacher_logits", teacher_logits, "(N, C)")):
+        shape = tuple(getattr(array, "shape", np.shape(array)))
+        if len(shape) != 2:
+            raise ValueError(f"{name} must be a 2-d array {axes}, got shape {shape}")
+        if shape[1] == 0:
+            raise ValueError(f"{name} must have at least one column, got shape {shape}")
     labels, count = np.asarray(labels), len(features)
     classes = np.asarray(teacher_logits[:1]).shape[1]
     if len(teacher_logits) != count or labels.shape != (count,):
@@ -190,8 +197,9 @@ def prepare(features, teacher_logits, labels, config: InfluenceConfig, clock: Cl
     fold = proxy.stratified_folds(labels, config.folds, config.seed)
     sizes = np.bincount(fold, minlength=config.folds)
     if (sizes == 0).any():
+        fewer = f"; or use fewer folds (folds={config.folds}, at least 2)" if config.folds > 2 else ""
         raise ValueError(f"cross-fitting left a fold empty (fold sizes {sizes.tolist()} for N={len(labels)}): every "
-                         f"class has fewer than folds={config.folds} samples; add samples or use fewer folds (>= 2)")
+                         f"class has fewer than folds={config.folds} samples; add samples{fewer}")
     clock.lap("standardise")
     settings = config.proxy
     if settings.mu is not None:

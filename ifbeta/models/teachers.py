@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ifbeta import atomic
 from ifbeta.data.datasets import DatasetSplit, channel_statistics
 from ifbeta.models import registry
+from ifbeta.errors import ModelError
 from ifbeta.models import zoo as models
 from ifbeta.models.training import Normaliser, TrainConfig, TrainResult, distributed_context, fit
 from ifbeta.progress import OnStep
@@ -93,7 +95,36 @@ def load_teacher(path: str | Path, data: DatasetSplit, *, arch: str | None = Non
         mean, std = channel_statistics(data.images)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return Teacher(model, info, Normaliser(mean, std))
+    teacher = Teacher(model, info, Normaliser(mean, std))
+    check_forward(teacher, data)
+    return teacher
+
+
+PROBE_SAMPLES = 4
+"""How many samples ``check_forward`` runs through a teacher before it is used."""
+
+
+@torch.inference_mode()
+def check_forward(teacher: Teacher, data: DatasetSplit) -> None:
+    """Run the first ``PROBE_SAMPLES`` samples of ``data`` through the teacher (on the CPU): the
+    features must be finite (n, d) and the logits finite (n, C) with C = ``data.num_classes``;
+    otherwise a ``ModelError`` saying which. Catches what metadata cannot: a TorchScript or pickled
+    model for another class count or input size, or one that outputs NaN."""
+    path, count = teacher.info.path, min(PROBE_SAMPLES, len(data))
+    try:
+        features = teacher.model.forward_features(teacher.normaliser(data.images[:count]))
+        logits = teacher.model.classifier(features)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ModelError(f"{path} fails on {data.name}'s {data.channels}x{data.image_size}x{data.image_size} "
+                                f"images ({type(error).__name__}: {first}); it was made for other inputs") from None
+    if features.ndim != 2 or not torch.isfinite(features).all():
+        raise ModelError(f"{path} gives penultimate features of shape {tuple(features.shape)}"
+                                f"{'' if features.ndim != 2 else ' with NaN or Inf'}; expected finite (N, d)")
+    if logits.ndim != 2 or logits.shape[1] != data.num_classes:
+        raise ModelError(f"{path} predicts {logits.shape[-1]} classes but {data.name} has {data.num_classes}")
+    if not torch.isfinite(logits).all():
+        raise ModelError(f"{path} outputs NaN or Inf logits on {data.name}; the checkpoint is broken")
 
 
 def teacher_slot(data: DatasetSplit, arch: str, *, store: Store, epochs: int | None = None, seed: int = 0) -> Path:
@@ -147,6 +178,8 @@ def teacher_missing(spec: str, data: DatasetSplit, *, store: Store | None = None
     if path.is_file() or (spec == "auto" and trains_itself):
         return None
     if spec != "auto":
+        if path.is_dir():
+            return f"teacher {spec} is a folder, not a checkpoint file; give the checkpoint file inside it"
         return f"teacher checkpoint {spec} does not exist"
     return f"no {arch or default_arch(data)} teacher for {data.name} yet: train one or choose a checkpoint"
 
@@ -210,25 +243,67 @@ def stale_resume_folders(store: Store) -> list[Path]:
     return [p for p in found if p.is_dir()]
 
 
-def store_upload(folder: str | Path, name: str, data: bytes, *, max_mb: float) -> Path:
-    """Store uploaded checkpoint bytes in ``folder`` (content-addressed: ``<sha16>-<stem><suffix>``,
-    written atomically once); refuses more than ``max_mb`` MB or an unknown suffix with a ValueError."""
+def store_upload(folder: str | Path, name: str, data: bytes, *, max_mb: float, dataset: DatasetSplit,
+                 arch: str | None = None, trust_pickle: bool = False) -> Path:
+    """Check uploaded checkpoint bytes, then store them in ``folder`` (content-addressed:
+    ``<sha16>-<stem><suffix>``, written atomically once) and return the stored path.
+
+    The check comes first: the bytes are loaded (``arch``: the architecture when the file does not
+    record it; ``trust_pickle`` for pickles and TorchScript) and ``check_forward`` runs a few samples of
+    ``dataset`` through them. Any failure raises a ``ModelError`` and stores nothing. Beside the file,
+    ``<file>.json`` records the arch and trust setting it passed with (read by ``usable_checkpoints``)."""
+    import json
+    import shutil
+    import tempfile
+
     from ifbeta.store import safe_name
 
     if len(data) > max_mb * 2**20:
-        raise ValueError(f"the checkpoint is {len(data) / 2**20:.0f} MB; uploads are limited to {max_mb} MB "
+        raise ModelError(f"the checkpoint is {len(data) / 2**20:.0f} MB; uploads are limited to {max_mb} MB "
                          "(put a larger file on disk and give its path instead)")
     suffix = Path(name).suffix.lower()
     if suffix not in CHECKPOINT_SUFFIXES:
-        raise ValueError(f"unsupported checkpoint type {suffix or '(none)'}; use {', '.join(CHECKPOINT_SUFFIXES)}")
+        raise ModelError(f"unsupported checkpoint type {suffix or '(none)'}; use {', '.join(CHECKPOINT_SUFFIXES)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{safe_name(Path(name).stem, fallback='teacher')}{suffix}"
-    if not path.is_file():
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", dir=folder))  # hidden: never listed
+    try:
+        candidate = staging / f"{Path(name).stem or 'teacher'}{suffix}"
+        candidate.write_bytes(data)
+        try:
+            load_teacher(candidate, dataset, arch=arch, trust_pickle=trust_pickle)
+        except ModelError as error:
+            raise ModelError(error.what.replace(str(candidate), f"the upload {name}"), fix=error.fix,
+                             value=error.value) from None
+        atomic.write_text(_record_path(path), json.dumps({"arch": arch, "trust_pickle": bool(trust_pickle)}))
+        if not path.is_file():
+            os.replace(candidate, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def usable_checkpoints(paths, dataset: DatasetSplit) -> list[str]:
+    """Those of the checkpoint ``paths`` that load and pass ``check_forward`` on ``dataset``, each with
+    the arch and trust setting ``store_upload`` recorded beside it (a file without a record, e.g. one
+    stored before uploads were checked, is tried as it is: arch from its metadata, no trust)."""
+    import json
+
+    usable = []
+    for path in map(Path, paths):
+        try:
+            record = json.loads(_record_path(path).read_text()) if _record_path(path).is_file() else {}
+            load_teacher(path, dataset, arch=record.get("arch"), trust_pickle=bool(record.get("trust_pickle")))
+        except (ModelError, OSError, ValueError) as error:
+            log.info("not listing %s: %s", path, error)
+            continue
+        usable.append(str(path))
+    return usable
 
 
 def checkpoint_files(folders) -> list[str]:

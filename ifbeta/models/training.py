@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ifbeta import atomic
 from ifbeta.config import KDConfig
 from ifbeta.data.datasets import DatasetSplit
 from ifbeta.progress import OnStep
@@ -149,9 +150,7 @@ def evaluate(model: nn.Module, normaliser: Normaliser, data: DatasetSplit, *, de
 
 # ------------------------------------------------------------------------------ checkpoints
 def _save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, str(tmp))
-    os.replace(tmp, path)
+    atomic.replace_with(path, lambda temporary: torch.save(state, str(temporary)))
 
 
 def _load_state(path: Path, signature: dict) -> dict | None:

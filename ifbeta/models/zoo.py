@@ -4,8 +4,10 @@ Checkpoint formats accepted by :func:`load_checkpoint`:
 - ``.safetensors`` (what this package writes; metadata carries arch, num_classes, in_channels);
 - a ``state_dict`` saved with ``torch.save`` (loaded with ``weights_only=True``; a dict holding
   ``state_dict`` / ``model`` is unwrapped);
-- TorchScript archives (``torch.jit.save``);
+- TorchScript archives (``torch.jit.save``) declaring ``forward_features`` and ``classifier``
+  (:class:`ScriptedModel`), only with ``trust_pickle=True``: an archive holds code;
 - a fully pickled ``nn.Module`` only with ``trust_pickle=True``: unpickling runs code from the file.
+A plain-text, empty or foreign file is "not a checkpoint"; a folder is "a folder, not a checkpoint file".
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ifbeta import atomic
 from ifbeta.errors import ModelError  # noqa: F401  (raised here; its home is errors.py)
 from ifbeta.models import architectures as arch_module
 
@@ -93,14 +96,11 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, arch: str, num_classe
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"arch": arch, "num_classes": str(num_classes), "in_channels": str(in_channels),
             "extra": json.dumps(metadata or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return atomic.replace_with(path, lambda temporary: save_file(tensors, str(temporary), metadata=meta))
 
 
 def _read_state(path: Path, trust_pickle: bool) -> tuple[dict | nn.Module, dict]:
-    """Return (state_dict or scripted module, metadata) from any accepted format."""
+    """Return (state_dict or module, metadata) from any accepted format."""
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -112,17 +112,16 @@ def _read_state(path: Path, trust_pickle: bool) -> tuple[dict | nn.Module, dict]
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             if any(name.endswith("constants.pkl") for name in archive.namelist()):
-                try:
-                    return torch.jit.load(str(path), map_location="cpu"), {}
-                except Exception as error:
-                    raise ModelError(f"{path} is a damaged TorchScript archive ({error})") from None
+                return _load_script(path, trust_pickle), {}
+    elif _looks_like_text_or_garbage(path):
+        raise ModelError(f"{path} is not a checkpoint (it is {_what_it_holds(path)}); "
+                         "expected safetensors, a state_dict saved with torch.save, or TorchScript")
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if not trust_pickle:
-            raise ModelError(f"{path} holds pickled Python objects, which can run code when loaded; "
-                             "save a state_dict or safetensors instead, or pass --trust-pickle if you "
-                             "trust this file") from None
+            raise ModelError(f"{path} holds pickled Python objects, which can run code when loaded; save a "
+                             "state_dict or safetensors instead", fix="trust_pickle") from None
         log.warning("loading a full pickle from %s because trust_pickle=True", path)
         loaded = _load_trusted(path, error)
     except Exception as error:
@@ -135,8 +134,68 @@ def _read_state(path: Path, trust_pickle: bool) -> tuple[dict | nn.Module, dict]
         for key in ("state_dict", "model", "model_state"):
             if isinstance(loaded.get(key), dict):
                 return loaded[key], {}
+        if not all(isinstance(value, torch.Tensor) for value in loaded.values()):
+            raise ModelError(f"{path} holds a dict that is not a state_dict (not every value is a tensor)")
         return loaded, {}
     raise ModelError(f"{path} holds a {type(loaded).__name__}, not a state_dict")
+
+
+_PICKLE_START = 0x80  # torch.save's legacy format is a pickle (protocol >= 2), its zip format a ZIP archive
+
+
+def _looks_like_text_or_garbage(path: Path) -> bool:
+    """True when the file can be neither of torch.save's formats (a ZIP archive is checked before)."""
+    with open(path, "rb") as handle:
+        first = handle.read(1)
+    return not first or first[0] != _PICKLE_START
+
+
+def _what_it_holds(path: Path) -> str:
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return "empty"
+    try:
+        head.decode("utf-8")
+        return "plain text"
+    except UnicodeDecodeError:
+        return "neither a ZIP archive nor a pickle"
+
+
+class ScriptedModel(nn.Module):
+    """A TorchScript teacher seen as a zoo model. The archive must declare ``forward_features(x) ->
+    (N, d)`` (the penultimate features) and a ``classifier`` submodule ((N, d) -> (N, C) logits), as
+    ``torch.jit.trace_module(model, {"forward": x, "forward_features": x})`` of a zoo model gives, or a
+    scripted module with ``@torch.jit.export def forward_features``."""
+
+    def __init__(self, script: nn.Module):
+        super().__init__()
+        self.script = script
+        self.classifier = script.classifier
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (N, d)
+        return self.script.forward_features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C)
+        return self.script(x)
+
+
+def _load_script(path: Path, trust_pickle: bool) -> nn.Module:
+    """A TorchScript archive (code, so only with ``trust_pickle``) wrapped as a :class:`ScriptedModel`."""
+    if not trust_pickle:
+        raise ModelError(f"{path} is a TorchScript archive, which runs its own code when loaded",
+                         fix="trust_pickle")
+    try:
+        script = torch.jit.load(str(path), map_location="cpu")
+    except Exception as error:
+        raise ModelError(f"{path} is a damaged TorchScript archive ({error})") from None
+    missing = [name for name in ("forward_features", "classifier") if not hasattr(script, name)]
+    if missing:
+        raise ModelError(f"{path} is TorchScript without {' and '.join(missing)}: the penultimate features cannot "
+                         "be reached; save it with torch.jit.trace_module(model, {'forward': x, "
+                         "'forward_features': x}) (or export forward_features when scripting)")
+    log.warning("loading TorchScript from %s because trust_pickle=True", path)
+    return ScriptedModel(script)
 
 
 def _load_trusted(path: Path, _error: Exception):
@@ -164,12 +223,14 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None, num_classes: i
     """Load a model in eval mode. Architecture, class count and channels come from the file's
     metadata when present and are checked against the arguments; a mismatch is a ``ModelError``."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder, not a checkpoint file; give the checkpoint file inside it")
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist")
     state, meta = _read_state(path, trust_pickle)
     file_arch = meta.get("arch")
     if arch and file_arch and arch != file_arch:
-        raise ModelError(f"{path} holds a {file_arch}, not a {arch}; pass --arch {file_arch}")
+        raise ModelError(f"{path} holds a {file_arch}, not a {arch}", fix="teacher_arch", value=file_arch)
     arch = arch or file_arch
     file_classes = int(meta["num_classes"]) if "num_classes" in meta else None
     if num_classes is not None and file_classes is not None and num_classes != file_classes:
@@ -189,7 +250,8 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None, num_classes: i
 def _model_from_state(path: Path, state: dict, arch: str | None, num_classes: int | None,
                       in_channels: int) -> nn.Module:
     if arch is None:
-        raise ModelError(f"{path} does not record its architecture; pass --arch (one of {', '.join(ARCHITECTURES)})")
+        raise ModelError(f"{path} does not record its architecture", fix="name_arch",
+                         value=", ".join(ARCHITECTURES))
     if num_classes is None:
         weight = state.get("classifier.weight")
         if weight is None:
@@ -201,7 +263,7 @@ def _model_from_state(path: Path, state: dict, arch: str | None, num_classes: in
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise ModelError(f"{path} does not fit {arch}: {len(missing)} missing key(s) (e.g. {missing[:3]}), "
-                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); is --arch right?")
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})", fix="other_arch")
     for key, value in state.items():
         if tuple(value.shape) != tuple(own[key].shape):
             hint = " (class count differs from the dataset)" if key.startswith("classifier") else ""

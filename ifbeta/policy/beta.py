@@ -169,6 +169,18 @@ def strata(labels: np.ndarray, k: int, stratify: bool) -> list[tuple[np.ndarray,
     return [(np.flatnonzero(labels == c), int(q)) for c, q in enumerate(quotas) if q > 0]
 
 
+def check_unit_interval(u) -> np.ndarray:
+    """u as a 1-d float64 array strictly inside (0, 1), or a ValueError naming the first bad row."""
+    u = np.asarray(u, dtype=np.float64)
+    if u.ndim != 1:
+        raise ValueError(f"u must be a 1-d array (N,), got shape {u.shape}")
+    bad = np.flatnonzero(~((u > 0.0) & (u < 1.0)))
+    if len(bad):
+        raise ValueError(f"u must lie strictly inside (0, 1) (ranks, see policy.beta.ranks); row {int(bad[0])} is "
+                         f"{u[bad[0]]!r} ({len(bad)} row(s) outside)")
+    return u
+
+
 def sample_subset(u: np.ndarray, labels: np.ndarray, k: int, alpha: float, beta: float, *,
                   seed: int | np.random.Generator, stratify: bool = True) -> np.ndarray:
     """Exactly k distinct sample indices, sorted int64, drawn without replacement prop. to f.
@@ -177,7 +189,9 @@ def sample_subset(u: np.ndarray, labels: np.ndarray, k: int, alpha: float, beta:
     its quota (stratified) or globally. One Gumbel per sample, drawn from ``seed`` in index order,
     so the same seed gives the same subset.
     """
-    u = np.asarray(u, dtype=np.float64).reshape(-1)
+    u = check_unit_interval(u)
+    if np.shape(labels) != u.shape:
+        raise ValueError(f"labels must have shape {u.shape} like u, got {np.shape(labels)}")
     keys = beta_log_weights(u, alpha, beta) + np.random.default_rng(seed).gumbel(size=len(u))
     chosen = [members[np.argsort(-keys[members], kind="stable")[:quota]]
               for members, quota in strata(labels, k, stratify)]
@@ -188,7 +202,7 @@ def policy_probabilities(u: np.ndarray, labels: np.ndarray, k: int, alpha: float
                          stratify: bool = True) -> np.ndarray:
     """pi: (N,) float64 in [0, 1], per-class inclusion probabilities summing to the class quotas
     (stratified) or global ones summing to k."""
-    log_f = beta_log_weights(u, alpha, beta)
+    log_f = beta_log_weights(check_unit_interval(u), alpha, beta)
     pi = np.zeros(len(log_f))
     for members, quota in strata(labels, k, stratify):
         pi[members] = inclusion_probabilities_from_log(log_f[members], quota)

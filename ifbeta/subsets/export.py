@@ -8,6 +8,9 @@
     destination/indices.npy, samples.csv, manifest.json   the subset file itself (files.FILES)
     destination/classes.json                       label -> class folder -> original class name
 
+When any folder name differs from its class name (sanitised, made distinct, prefixed), the copied
+manifest.json also records ``class_folders``: folder -> original class name, for every class.
+
 Images are PNGs decoded from the arrays, or the original files of an ImageFolder dataset copied /
 linked. Every class gets a folder in every split (empty when no sample of it is kept), so the
 loader's sorted folder list is the dataset's class list; when the sanitised names would not sort
@@ -41,14 +44,33 @@ _RESERVED = ("test", "pruned")  # split folders the export writes besides the ke
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 
 
+_FOLDER_UNSAFE = re.compile(r"[^\w.-]+")  # \w is Unicode: letters and digits of every script stay
+
+
+def _folder_name(name: str, index: int) -> str:
+    """One safe path component for a class name: runs of anything but letters, digits, '.', '-', '_'
+    become '_', no leading dots; never empty ("class_<index>")."""
+    cleaned = _FOLDER_UNSAFE.sub("_", str(name)).lstrip("._")[:100].rstrip("_")
+    return cleaned or f"class_{index}"
+
+
 def _class_folders(class_names: list[str]) -> list[str]:
-    folders, seen = [], set()
-    for index, name in enumerate(class_names):
-        folder = safe_name(name, fallback=f"class_{index}")
-        if folder.lower() in seen:
-            folder = f"{folder}_{index}"
-        seen.add(folder.lower())
-        folders.append(folder)
+    """Distinct folder names (case-insensitively), one per class. A class whose name is already a safe
+    folder name keeps it; a sanitised name that collides gets the label appended ("a_b_0")."""
+    wanted = [_folder_name(name, index) for index, name in enumerate(class_names)]
+    exact: dict[str, int] = {}
+    for index, (name, folder) in enumerate(zip(class_names, wanted)):
+        if folder == name:
+            exact.setdefault(folder.lower(), index)
+    folders: list[str] = []
+    used: set[str] = set()
+    for index, folder in enumerate(wanted):
+        candidate, extra = folder, 0
+        while candidate.lower() in used or exact.get(candidate.lower(), index) != index:
+            candidate = f"{folder}_{index}" if extra == 0 else f"{folder}_{index}_{extra}"
+            extra += 1
+        used.add(candidate.lower())
+        folders.append(candidate)
     return folders
 
 
@@ -83,8 +105,7 @@ def _prepare_destination(destination: Path, names: list[str], force: bool) -> No
         raise SubsetError(f"export destination {destination} exists and is not a folder; choose a new or empty folder")
     if destination.is_dir() and any(destination.iterdir()):
         if not force:
-            raise SubsetError(f"export destination {destination} is not empty; choose a new or empty folder, "
-                              "or pass force=True (--force) to replace the exported folders in it")
+            raise SubsetError(f"export destination {destination} is not empty", fix="force")
         for name in names:  # only the folders and files this export writes; anything else there is left alone
             target = destination / name
             if target.is_symlink() or target.is_file():
@@ -215,6 +236,11 @@ def _write_subset_files(destination: Path, subset: Subset, class_names: list[str
         if path.is_symlink():
             path.unlink()
         shutil.copyfile(Path(subset.directory) / name, path)
+    if any(folder != str(name) for folder, name in zip(class_folders, class_names)):
+        manifest_path = destination / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["class_folders"] = {folder: str(name) for folder, name in zip(class_folders, class_names)}
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     classes = [{"label": label, "folder": folder, "name": str(name)}
                for label, (folder, name) in enumerate(zip(class_folders, class_names))]
     path = _target_path(destination, destination, CLASSES_FILE)

@@ -185,6 +185,8 @@ def _replace_directory(source: Path, destination: Path) -> None:
 
 def read_manifest(directory: Path) -> dict:
     """manifest.json of a complete subset directory of a known format version, or ``SubsetError``."""
+    if directory.is_file():
+        raise SubsetError(f"{directory} is a file, not a folder; pass the subset folder holding manifest.json")
     if not directory.is_dir():
         raise SubsetError(f"{directory} is not a subset directory (it does not exist); pass the folder holding manifest.json")
     missing = [name for name in FILES if not (directory / name).is_file()]

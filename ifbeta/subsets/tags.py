@@ -86,7 +86,7 @@ def refuse_unknown(ids: Iterable[str], known: Iterable[str]) -> None:
     unknown = sorted({i for i in ids if i not in known})
     if unknown:
         raise ValueError(f"{len(unknown)} sample id(s) are not in this pool, e.g. {unknown[0]!r}; "
-                         "check the dataset, the --pool and the id list")
+                         "check the dataset, the pool size and the id list")
 
 
 def read_id_list(file: str | Path) -> list[str]:

@@ -6,6 +6,7 @@ import time
 
 import streamlit as st
 
+from ifbeta.errors import in_app
 from ifbeta.progress import describe as describe_progress
 from ifbeta.store import StoreError
 
@@ -13,8 +14,9 @@ ENGINE_ERRORS = (ValueError, StoreError, OSError)  # DatasetError, ModelError, S
 
 
 def error_message(error: BaseException) -> str:
-    """The first line of the error's text (engine errors carry an actionable one-liner)."""
-    text = str(error).strip()
+    """The first line of the error's text in the app's words (``errors.in_app``: a fix names the
+    widget to use, never a command-line flag); engine errors carry an actionable one-liner."""
+    text = in_app(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 

@@ -27,7 +27,7 @@ SHAPE_RANGE = (0.1, 20.0, 0.1)
 """(min, max, step) of the alpha and beta inputs wherever a page lets a person shape the policy."""
 
 SIDEBAR = {"dataset_choice": "digits", "imagefolder_path": "", "teacher": "auto", "teacher_arch": "",
-           "trust_pickle": False, "pool": 0}
+           "trust_pickle": False, "pool": 0, "skip_corrupt": False}
 SETTINGS = {  # scoring and the bilevel loop: the engine's own defaults
     **{key: getattr(InfluenceConfig(), name) for key, name in INFLUENCE_KEYS.items()},
     **{key: getattr(PolicyConfig(), name) for key, name in POLICY_KEYS.items()},
@@ -38,7 +38,7 @@ SHARED = {  # keys more than one page reads: the policy shape a person plays wit
     "subset_method": "ifbeta", "subset_ratio": 0.5, "subset_seed": 0,
 }
 
-SETUP = {"checkpoint_path": "", "checkpoint_trust": False}
+SETUP = {"checkpoint_path": "", "checkpoint_trust": False, "upload_trust": False}
 
 INFLUENCE = {"influence_violin_kind": "violin", "influence_class": 0, "influence_count": 8,
              "confidence_statistic": "margin", "loo_samples": 200}
@@ -110,11 +110,12 @@ class WorkspaceSpec:
     teacher_arch: str | None = None
     pool: int | None = None
     trust_pickle: bool = False
+    skip_corrupt: bool = False  # ImageFolder: leave unreadable images out instead of refusing the folder
 
     def options(self) -> dict:
         """Keyword arguments of ``pipeline.open_workspace`` and ``ifbeta distill`` besides the dataset."""
         return dict(teacher=self.teacher, teacher_arch=self.teacher_arch, pool=self.pool,
-                    trust_pickle=self.trust_pickle)
+                    trust_pickle=self.trust_pickle, skip_corrupt=self.skip_corrupt)
 
 
 def dataset_name() -> str:
@@ -129,7 +130,7 @@ def current_spec() -> WorkspaceSpec:
     pool = int(st.session_state["pool"] or 0)
     return WorkspaceSpec(dataset_name(), st.session_state["teacher"] or "auto",
                          st.session_state["teacher_arch"] or None, pool or None,
-                         bool(st.session_state["trust_pickle"]))
+                         bool(st.session_state["trust_pickle"]), bool(st.session_state["skip_corrupt"]))
 
 
 def _from_state(config, keys: dict):

@@ -9,12 +9,14 @@ cached loader picks up the result. session_state holds selections and keys, neve
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from ifbeta import pipeline
+from ifbeta.errors import ModelError
 from ifbeta.evaluation import diagnostics
 from ifbeta.models import registry, teachers
 from ifbeta.policy import axes
@@ -22,7 +24,7 @@ from ifbeta.policy import preview as policy_preview
 from ifbeta.store import Store
 from ifbeta.subsets import catalog, tags
 
-from .feedback import engine_errors, progress
+from .feedback import ENGINE_ERRORS, engine_errors, progress
 from .state import WorkspaceSpec, current_spec, influence_config, policy_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -41,9 +43,9 @@ _HANDOFF: dict = {}  # a workspace opened with progress, handed to the cached lo
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _splits(dataset: str, root: str):
+def _splits(dataset: str, root: str, skip_corrupt: bool = False):
     """(full train, test) of a dataset, loaded once per process (decoded once into the store)."""
-    return pipeline.load_splits(dataset, store=Store(root))
+    return pipeline.load_splits(dataset, store=Store(root), skip_corrupt=skip_corrupt)
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
@@ -51,8 +53,8 @@ def _workspace(spec: WorkspaceSpec, root: str) -> pipeline.Workspace:
     handed = _HANDOFF.pop((spec, root), None)
     if handed is not None:
         return handed
-    return pipeline.open_workspace(spec.dataset, store=Store(root), splits=_splits(spec.dataset, root),
-                                   **spec.options())
+    return pipeline.open_workspace(spec.dataset, store=Store(root), **spec.options(),
+                                   splits=_splits(spec.dataset, root, spec.skip_corrupt))
 
 
 def require_dataset(spec: WorkspaceSpec) -> None:
@@ -63,11 +65,14 @@ def require_dataset(spec: WorkspaceSpec) -> None:
 
 
 def splits(spec: WorkspaceSpec):
-    """(full train, test) of the spec's dataset; the first time decodes it into the store."""
+    """(full train, test) of the spec's dataset; the first time decodes it into the store. An
+    ImageFolder outside the allowed roots stops the page with a message."""
     require_dataset(spec)
+    with engine_errors():
+        refuse_imagefolder_outside_roots(spec.dataset)
     root = str(store().root)
     with st.spinner(f"Loading {spec.dataset} (the first time decodes and caches it) ..."):
-        return _splits(spec.dataset, root)
+        return _splits(spec.dataset, root, spec.skip_corrupt)
 
 
 def teacher_missing(spec: WorkspaceSpec) -> str | None:
@@ -89,6 +94,8 @@ def workspace(spec: WorkspaceSpec | None = None, *, container=None) -> pipeline.
     require_dataset(spec)
     root = str(store().root)
     with engine_errors():
+        if spec.teacher != "auto":
+            refuse_outside_roots(spec.teacher, "checkpoint")
         missing = teacher_missing(spec)
         if missing:
             st.warning(missing, icon="🎓")
@@ -118,9 +125,30 @@ def teacher_test_accuracy(sha256: str, fingerprint: str, _ws) -> float | None:
     return float(evaluate(_ws.teacher.model, _ws.teacher.normaliser, _ws.test, device=default_device())["top1"])
 
 
-def save_upload(name: str, data: bytes) -> Path:
-    """Store an uploaded checkpoint under <cache>/uploads/ (content-addressed, size-limited)."""
-    return teachers.store_upload(store().root / "uploads", name, data, max_mb=MAX_UPLOAD_MB)
+def save_upload(name: str, data: bytes, dataset, *, arch: str | None = None, trust_pickle: bool = False) -> Path:
+    """Check an uploaded checkpoint on ``dataset`` (loads into ``arch``, finite logits of its class
+    count), then store it under <cache>/uploads/ (content-addressed, size-limited); a failure raises
+    ``ModelError`` and stores nothing (``teachers.store_upload``)."""
+    return teachers.store_upload(store().root / "uploads", name, data, max_mb=MAX_UPLOAD_MB, dataset=dataset,
+                                 arch=arch, trust_pickle=trust_pickle)
+
+
+def check_checkpoint(path: str, dataset, *, arch: str | None = None, trust_pickle: bool = False) -> Path:
+    """The checkpoint file at ``path`` (resolved), refused with a ``ModelError`` when it lies outside
+    the allowed roots, is a folder, is missing, or does not load and run on ``dataset``."""
+    resolved = Path(path).expanduser().resolve()
+    refuse_outside_roots(resolved, "checkpoint")
+    if resolved.is_dir():
+        raise ModelError(f"{path} is a folder, not a checkpoint file; give the checkpoint file inside it")
+    if not resolved.is_file():
+        raise ModelError(f"no file at {path}")
+    teachers.load_teacher(resolved, dataset, arch=arch, trust_pickle=trust_pickle)
+    return resolved
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _upload_usable(path: str, stamp: tuple, fingerprint: str, _dataset) -> bool:
+    return bool(teachers.usable_checkpoints([path], _dataset))
 
 
 def teacher_entries(train=None) -> list[registry.Entry]:
@@ -133,9 +161,18 @@ def teacher_entries(train=None) -> list[registry.Entry]:
 
 
 def teacher_checkpoints() -> list[str]:
-    """Checkpoints the sidebar offers: the teacher list's entries (every dataset), then uploads."""
+    """Checkpoints the sidebar offers: the teacher list's entries (every dataset), then uploads that load
+    and run on the current dataset (each checked once per file version)."""
+    root = store()
     listed = [str(e.path) for e in teacher_entries()]
-    uploads = teachers.checkpoint_files([store().root / "uploads"])
+    uploads = teachers.checkpoint_files([root.root / "uploads"])
+    if uploads:
+        try:
+            spec = current_spec()
+            train = _splits(spec.dataset, str(root.root), spec.skip_corrupt)[0] if _dataset_allowed() else None
+        except ENGINE_ERRORS:
+            train = None
+        uploads = [u for u in uploads if train is not None and _upload_usable(u, _stamp(u), train.fingerprint, train)]
     return listed + [path for path in uploads if path not in listed]
 
 
@@ -161,6 +198,53 @@ def set_default_teacher(entry: registry.Entry) -> None:
     registry.set_default(store(), entry)
     _workspace.clear()
     _READY.clear()
+
+
+def _dataset_allowed() -> bool:
+    """The sidebar names a dataset that may be read (an ImageFolder root given, inside the allowed roots)."""
+    dataset = current_spec().dataset.strip()
+    if dataset == "imagefolder:":
+        return False
+    try:
+        refuse_imagefolder_outside_roots(dataset)
+    except ModelError:
+        return False
+    return True
+
+
+def _stamp(path: str) -> tuple:
+    status = Path(path).stat()
+    return status.st_mtime_ns, status.st_size
+
+
+# ----------------------------------------------------------------------------------- allowed roots
+ALLOWED_ROOTS = "IFBETA_ALLOWED_ROOTS"
+
+
+def allowed_roots() -> list[Path]:
+    """The folders a shared deployment lets people read checkpoints and ImageFolders from:
+    ``$IFBETA_ALLOWED_ROOTS``, os.pathsep-separated, read at call time; [] = unrestricted."""
+    value = os.environ.get(ALLOWED_ROOTS, "")
+    return [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part.strip()]
+
+
+def refuse_imagefolder_outside_roots(dataset: str) -> None:
+    """``refuse_outside_roots`` for the root of an ``imagefolder:<root>`` dataset (others pass)."""
+    if dataset.startswith("imagefolder:"):
+        refuse_outside_roots(dataset.split(":", 1)[1], "ImageFolder root")
+
+
+def refuse_outside_roots(path: str | Path, what: str) -> None:
+    """``ModelError`` when ``path`` (resolved, links followed) is outside every allowed root (for a
+    checkpoint the store and the bundled teachers count as allowed too)."""
+    named = allowed_roots()
+    if not named:
+        return
+    roots = named + ([store().root.resolve(), teachers.BUNDLED.resolve()] if what == "checkpoint" else [])
+    resolved = Path(path).expanduser().resolve()  # the app's own uploads, trained and bundled teachers stay usable
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        raise ModelError(f"{what} {path} is outside the folders this server may read "
+                         f"({', '.join(map(str, named))}); put it under one of them")
 
 
 # ------------------------------------------------------------------------------------------- scoring
