@@ -2,14 +2,21 @@
 dJ/dw against finite differences, (k, h) by fitting-side validation, scoring, the policy loop, the CLI."""
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ifbeta.config import InfluenceConfig, KDConfig, ProxyConfig
-from ifbeta.influence import knn
+from ifbeta.config import InfluenceConfig, KDConfig, PolicyConfig, ProxyConfig
+from ifbeta.data.streaming import standardise
+from ifbeta.influence import families, knn
+from ifbeta.influence import scores as linear_scores
+from ifbeta.policy import bilevel, hypergradient, inner
+from tests.policy_problems import gaussian_classes
 
 KD = KDConfig(tau=2.0, lam=0.7)
 
@@ -123,6 +130,7 @@ def test_settings_by_validation_pick_the_leave_one_out_optimum():
         assert row["loo_loss"] == pytest.approx(np.mean(losses), abs=1e-10)
 
 
+@pytest.mark.slow  # pynndescent compiles its numba kernels on first use (minutes)
 def test_approximate_search_finds_the_exact_neighbours_on_a_small_problem():
     rng = np.random.default_rng(0)
     reference, query = rng.normal(size=(600, 5)), rng.normal(size=(50, 5))
@@ -133,3 +141,91 @@ def test_approximate_search_finds_the_exact_neighbours_on_a_small_problem():
     brute = ((query[:, None, :] - reference[None]) ** 2).sum(axis=2)
     np.testing.assert_allclose(exact_sq, np.sort(brute, axis=1)[:, :10], atol=1e-10)
     np.testing.assert_allclose(approximate_sq, np.take_along_axis(brute, approximate_indices, axis=1), atol=1e-10)
+
+
+def small_pool(n=90, d=4, classes=3, seed=0):
+    features, teacher, labels = gaussian_classes(np.random.default_rng(seed), n, d, classes, 1.0)
+    return features, teacher, labels
+
+
+def test_knn_scores_through_the_public_scoring_function_are_cross_fitted_leave_one_out_changes():
+    features, teacher, labels = small_pool()
+    config = InfluenceConfig(proxy=ProxyConfig(kd=KD, family="knn", neighbour_grid=(3, 6)))
+    result = families.score(features, teacher, labels, config=config)
+    assert result.solver == "knn" and result.estimator == "exact_loo" and result.scores.shape == (90,)
+    z, _, _ = standardise(features)
+    for fold in range(2):
+        chosen = [row for row in result.mu_table if row["fold"] == fold and row["chosen"]]
+        assert len(chosen) == 1
+        k, h = chosen[0]["neighbours"], chosen[0]["bandwidth"]
+        train, val = np.flatnonzero(result.fold == fold), np.flatnonzero(result.fold != fold)
+        base = brute_loss_mean(z[val], teacher[val], labels[val], z[train], teacher[train], np.ones(len(train)),
+                               k=k, h=h)
+        for position in range(0, len(train), 9):
+            weights = np.ones(len(train))
+            weights[position] = 0.0
+            truth = brute_loss_mean(z[val], teacher[val], labels[val], z[train], teacher[train], weights, k=k, h=h)
+            assert result.scores[train[position]] == pytest.approx(truth - base, abs=1e-10)
+    assert (result.scores > 0).any() and (result.scores < 0).any()
+    assert set(result.teacher_scores) == {"el2n", "entropy", "margin", "kd_loss"}
+    with pytest.raises(ValueError, match="families.score"):
+        linear_scores.score(features, teacher, labels, config=config)
+
+
+def test_the_linear_family_keeps_its_artefact_keys():
+    assert InfluenceConfig().to_dict()["proxy"] == {"kd": {"tau": 4.0, "lam": 0.9}, "mu": None,
+                                                     "mu_grid": (1e-3, 1e-2, 1e-1, 1.0, 10.0), "bias_damping": 1e-3,
+                                                     "tolerance": 1e-8, "max_iterations": 100}
+    knn_settings = InfluenceConfig(proxy=ProxyConfig(family="knn")).to_dict()["proxy"]
+    assert knn_settings["family"] == "knn" and knn_settings["neighbour_grid"] == (5, 10, 20, 50)
+    with pytest.raises(ValueError, match="unknown proxy family"):
+        families.family("forest")
+
+
+def test_the_policy_loop_runs_on_the_knn_proxy_with_an_exact_hypergradient():
+    features, teacher, labels = small_pool(n=120)
+    axis = np.random.default_rng(1).normal(size=120)
+    proxy = ProxyConfig(kd=KD, family="knn", neighbours=6)
+    problem = inner.prepare(features, teacher, labels, axis, kd=KD, mu=None, bias_damping=1e-3,
+                            config=PolicyConfig(), proxy=proxy)
+    assert all(fold.k == 6 for fold in problem.folds)
+    step = 1e-5
+    for psi in (np.array([0.4, -0.3]), np.array([-0.5, 0.8])):
+        gradient = hypergradient.relaxed(problem, psi, 0.6).gradient
+        numeric = [(hypergradient.relaxed(problem, psi + step * e, 0.6, False).J
+                    - hypergradient.relaxed(problem, psi - step * e, 0.6, False).J) / (2 * step) for e in np.eye(2)]
+        assert np.allclose(gradient, numeric, rtol=1e-4, atol=1e-8), psi
+    results = bilevel.optimise_policy(features, teacher, labels, ratios=[0.6], axis_values=axis, kd=KD, steps=4,
+                                      shrinkage=0.0, proxy=proxy)
+    learned = results[0]
+    assert learned.k == 48 and len(np.unique(learned.indices)) == 48 and len(learned.trace) == 4
+    first = learned.trace[0]
+    assert first["alpha"] == 1.0 and np.isfinite([step["J"] for step in learned.trace]).all()
+    assert min(step["objective"] for step in learned.trace) <= first["objective"]
+
+
+LEGACY = Path(__file__).parent / "data" / "store-before-layout" / "cache"
+TEACHER = "teachers/f561382ed539dd32/teacher.safetensors"
+
+
+def ifbeta(cache, *args):
+    return subprocess.run([sys.executable, "-m", "ifbeta.cli", "--cache", str(cache), *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_score_with_the_knn_proxy_on_digits(tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(LEGACY, cache)
+    before = {path.name for path in (cache / "scores").iterdir() if path.is_dir()}
+    scored = ifbeta(cache, "score", "--dataset", "digits", "--teacher", str(cache / TEACHER), "--proxy", "knn",
+                    "--neighbours", "10", "--json")
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    summary = json.loads(scored.stdout.strip().splitlines()[-1])
+    assert summary["solver"] == "knn" and summary["n"] == 1347 and 0 < summary["harmful_fraction"] < 1
+    added = {path.name for path in (cache / "scores").iterdir() if path.is_dir()} - before
+    assert added == {summary["scores_key"]}  # a new artefact beside the linear one, never the linear key
+    stored = json.loads((cache / "scores" / summary["scores_key"] / "config.json").read_text())
+    assert stored["config"]["influence"]["proxy"]["family"] == "knn"
+    assert stored["config"]["influence"]["proxy"]["neighbours"] == 10
+    refused = ifbeta(cache, "score", "--dataset", "digits", "--teacher", str(cache / TEACHER), "--neighbours", "5")
+    assert refused.returncode == 2 and "--proxy knn" in refused.stderr and "Traceback" not in refused.stderr

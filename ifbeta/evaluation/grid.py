@@ -25,6 +25,13 @@ class BenchSpec:
     notes: tuple[str, ...] = field(default_factory=tuple)
     full: bool = True  # include the full-pool ceiling (one run per seed)
     policy: dict = field(default_factory=dict)  # PolicyConfig overrides for ifbeta / ifbeta-entropy (e.g. shrinkage)
+    proxy: str = "linear"  # proxy family of the influence scores and of J (influence.families): linear | knn
+
+    def influence_config(self):
+        """The InfluenceConfig every selection of the grid is made with (its proxy family)."""
+        from ifbeta.config import InfluenceConfig, ProxyConfig
+
+        return InfluenceConfig(proxy=ProxyConfig(family=self.proxy))
 
 
 PRESETS = {

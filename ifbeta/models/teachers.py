@@ -25,7 +25,7 @@ from ifbeta.store import Store, make_key
 
 log = logging.getLogger(__name__)
 
-BUNDLED = Path(__file__).resolve().parent.parent / "teachers"
+BUNDLED = Path(__file__).resolve().parents[2] / "teachers"  # the project's teachers/ folder
 TEACHER_EPOCHS = {"digits": 15, "mnist": 8, "fashion-mnist": 15}
 DEFAULT_TEACHER_EPOCHS = 30
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
