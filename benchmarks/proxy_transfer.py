@@ -9,14 +9,24 @@ fitting on S inside one half and validating on the other half), for several prox
 - the features the proxy sees: the teacher's penultimate features (the default), the output of the
   teacher's first or second stage average-pooled to 2x2, or raw pixels pooled to 8x8 (no teacher);
 - what it fits: the KD loss of docs/METHOD.md (tau 4, lam 0.9) or hard labels (lam 0);
-- what J measures on the validation half: the KD loss or the cross-entropy on hard labels.
+- what J measures on the validation half: the KD loss or the cross-entropy on hard labels;
+- the proxy family: the linear head above, or the soft k-nearest-neighbour smoother of the teacher's
+  tempered soft labels (docs/METHOD.md section 9; ``--proxy knn``), whose (k, h) are chosen once per
+  fold on all of the fold's candidates, as the bilevel loop chooses them, and then held fixed.
+
+Plain coverage (the mean distance, in standardised teacher features, from each validation sample to
+its nearest kept sample of the fold's training half, averaged over both directions) is a reference
+with no teacher outputs at all.
 
 A proxy whose J can steer the policy must rank the subsets like the students do: Spearman(J,
 student top-1) clearly negative at every ratio (lower J, better student). Reported per ratio over
 all subsets (seed noise included) and over the per-method means, with two simple subset statistics
 (mean teacher confidence, share of samples the teacher gets wrong) as references.
 
-Usage: python benchmarks/proxy_transfer.py [--report-only]. Writes benchmarks/results/proxy-transfer.{md,csv}.
+Usage: python benchmarks/proxy_transfer.py [--add knn] [--report-only]. Writes
+benchmarks/results/proxy-transfer.{md,csv}; ``--add knn`` computes only the k-NN and coverage columns
+and adds them to the existing .csv (the linear variants are kept as they were measured).
+The teacher is the bundled CIFAR-10 resnet20 in ``teachers/`` (``--teacher``).
 """
 from __future__ import annotations
 
@@ -31,14 +41,17 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 
 from ifbeta import pipeline
-from ifbeta.config import KDConfig
-from ifbeta.influence import objective, proxy
+from ifbeta.config import KDConfig, ProxyConfig
+from ifbeta.influence import families, objective, proxy
 from ifbeta.threads import limit_blas_threads
 
 RESULTS = Path("benchmarks/results")
 RUNS = ("cifar10-cpu.csv", "cifar10-cpu-replication.csv")
 KD, HARD = KDConfig(), KDConfig(lam=0.0)
 NEAR_UNIFORM = ("random", "ifbeta", "ifbeta-entropy")
+TEACHER = "teachers/5e5e61a7ee40e6ab-resnet20.safetensors"  # the bundled CIFAR-10 teacher of the benchmark
+KNN = "teacher penultimate | knn proxy, J = KD loss"
+COVERAGE = "coverage: mean distance to the nearest kept sample"
 
 
 @torch.inference_mode()
@@ -99,6 +112,32 @@ class Objective:
         return float(np.mean(losses))
 
 
+class KnnObjective:
+    """J(S) of the k-NN proxy (``families.FAMILIES["knn"]``) and plain coverage, on the split of Objective."""
+
+    def __init__(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray, kd: KDConfig, seed: int = 0):
+        z, _, _ = objective.standardise(features)
+        assignment = proxy.stratified_folds(labels, 2, seed)
+        build, settings = families.family("knn").fold, ProxyConfig(kd=kd, family="knn")
+        self.folds = []
+        for f in range(2):
+            train, val = np.flatnonzero(assignment == f), np.flatnonzero(assignment != f)
+            self.folds.append((train, build((z[train], logits[train], labels[train]),
+                                            (z[val], logits[val], labels[val]), settings=settings)))
+        self.settings = [(fold.k, fold.bandwidth) for _, fold in self.folds]
+
+    def __call__(self, subset: np.ndarray) -> tuple[float, float]:
+        """(J, coverage) of S, each the mean over the two folds; lower is better for both."""
+        values, distances = [], []
+        for train, fold in self.folds:
+            weights = np.isin(train, subset).astype(np.float64)
+            values.append(fold.evaluate(weights, with_gradient=False)[0])
+            indices, sq = fold.neighbours.cover(weights, 1.0)
+            first = np.argmax(weights[indices] > 0, axis=1)  # nearest kept column of every validation row
+            distances.append(float(np.sqrt(sq[np.arange(len(sq)), first]).mean()))
+        return float(np.mean(values)), float(np.mean(distances))
+
+
 def correlations(rows: list[dict], column: str) -> dict:
     """Per ratio: Spearman(column, top1) over all subsets, and over per-method means of the main grid
     (RUNS[0], where every method ran on the same hardware and seeds)."""
@@ -114,23 +153,14 @@ def correlations(rows: list[dict], column: str) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=str(RESULTS / "proxy-transfer"))
-    parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the .csv")
-    args = parser.parse_args()
-    if args.report_only:
-        report(args.out)
-        return
-    limit_blas_threads()
-    began = time.perf_counter()
-    workspace = pipeline.open_workspace("imagefolder:../shared/data/cifar10", pool=10_000)
+def rebuilt_subsets(workspace: pipeline.Workspace) -> list[dict]:
+    """The benchmarked rows, each with its subset rebuilt from the store (checked against its size) and the
+    two teacher statistics of the subset."""
     f = workspace.features
     logits, labels = np.asarray(f.logits, np.float64), np.asarray(f.labels)
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
     confidence, wrong = probabilities.max(1), (logits.argmax(1) != labels).astype(np.float64)
-
     rows = benchmarked_runs()
     for row in rows:
         chosen = pipeline.choose(workspace, row["method"], row["ratio"], seed=row["seed"])
@@ -139,30 +169,89 @@ def main() -> None:
         row["subset"] = np.asarray(chosen.indices)
         row["mean teacher confidence"] = float(confidence[row["subset"]].mean())
         row["share the teacher gets wrong"] = float(wrong[row["subset"]].mean())
-    print(f"{len(rows)} subsets rebuilt in {time.perf_counter() - began:.0f} s", flush=True)
+    return rows
 
+
+def linear_variants(workspace: pipeline.Workspace, rows: list[dict]) -> list[str]:
+    """J of every linear variant (features x objective) for every row; the column names, with d."""
+    f = workspace.features
+    logits, labels = np.asarray(f.logits, np.float64), np.asarray(f.labels)
     feature_sets = {"teacher penultimate (default)": np.asarray(f.features, np.float64), **block_features(workspace)}
     objectives = {"fit KD, J = KD loss": (KD, KD), "fit KD, J = hard-label CE": (KD, HARD),
                   "fit hard labels, J = hard-label CE": (HARD, HARD)}
-    variants = []
+    names = []
     for feature_name, features in feature_sets.items():
         for objective_name, (fit_kd, val_kd) in objectives.items():
             start = time.perf_counter()
             objective = Objective(features, logits, labels, fit_kd, val_kd)
-            name = f"{feature_name} | {objective_name}"
+            name = f"{feature_name} | {objective_name} (d={features.shape[1]})"
             for row in rows:
                 row[name] = objective(row["subset"])
-            variants.append((name, features.shape[1], time.perf_counter() - start))
-            print(f"{name}: {variants[-1][2]:.0f} s", flush=True)
+            names.append(name)
+            print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+    return names
 
-    columns = [name for name, _, _ in variants] + ["mean teacher confidence", "share the teacher gets wrong"]
-    with open(f"{args.out}.csv", "w", newline="") as handle:
+
+def knn_variants(workspace: pipeline.Workspace, rows: list[dict]) -> list[str]:
+    """J of the k-NN proxy and plain coverage for every row; the column names."""
+    f = workspace.features
+    start = time.perf_counter()
+    objective = KnnObjective(np.asarray(f.features, np.float64), np.asarray(f.logits, np.float64),
+                             np.asarray(f.labels), KD)
+    for row in rows:
+        row[KNN], row[COVERAGE] = objective(row["subset"])
+    print(f"{KNN} (k, h per fold {objective.settings}) and coverage: {time.perf_counter() - start:.0f} s", flush=True)
+    return [KNN, COVERAGE]
+
+
+def write_csv(out: str, rows: list[dict], columns: list[str]) -> None:
+    with open(f"{out}.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["source", "method", "ratio", "seed", "top1"] + [f"{c} (d={d})" for c, d, _ in variants]
-                        + columns[len(variants):])
+        writer.writerow(["source", "method", "ratio", "seed", "top1"] + columns)
         for row in rows:
             writer.writerow([row["source"], row["method"], row["ratio"], row["seed"], f"{row['top1']:.2f}"]
                             + [f"{row[c]:.6g}" for c in columns])
+
+
+def merged_with_stored(out: str, rows: list[dict], added: list[str]) -> list[str]:
+    """Copy every column of the stored {out}.csv into ``rows`` (same rows, same order, checked) and return
+    the column order: the stored columns with ``added`` inserted before the two teacher statistics."""
+    with open(f"{out}.csv") as handle:
+        stored = list(csv.DictReader(handle))
+    if len(stored) != len(rows):
+        raise SystemExit(f"{out}.csv has {len(stored)} rows, the benchmark {len(rows)}: rerun without --add")
+    columns = [c for c in stored[0] if c not in ("source", "method", "ratio", "seed", "top1") and c not in added]
+    for row, old in zip(rows, stored):
+        if (old["source"], old["method"], float(old["ratio"]), int(old["seed"])) != (
+                row["source"], row["method"], row["ratio"], row["seed"]):
+            raise SystemExit(f"{out}.csv row {old} does not match {row['method']} r={row['ratio']} s={row['seed']}")
+        row.update({c: float(old[c]) for c in columns})
+    statistics = ["mean teacher confidence", "share the teacher gets wrong"]
+    return [c for c in columns if c not in statistics] + added + statistics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=str(RESULTS / "proxy-transfer"))
+    parser.add_argument("--teacher", default=TEACHER, help="teacher checkpoint (default: the bundled resnet20)")
+    parser.add_argument("--add", choices=["knn"], default=None,
+                        help="compute only the k-NN and coverage columns and add them to the stored .csv")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the .csv")
+    args = parser.parse_args()
+    if args.report_only:
+        report(args.out)
+        return
+    limit_blas_threads()
+    began = time.perf_counter()
+    workspace = pipeline.open_workspace("imagefolder:../shared/data/cifar10", pool=10_000, teacher=args.teacher)
+    rows = rebuilt_subsets(workspace)
+    print(f"{len(rows)} subsets rebuilt in {time.perf_counter() - began:.0f} s", flush=True)
+    if args.add:
+        columns = merged_with_stored(args.out, rows, knn_variants(workspace, rows))
+    else:
+        columns = (linear_variants(workspace, rows) + knn_variants(workspace, rows)
+                   + ["mean teacher confidence", "share the teacher gets wrong"])
+    write_csv(args.out, rows, columns)
     report(args.out, seconds=time.perf_counter() - began)
 
 
