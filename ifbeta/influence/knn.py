@@ -224,6 +224,7 @@ def weight_gradient(neighbours: Neighbours, weights, targets, val_teacher, val_l
         a = effective * kernel
         total = a.sum(axis=1, keepdims=True)
         q = np.einsum("bm,bmc->bc", a, P) / np.where(total > 0, total, 1.0)
+        q[total[:, 0] <= 0] = 1.0 / P.shape[-1]  # no mass: uniform, and no gradient (v = 0 below)
         g = _loss_gradient(q, val_teacher[rows], val_labels[rows], kd)  # (b, C)
         v = kernel * np.einsum("bc,bmc->bm", g, P - q[:, None, :]) / np.where(total > 0, total, np.inf)
         full = (free >= w) & (free > 0)  # e = w (w = 0 included while mass is free)

@@ -57,7 +57,10 @@ def _checkpoint_document(problem: inner.Problem, state: _AdamState, rng: np.rand
 def _restore(problem: inner.Problem, document: dict, rng: np.random.Generator) -> _AdamState:
     """The state of a ``_checkpoint_document``; sets ``rng`` and the folds' warm starts as they were."""
     rng.bit_generator.state = document["rng"]
-    for fold, state in zip(problem.folds, document["warm"]):
+    warm = document.get("warm")
+    if warm is None:  # a checkpoint written before proxy families: the linear folds' thetas and adjoints
+        warm = [{"theta": theta, "adjoint": adjoint} for theta, adjoint in zip(document["thetas"], document["adjoints"])]
+    for fold, state in zip(problem.folds, warm):
         fold.restore(state)
     best = document["best"]
     return _AdamState(document["step"], np.asarray(document["psi"], dtype=np.float64),
