@@ -19,9 +19,16 @@ class KDConfig:
         return asdict(self)
 
 
+KNN_FIELDS = ("family", "neighbours", "neighbour_grid", "bandwidth", "bandwidth_grid")
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
-    """The KD-aligned linear proxy of docs/METHOD.md section 2."""
+    """The proxy student of docs/METHOD.md: its family (influence.families.FAMILIES) and settings.
+
+    family "linear": the KD-aligned linear head of section 2 (mu ... max_iterations apply);
+    "knn": the soft k-nearest-neighbour smoother of section 9 (neighbours ... bandwidth_grid apply).
+    """
 
     kd: KDConfig = field(default_factory=KDConfig)
     mu: float | None = None  # ridge strength; None = choose by validation over mu_grid
@@ -29,9 +36,17 @@ class ProxyConfig:
     bias_damping: float = 1e-3  # eps: the bias ridge is mu * eps (shift invariance of KD)
     tolerance: float = 1e-8  # stop the inner fit when ||grad|| < tolerance * (1 + ||grad_0||)
     max_iterations: int = 100  # Newton / L-BFGS iterations
+    family: str = "linear"  # linear | knn
+    neighbours: int | None = None  # knn: k, units of weight mass per prediction; None = by validation
+    neighbour_grid: tuple[int, ...] = (5, 10, 20, 50)
+    bandwidth: float | None = None  # knn: h in standardised feature units; None = by validation
+    bandwidth_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # x median distance to the k-th neighbour
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as a dict, an artefact key's input; the linear family leaves the k-NN settings (and
+        the family) out, so the keys of everything computed before families existed stay valid."""
+        settings = asdict(self)
+        return settings if self.family != "linear" else {k: v for k, v in settings.items() if k not in KNN_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,8 @@ class InfluenceConfig:
     def to_dict(self) -> dict:
         """The settings as a dict, the artefact key's input; unset cg limits are left out, so the keys of
         scores computed before they existed stay valid."""
-        return {k: v for k, v in asdict(self).items() if not (k.startswith("cg_") and v is None)}
+        settings = {k: v for k, v in asdict(self).items() if not (k.startswith("cg_") and v is None)}
+        return {**settings, "proxy": self.proxy.to_dict()}
 
 
 @dataclass(frozen=True)

@@ -79,13 +79,14 @@ def scores_key(workspace: Workspace, config: InfluenceConfig = InfluenceConfig()
 
 def scores(workspace: Workspace, config: InfluenceConfig = InfluenceConfig(), *, on_step: OnStep | None = None):
     """Cross-fitted influence scores and teacher-only scores for the pool (cached); -> InfluenceResult."""
+    from ifbeta.influence import families
     from ifbeta.influence import scores as influence
 
     features = workspace.features
     settings = {"influence": config.to_dict()}
 
     def compute():
-        result = influence.score(features.features, features.logits, features.labels, config=config, on_step=on_step)
+        result = families.score(features.features, features.logits, features.labels, config=config, on_step=on_step)
         arrays = {"scores": result.scores, "fold": result.fold}
         arrays.update({f"teacher_{k}": v for k, v in result.teacher_scores.items()})
         meta = {"mu": result.mu, "solver": result.solver, "seconds": result.seconds,
@@ -131,6 +132,9 @@ class _PolicyCheckpoint:
 def _policy_settings(config: PolicyConfig, ratio: float, influence_config: InfluenceConfig,
                      exclusion: "Exclusion | None") -> dict:
     settings = {"policy": asdict(config), "ratio": float(ratio), "kd": influence_config.proxy.kd.to_dict()}
+    proxy = influence_config.proxy.to_dict()
+    if "family" in proxy:  # a family other than linear: linear policies keep the keys they had before families
+        settings["proxy"] = proxy
     if exclusion is not None:  # only then, so the keys of policies learned on the whole pool stay as they were
         settings["exclude"] = exclusion.sha256
     return settings
@@ -164,7 +168,7 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
         rows = np.arange(len(values)) if exclusion is None else exclusion.rows
         pick = (lambda array: array) if exclusion is None else (lambda array: np.asarray(array[rows]))
         asked = {float(r) if exclusion is None else exclusion.sub_ratio(r): float(r) for r in missing}
-        progress_settings = {"policy": asdict(config), "kd": influence_config.proxy.kd.to_dict()}
+        progress_settings = {k: v for k, v in settings_for(0.5).items() if k not in ("ratio", "exclude")}
         if exclusion is not None:
             progress_settings["exclude"] = exclusion.sha256
         progress = _PolicyCheckpoint(store, make_key(progress_settings, inputs))
@@ -180,7 +184,8 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
 
         bilevel.optimise_policy(pick(features.features), pick(features.logits), pick(features.labels),
                                 ratios=list(asked), axis_values=pick(values),
-                                kd=influence_config.proxy.kd, on_step=on_step, checkpoint=progress.write,
+                                kd=influence_config.proxy.kd, proxy=influence_config.proxy, on_step=on_step,
+                                checkpoint=progress.write,
                                 resume=progress.read(), on_result=save, **asdict(config))
         progress.remove()
     out = []

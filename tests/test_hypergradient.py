@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ifbeta.config import KDConfig
-from ifbeta.influence import objective, proxy
+from ifbeta.influence import objective, proxy, weighted
 from ifbeta.influence import scores as influence
-from ifbeta.policy import axes, hypergradient, inner
+from ifbeta.policy import axes, hypergradient
 from tests.policy_problems import hard_problem, prepared
 
 
@@ -54,7 +54,7 @@ def test_reused_preconditioner_and_warm_adjoint_give_the_fresh_answer(hard):
     """Large folds reuse a Hessian factor across outer steps; the answer must not depend on it."""
     features, teacher, labels, _, axis = hard
     reused = prepared(features[:300], teacher[:300], labels[:300], axis[:300])
-    assert all(inner.matrix_free(fold) for fold in reused.folds)
+    assert all(weighted.matrix_free(fold) for fold in reused.folds)
     hypergradient.relaxed(reused, np.array([1.5, -1.0]), 0.7)  # a distant step leaves its factor and adjoint behind
     assert all(fold.preconditioner is not None and fold.adjoint is not None for fold in reused.folds)
     psi = np.array([-0.4, 0.6])

@@ -30,6 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-full", action="store_true", help="skip the full-pool ceiling runs")
     parser.add_argument("--policy", action="append", default=[], metavar="KEY=VALUE",
                         help="IF-Beta policy setting for ifbeta / ifbeta-entropy, e.g. shrinkage=0.25 (repeatable)")
+    parser.add_argument("--proxy", default=None, choices=common.PROXIES,
+                        help="proxy family of the influence scores and of J for every selection (default linear)")
     parser.add_argument("--workers", type=int, default=1, help="distillation runs in parallel")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from the runs finished so far, train nothing")
@@ -57,7 +59,8 @@ def run(args) -> int:
                            budgets=tuple(args.budgets) if args.budgets else None, epochs=args.epochs,
                            batch_size=args.batch_size, full=False if args.no_full else None,
                            policy=policy or None, teacher_arch=args.teacher_arch,
-                           trust_pickle=args.trust_pickle or None, skip_corrupt=args.skip_corrupt or None)
+                           trust_pickle=args.trust_pickle or None, skip_corrupt=args.skip_corrupt or None,
+                           proxy=args.proxy)
     if args.ratios and spec.steps_ratios:
         spec = dataclasses.replace(spec, steps_ratios=None)
     bar = common.ProgressBar("bench")

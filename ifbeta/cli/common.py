@@ -116,16 +116,48 @@ def check_ratio(ratio: float) -> float:
     return ratio
 
 
+PROXIES = ("linear", "knn")  # influence.families.FAMILIES, spelled out so building a parser imports nothing heavy
+
+
+def proxy_config(args):
+    """The ProxyConfig of --proxy, --neighbours and --bandwidth (the k-NN settings only with --proxy knn)."""
+    from ifbeta.config import ProxyConfig
+    from ifbeta.errors import UserError
+
+    family = getattr(args, "proxy", "linear")
+    neighbours, bandwidth = getattr(args, "neighbours", None), getattr(args, "bandwidth", None)
+    if family != "knn" and (neighbours is not None or bandwidth is not None):
+        raise UserError("--neighbours and --bandwidth set the knn proxy; add --proxy knn or leave them out")
+    if neighbours is not None and neighbours < 1:
+        raise UserError(f"--neighbours must be at least 1, got {neighbours}")
+    if bandwidth is not None and not bandwidth > 0:
+        raise UserError(f"--bandwidth must be positive, got {bandwidth}")
+    return ProxyConfig(family=family, neighbours=neighbours, bandwidth=bandwidth)
+
+
 def influence_config(args):
     from ifbeta.config import InfluenceConfig
 
-    return InfluenceConfig(solver=getattr(args, "solver", "direct"),
+    return InfluenceConfig(proxy=proxy_config(args), solver=getattr(args, "solver", "direct"),
                            estimator=getattr(args, "influence_estimator", "auto"),
                            cg_tolerance=getattr(args, "cg_tolerance", None),
                            cg_max_iterations=getattr(args, "cg_max_iterations", None))
 
 
-def add_influence(parser: argparse.ArgumentParser) -> None:
+def add_proxy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--proxy", default="linear", choices=PROXIES,
+                        help="proxy student of the scores and of J: linear (KD-aligned linear head, default) or knn "
+                             "(soft k-nearest-neighbour smoother of the teacher's soft labels; exact leave-one-out)")
+    parser.add_argument("--neighbours", type=int, default=None, metavar="K",
+                        help="knn only: neighbours per prediction (default: chosen by validation)")
+    parser.add_argument("--bandwidth", type=float, default=None, metavar="H",
+                        help="knn only: kernel bandwidth in standardised feature units (default: by validation)")
+
+
+def add_influence(parser: argparse.ArgumentParser, *, proxy: bool = True) -> None:
+    """The influence flags; ``proxy``: with --proxy (validate-influence checks the linear proxy only)."""
+    if proxy:
+        add_proxy(parser)
     parser.add_argument("--solver", default="direct", choices=["direct", "cg", "ekfac"],
                         help="inverse-Hessian solver (direct: exact, cg: matrix-free, ekfac: approximate)")
     parser.add_argument("--influence-estimator", default="auto", choices=["auto", "first_order", "newton"],

@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 
 def select_all(workspace: pipeline.Workspace, spec: BenchSpec, out: Path, on_step: OnStep | None = None) -> dict:
     """Write every (method, ratio, seed) subset; returns {(method, ratio, seed): selection info}."""
-    result, _ = pipeline.scores(workspace)
+    influence_config = spec.influence_config()
+    result, _ = pipeline.scores(workspace, influence_config)
     infos, total = {}, len(spec.methods) * len(spec.ratios) * len(spec.seeds)
     for position, (method, ratio, seed) in enumerate(
             (m, r, s) for m in spec.methods for r in spec.ratios for s in spec.seeds):
         directory = out / "subsets" / method / f"r{ratio:g}-s{seed}"
-        chosen = pipeline.choose(workspace, method, ratio, seed=seed, policy_config=PolicyConfig(**spec.policy))
+        chosen = pipeline.choose(workspace, method, ratio, seed=seed, policy_config=PolicyConfig(**spec.policy),
+                                 influence_config=influence_config)
         if not (directory / "manifest.json").is_file():
             pipeline.write_subset(workspace, chosen, directory, ratio=ratio, seed=seed, influence_result=result)
         infos[(method, ratio, seed)] = {k: v for k, v in chosen.info.items() if k != "trace"}

@@ -70,7 +70,8 @@ def landscape(workspace: Workspace, ratio: float, *, grid: int = 5, policy_confi
         return policy_landscape.landscape(f.features, f.logits, f.labels, ratio=ratio, axis_values=values,
                                           alphas=axis, betas=axis, kd=influence_config.proxy.kd,
                                           stratify=policy_config.stratify, seed=policy_config.seed,
-                                          folds=policy_config.folds, on_step=on_step)
+                                          folds=policy_config.folds, proxy=influence_config.proxy,
+                                          on_step=on_step)
 
     settings = landscape_settings(ratio, grid, policy_config, influence_config)
     return _cached(workspace, "landscapes", settings, [workspace.features.key], build, compute)

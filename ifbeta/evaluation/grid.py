@@ -28,6 +28,13 @@ class BenchSpec:
     teacher_arch: str | None = None  # the teacher's architecture when its checkpoint does not record it
     trust_pickle: bool = False  # allow a pickled or TorchScript teacher (runs code from the file)
     skip_corrupt: bool = False  # leave unreadable ImageFolder images out
+    proxy: str = "linear"  # proxy family of the influence scores and of J (influence.families): linear | knn
+
+    def influence_config(self):
+        """The InfluenceConfig every selection of the grid is made with (its proxy family)."""
+        from ifbeta.config import InfluenceConfig, ProxyConfig
+
+        return InfluenceConfig(proxy=ProxyConfig(family=self.proxy))
 
 
 PRESETS = {

@@ -64,8 +64,9 @@ ESTIMATORS = ("auto", "first_order", "newton")
 NEWTON_LIMIT = 2 * proxy.DENSE_NEWTON_LIMIT  # largest C(d+1) for the dense Newton estimator
 AUTO_NEWTON_ROWS_PER_PARAMETER = 4  # auto: newton while a fold has fewer samples per parameter than this
 
-__all__ = ["ESTIMATORS", "SOLVERS", "InfluenceResult", "influence_on_weights", "influence_scores", "prepare",
-           "removal_scores", "resolve_estimator", "score", "validated_labels"]
+__all__ = ["ESTIMATORS", "SOLVERS", "Clock", "InfluenceResult", "cross_fitting_folds", "influence_on_weights",
+           "influence_scores", "pool_statistics", "prepare", "removal_scores", "resolve_estimator", "score",
+           "validated_labels"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def validated_labels(labels, features, teacher_logits) -> np.ndarray:
     return labels
 
 
-def _pool_statistics(features, teacher_logits, chunk_size: int):
+def pool_statistics(features, teacher_logits, chunk_size: int):
     """Pool mean and std (d,) for standardising; refuses NaN/Inf (constant columns standardise to 0)."""
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while summing: reported below
         mean, std = feature_statistics(features, chunk_size=chunk_size)
@@ -181,6 +182,19 @@ def _pool_statistics(features, teacher_logits, chunk_size: int):
     return mean, std  # constant columns standardise to exactly 0 (feature_statistics)
 
 
+def cross_fitting_folds(labels, folds: int, seed: int) -> np.ndarray:
+    """Fold id (N,) int64 of K >= 2 stratified folds (``proxy.stratified_folds``); refuses an empty fold."""
+    if folds < 2:
+        raise ValueError("cross-fitting needs folds >= 2 (each fold is validated on the others)")
+    fold = proxy.stratified_folds(labels, folds, seed)
+    sizes = np.bincount(fold, minlength=folds)
+    if (sizes == 0).any():
+        fewer = f"; or use fewer folds (folds={folds}, at least 2)" if folds > 2 else ""
+        raise ValueError(f"cross-fitting left a fold empty (fold sizes {sizes.tolist()} for N={len(labels)}): every "
+                         f"class has fewer than folds={folds} samples; add samples{fewer}")
+    return fold
+
+
 def prepare(features, teacher_logits, labels, config: InfluenceConfig, clock: Clock):
     """Config with the estimator resolved, standardised pool view, logits view, fold ids, mu, table."""
     if config.folds < 2:
@@ -192,14 +206,9 @@ def prepare(features, teacher_logits, labels, config: InfluenceConfig, clock: Cl
     parameters = np.asarray(teacher_logits[:1]).shape[1] * (features.shape[1] + 1)
     rows = len(labels) // config.folds
     config = dataclasses.replace(config, estimator=resolve_estimator(config, parameters, rows))
-    mean, std = _pool_statistics(features, teacher_logits, config.chunk_size)
+    mean, std = pool_statistics(features, teacher_logits, config.chunk_size)
     pool, logits = FeatureView(features, mean=mean, std=std), FeatureView(teacher_logits)
-    fold = proxy.stratified_folds(labels, config.folds, config.seed)
-    sizes = np.bincount(fold, minlength=config.folds)
-    if (sizes == 0).any():
-        fewer = f"; or use fewer folds (folds={config.folds}, at least 2)" if config.folds > 2 else ""
-        raise ValueError(f"cross-fitting left a fold empty (fold sizes {sizes.tolist()} for N={len(labels)}): every "
-                         f"class has fewer than folds={config.folds} samples; add samples{fewer}")
+    fold = cross_fitting_folds(labels, config.folds, config.seed)
     clock.lap("standardise")
     settings = config.proxy
     if settings.mu is not None:
@@ -276,6 +285,9 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
     an empty cross-fitting fold. Constant feature columns standardise to 0 (as if deleted); a class
     with one sample is scored like any other sample (see the module docstring).
     """
+    if config.proxy.family != "linear":
+        raise ValueError(f"scores.score computes the linear proxy's scores; the {config.proxy.family!r} family is "
+                         "scored by influence.families.score")
     clock, labels = Clock(), validated_labels(labels, features, teacher_logits)
     notify = on_step or (lambda step, info: None)
     config, pool, logits, fold, mu, table = prepare(features, teacher_logits, labels, config, clock)

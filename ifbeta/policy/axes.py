@@ -29,10 +29,10 @@ def easier_first(entropy) -> np.ndarray:
 
 def influence_axis(features, teacher_logits, labels, *, kd: KDConfig = KDConfig(), seed: int = 0) -> np.ndarray:
     """(N,) float64: cross-fitted influence scores, > 0 helpful (u near 1 = most helpful)."""
-    from ifbeta.influence import scores as influence
+    from ifbeta.influence import families
 
     config = InfluenceConfig(proxy=ProxyConfig(kd=kd), seed=seed)
-    return np.asarray(influence.score(features, teacher_logits, labels, config=config).scores, dtype=np.float64)
+    return np.asarray(families.score(features, teacher_logits, labels, config=config).scores, dtype=np.float64)
 
 
 def entropy_axis(features, teacher_logits, labels, *, kd: KDConfig = KDConfig(), seed: int = 0) -> np.ndarray:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ifbeta.config import KDConfig, PolicyConfig
+from ifbeta.config import KDConfig, PolicyConfig, ProxyConfig
 from ifbeta.policy import axes, estimators, inner, landscape
 from ifbeta.policy import beta as policy
 
@@ -77,13 +77,14 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
                     learning_rate: float = 0.1, shrinkage: float = 1.0, stratify: bool = True, seed: int = 0,
                     folds: int = 2, val_fraction: float = 0.5, init=(1.0, 1.0), tolerance: float = 1e-4,
                     patience: int = 5, reinforce_samples: int = 4, grid_size: int = 7, mu: float | None = None,
-                    bias_damping: float = 1e-3, on_step=None, checkpoint=None, resume: dict | None = None,
-                    on_result=None) -> list[PolicyResult]:
+                    bias_damping: float = 1e-3, proxy: ProxyConfig | None = None, on_step=None, checkpoint=None,
+                    resume: dict | None = None, on_result=None) -> list[PolicyResult]:
     """Learn (alpha, beta) for each pruning ratio in ``ratios``; one PolicyResult per ratio.
 
     features (N, d), teacher_logits (N, C), labels (N,) int. axis_values (N,): what the Beta ranks,
     larger = more helpful / easier (u near 1); None computes ``axes.AXES[axis]``. mu None: chosen by
-    ``proxy.choose_mu``. All ratios share the standardised features, split, mu and full fits (warm
+    ``proxy.choose_mu``. proxy: the proxy family J is measured with and its settings
+    (``influence.families``; None = the linear proxy with kd and bias_damping). All ratios share the standardised features, split, mu and full fits (warm
     start). ``on_step(step, info)`` gets each trace record plus ``ratio``; ``on_result(result)`` each
     finished ratio's PolicyResult at once.
 
@@ -104,7 +105,7 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
         policy.k_for_ratio(len(labels), ratio)  # validates the ratio before any work
     resume = resume or {}
     problem = inner.prepare(features, teacher_logits, labels, axis_values, kd=kd, mu=mu, bias_damping=bias_damping,
-                            config=config, per_sample_mu=resume.get("per_sample_mu"))
+                            config=config, per_sample_mu=resume.get("per_sample_mu"), proxy=proxy)
     setup = _setup(problem, resume, checkpoint)
     results = []
     for ratio in ratios:

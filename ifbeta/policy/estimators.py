@@ -7,7 +7,7 @@ U(0, 1)) (lower is better). ``implicit`` and ``reinforce`` run Adam on psi, clip
 ``tolerance`` for ``patience`` steps; ``grid`` takes the argmin over a log grid (``landscape``).
 
 An Adam run survives a kill: ``checkpoint(document)`` receives a JSON-able document after every step
-(the optimiser's state, the random generator's state and each fold's warm starts); passing it back as
+(the optimiser's state, the random generator's state and each fold's ``warm_state``); passing it back as
 ``resume`` continues from that step and ends where an uninterrupted run ends.
 """
 from __future__ import annotations
@@ -51,16 +51,17 @@ def _checkpoint_document(problem: inner.Problem, state: _AdamState, rng: np.rand
             "second": state.second.tolist(), "trace": state.trace,
             "best": None if best is None else [best[0], best[1].tolist()], "previous": state.previous,
             "calm": state.calm, "rng": rng.bit_generator.state,
-            "thetas": [fold.theta.tolist() for fold in problem.folds],
-            "adjoints": [None if fold.adjoint is None else fold.adjoint.tolist() for fold in problem.folds]}
+            "warm": [fold.warm_state() for fold in problem.folds]}
 
 
 def _restore(problem: inner.Problem, document: dict, rng: np.random.Generator) -> _AdamState:
     """The state of a ``_checkpoint_document``; sets ``rng`` and the folds' warm starts as they were."""
     rng.bit_generator.state = document["rng"]
-    for fold, theta, adjoint in zip(problem.folds, document["thetas"], document["adjoints"]):
-        fold.theta = np.asarray(theta, dtype=np.float64)
-        fold.adjoint = None if adjoint is None else np.asarray(adjoint, dtype=np.float64)
+    warm = document.get("warm")
+    if warm is None:  # a checkpoint written before proxy families: the linear folds' thetas and adjoints
+        warm = [{"theta": theta, "adjoint": adjoint} for theta, adjoint in zip(document["thetas"], document["adjoints"])]
+    for fold, state in zip(problem.folds, warm):
+        fold.restore(state)
     best = document["best"]
     return _AdamState(document["step"], np.asarray(document["psi"], dtype=np.float64),
                       np.asarray(document["first"], dtype=np.float64), np.asarray(document["second"], dtype=np.float64),

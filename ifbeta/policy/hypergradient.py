@@ -1,9 +1,11 @@
 """Estimates of J and dJ/dpsi at one psi = (log alpha, log beta) (docs/METHOD.md section 5, estimators).
 
 - ``relaxed``: J at the relaxed weights pi(psi) (the policy's inclusion probabilities on each fold's
-  candidates) and the exact implicit hypergradient of that relaxed problem: dJ/dw_i =
-  ``scores.influence_on_weights`` at theta*(pi) (the derivative for INCREASING w_i; < 0 means more
-  weight on i lowers L_V), chained through pi(psi) by autograd. ``implicit`` is it with the gradient.
+  candidates) and the exact hypergradient of that relaxed problem: dJ/dw_i from the fold's proxy
+  family (``influence.weighted``; linear: ``scores.influence_on_weights`` at theta*(pi), the implicit
+  gradient; knn: the closed form of ``knn.weight_gradient``), the derivative for INCREASING w_i (< 0
+  means more weight on i lowers L_V), chained through pi(psi) by autograd. ``implicit`` is it with
+  the gradient.
 - ``reinforce``: the score-function gradient of E[J] over Gumbel-top-k subsets (unbiased for the
   discrete policy, noisier).
 
@@ -14,8 +16,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ifbeta.influence import proxy, solvers
-from ifbeta.influence import scores as influence
 from ifbeta.policy import beta as policy
 from ifbeta.policy import inner
 from ifbeta.threads import thread_map
@@ -23,33 +23,10 @@ from ifbeta.threads import thread_map
 __all__ = ["implicit", "reinforce", "relaxed"]
 
 
-def _adjoint_solver(problem: inner.Problem, fold: inner.Fold, weights: np.ndarray):
-    """The solve function of influence_on_weights: dense where small, else CG warm-started from the
-    last step's solution with the fold's preconditioner."""
-    if not inner.matrix_free(fold):
-        return "direct"
-
-    def solve(theta, features, teacher_logits, labels, weights_, rhs, **options):
-        calls = []
-        preconditioner = inner.reusable_preconditioner(problem, fold, weights)
-
-        def counted(vector):
-            calls.append(1)
-            return preconditioner(vector)
-
-        fold.adjoint = solvers.solve_cg(theta, features, teacher_logits, labels, weights_, rhs, **options,
-                                        preconditioner=counted, initial=fold.adjoint)
-        if len(calls) > proxy.REFRESH_PRODUCTS:
-            fold.preconditioner = None
-        return fold.adjoint
-
-    return solve
-
-
 def relaxed(problem: inner.Problem, psi: np.ndarray, ratio: float, with_gradient: bool = True) -> inner.Evaluation:
     """J at the relaxed weights pi(psi), and the implicit hypergradient dJ/dpsi.
 
-    dJ/dw_i = influence.influence_on_weights at theta*(pi); chained through pi(psi) by autograd.
+    dJ/dw_i from each fold's ``evaluate`` at the weights pi; chained through pi(psi) by autograd.
     """
     psi_t = torch.tensor(psi, dtype=torch.float64, requires_grad=with_gradient)
     probabilities = [policy.policy_probabilities_torch(fold.u, fold.labels, policy.k_for_ratio(len(fold.labels), ratio),
@@ -57,15 +34,7 @@ def relaxed(problem: inner.Problem, psi: np.ndarray, ratio: float, with_gradient
                      for fold in problem.folds]  # (n_f,) each
 
     def work(fold: inner.Fold, weights: np.ndarray):
-        theta = inner.fit(problem, fold, weights)
-        loss, accuracy = inner.validate(problem, fold, theta)
-        if not with_gradient:
-            return loss, accuracy, None
-        d_weights = influence.influence_on_weights(
-            theta, fold.features, fold.teacher_logits, fold.labels, weights, fold.val_features,
-            fold.val_teacher_logits, fold.val_labels, mu=fold.mu, kd=problem.kd, bias_damping=problem.bias_damping,
-            solver=_adjoint_solver(problem, fold, weights))
-        return loss, accuracy, np.asarray(d_weights, dtype=np.float64)
+        return fold.evaluate(weights, with_gradient)
 
     outcomes = thread_map(work, problem.folds, [pi.detach().numpy() for pi in probabilities])
     count = len(problem.folds)
@@ -106,7 +75,7 @@ def reinforce(problem: inner.Problem, psi: np.ndarray, ratio: float, rng: np.ran
                 weights[members[local]] = 1.0
                 log_probability = log_probability + policy.plackett_luce_log_probability(
                     log_f[torch.as_tensor(members)], local)
-            loss, accuracy = inner.validate(problem, fold, inner.fit(problem, fold, weights))
+            loss, accuracy, _ = fold.evaluate(weights, with_gradient=False)
             losses.append(loss)
             log_probabilities.append(log_probability)
             total.accuracy += accuracy / (samples * len(problem.folds))

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from ifbeta.config import KDConfig, PolicyConfig
+from ifbeta.config import KDConfig, PolicyConfig, ProxyConfig
 from ifbeta.policy import beta as policy
 from ifbeta.policy import hypergradient, inner
 
@@ -71,16 +71,16 @@ def grid_search(problem: inner.Problem, ratio: float, rho: float, on_step, resum
 def landscape(features, teacher_logits, labels, *, ratio: float, axis_values, alphas=None, betas=None,
               kd: KDConfig = KDConfig(), stratify: bool = True, seed: int = 0, folds: int = 2,
               val_fraction: float = 0.5, mu: float | None = None, bias_damping: float = 1e-3,
-              on_step=None) -> dict:
+              proxy: ProxyConfig | None = None, on_step=None) -> dict:
     """J on an (alpha, beta) grid, for the app's heatmap.
 
     features (N, d), teacher_logits (N, C), labels (N,) int, axis_values (N,) (larger = keep first).
     Returns {"alpha": [...], "beta": [...], "J": (len(alpha), len(beta)) nested list (rows = alpha),
-    "kl": same shape, "mu": float}. Default grid: 7 geometric values in [1/8, 8] (contains 1).
+    "kl": same shape, "mu": float}. proxy: the family and settings (None: linear). Default grid: 7 geometric values in [1/8, 8] (contains 1).
     """
     config = PolicyConfig(stratify=stratify, seed=seed, folds=folds, val_fraction=val_fraction)
     problem = inner.prepare(features, teacher_logits, labels, axis_values, kd=kd, mu=mu, bias_damping=bias_damping,
-                            config=config)
+                            config=config, proxy=proxy)
     alphas = grid_values(7) if alphas is None else np.asarray(alphas, dtype=np.float64)
     betas = grid_values(7) if betas is None else np.asarray(betas, dtype=np.float64)
     values, _ = evaluate_grid(problem, ratio, alphas, betas, 0.0, on_step)

@@ -5,6 +5,7 @@ u near 1 is helpful / easy; ``Selection.scores`` holds them (higher = u nearer 1
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -43,7 +44,8 @@ def ifbeta_learned(inputs, k, *, ratio, seed, axis="influence", stratify=True, k
     start = time.perf_counter()
     result = bilevel.optimise_policy(inputs.features, inputs.teacher_logits, inputs.labels, ratios=[ratio],
                                      axis_values=values, axis=axis, kd=kd, stratify=stratify, seed=seed,
-                                     on_step=on_step, **policy_options)[0]
+                                     proxy=dataclasses.replace(config.proxy, kd=kd), on_step=on_step,
+                                     **policy_options)[0]
     alpha, beta = float(result.alpha), float(result.beta)
     indices = _sample_policy(inputs, k, values, alpha, beta, seed, stratify)
     info = {"alpha": alpha, "beta": beta, "axis": axis, "estimator": result.estimator, "stratified": stratify,

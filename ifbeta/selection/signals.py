@@ -76,6 +76,6 @@ def teacher_score(inputs, name: str, *, seed: int = 0, config=None) -> np.ndarra
 
 def _influence_result(inputs, seed, config):
     from ifbeta.config import InfluenceConfig
-    from ifbeta.influence import scores as influence  # heavy: imported only when a score must be computed
+    from ifbeta.influence import families  # heavy: imported only when a score must be computed
     config = config if config is not None else InfluenceConfig(seed=seed)
-    return influence.score(inputs.features, inputs.teacher_logits, inputs.labels, config=config)
+    return families.score(inputs.features, inputs.teacher_logits, inputs.labels, config=config)
