@@ -14,7 +14,7 @@ For each command (``train-teacher``, ``extract``, ``score``, ``prune``, ``bench`
 Equality is BITWISE: every array (``.npy``, safetensors, torch checkpoints) with ``array_equal``, every JSON
 and CSV value with ``==``. Everything runs on the CPU with one thread (``fault_support.env``), where
 resuming replays the same kernels in the same order. Excluded from the comparison, and only these:
-wall-clock fields (``TIMING``), the process id and start time of a launch, how far a run had got when
+wall-clock fields (``TIMING``, ``*seconds``), the process id and start time of a launch, how far a run had got when
 it resumed (``resumed_from_epoch``), and logs (progress text with timings).
 
 Leftover rule: after the final run no temporary may remain anywhere (a name holding ``.tmp`` or
@@ -39,13 +39,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fault_support import cli, env, read_json, run, start_command
+from fault_support import cli, env, kill_9_when, read_json, run, start, start_command
 
 SEED = 20261206
 KILLS = 4
-TIMING = {"seconds", "distill_seconds", "selection_seconds", "created", "started", "pid", "resumed_from_epoch",
-          "elapsed", "wall_seconds", "updated"}
-"""JSON keys and CSV columns that hold a clock reading, a process id, or how far a run had got when resumed."""
+TIMING = {"created", "started", "updated", "pid", "resumed_from_epoch"}
+"""JSON keys and CSV columns that hold a clock reading, a process id, or how far a run had got when resumed;
+so do keys ending in ``seconds`` (``seconds``, ``wall_seconds``, ``policy_seconds``, ...): see ``_timing``."""
 SKIPPED_SUFFIXES = {".log"}
 
 
@@ -80,9 +80,13 @@ def _popen_launch(command: list[str]):
 
 
 # ------------------------------------------------------------------------------------ comparison
+def _timing(key) -> bool:
+    return key in TIMING or str(key).endswith("seconds")
+
+
 def _without_timing(value):
     if isinstance(value, dict):
-        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING}
+        return {k: _without_timing(v) for k, v in value.items() if not _timing(k)}
     if isinstance(value, list):
         return [_without_timing(v) for v in value]
     return value
@@ -109,7 +113,7 @@ def _same_tensors(expected, got, where: str) -> None:
 
 
 def _without_timing_keys(mapping: dict) -> dict:
-    return {k: v for k, v in mapping.items() if k not in TIMING}
+    return {k: v for k, v in mapping.items() if not _timing(k)}
 
 
 def _same_file(expected: Path, got: Path, where: str) -> None:
@@ -120,7 +124,8 @@ def _same_file(expected: Path, got: Path, where: str) -> None:
     elif suffix == ".json":
         assert _without_timing(json.loads(expected.read_text())) == _without_timing(json.loads(got.read_text())), where
     elif suffix == ".jsonl":
-        records = [[_without_timing(json.loads(line)) for line in path.read_text().splitlines()] for path in (expected, got)]
+        records = [[_without_timing(json.loads(line)) for line in path.read_text().splitlines()]
+                   for path in (expected, got)]
         assert records[0] == records[1], where
     elif suffix == ".csv":
         rows = [[_without_timing(row) for row in csv.DictReader(path.open(newline=""))] for path in (expected, got)]
@@ -310,3 +315,21 @@ def test_a_run_killed_between_its_metrics_and_its_record_is_recorded_by_the_reru
     again()
     assert registry.read_text() == record[:40] + "\n" + record
     assert [(r["status"], r["test_top1"]) for r in student.list_runs(store)] == [("finished", first["test_top1"])]
+
+
+@pytest.mark.slow
+def test_a_resumed_distill_run_keeps_the_epochs_before_the_kill_in_its_progress(tmp_path, session_store,
+                                                                               digits_teacher):
+    """progress.json (the Distill page's live curve) of a resumed run used to hold only the epochs run
+    after the resume; it now starts from the checkpoint's history, as the uninterrupted run's does."""
+    args = ["distill", "--subset", "full", "--epochs", "3", "--seed", "5", "--json"]
+    out = tmp_path / "run"
+    kill_9_when(start(session_store.root, *args, "--out", str(out)),
+                lambda: (read_json(out / "progress.json") or {"epoch": 0})["epoch"] >= 1, every=0.1)
+    before = read_json(out / "progress.json")["history"]
+    run(session_store.root, *args, "--out", str(out))
+    progress, metrics = read_json(out / "progress.json"), read_json(out / "metrics.json")
+    assert 1 <= metrics["resumed_from_epoch"] < 3
+    assert [record["epoch"] for record in progress["history"]] == [1, 2, 3]
+    assert progress["history"][:len(before)] == before
+    assert [{k: v for k, v in record.items() if k != "epochs"} for record in progress["history"]] == metrics["history"]

@@ -147,6 +147,8 @@ def _progress_writer(out: Path, epochs: int, on_step: OnStep | None, rank: int) 
     history: list[dict] = []
 
     def callback(step: int, info: dict) -> None:
+        if info.get("event") == "resumed":  # a resumed run's progress keeps the epochs run before it was killed
+            history[:] = [{"epochs": info["epochs"], **record} for record in info["history"]]
         if info.get("event") == "epoch" and rank == 0:
             history.append({k: v for k, v in info.items() if k != "event"})
             _write_json(out / "progress.json", {"epoch": info["epoch"], "epochs": epochs, "history": history,
