@@ -15,7 +15,7 @@ Equality is BITWISE: every array (``.npy``, safetensors, torch checkpoints) with
 and CSV value with ``==``. Everything runs on the CPU with one thread (``fault_support.env``), where
 resuming replays the same kernels in the same order. Excluded from the comparison, and only these:
 wall-clock fields (``TIMING``, ``*seconds``), the process id and start time of a launch, how far a run had got when
-it resumed (``resumed_from_epoch``), and logs (progress text with timings).
+it resumed (``resumed_from_epoch``), logs (progress text with timings) and bench's rendered report (``REPORTS``).
 
 Leftover rule: after the final run no temporary may remain anywhere (a name holding ``.tmp`` or
 ``.old-``: store temporaries ``.<key>.tmp-*``, ``*.tmp`` checkpoint and safetensors files, subset
@@ -47,6 +47,8 @@ TIMING = {"created", "started", "updated", "pid", "resumed_from_epoch"}
 """JSON keys and CSV columns that hold a clock reading, a process id, or how far a run had got when resumed;
 so do keys ending in ``seconds`` (``seconds``, ``wall_seconds``, ``policy_seconds``, ...): see ``_timing``."""
 SKIPPED_SUFFIXES = {".log"}
+REPORTS = {"results.md", "results.png"}
+"""bench's report and figure: rendered from results.csv (compared) and stamped with the last run's wall time."""
 
 
 def _kill_at_random_points(launch, duration: float, rng: np.random.Generator) -> list[str]:
@@ -147,7 +149,7 @@ def _same_file(expected: Path, got: Path, where: str) -> None:
 
 def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock")
-            and p.suffix not in SKIPPED_SUFFIXES}
+            and p.suffix not in SKIPPED_SUFFIXES and p.name not in REPORTS}
 
 
 def _leftovers(root: Path) -> list[str]:
