@@ -2,80 +2,28 @@
 of the store."""
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_support import kill_9_when, last_json, read_json, run, start
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ifbeta.store import Store, make_key
 
 
-def _cli(cache, *args):
-    return [sys.executable, "-m", "ifbeta.cli", "--cache", str(cache), *args]
-
-
-def _env() -> dict:
-    """One torch thread on the CPU for every ``ifbeta`` subprocess. Resuming is bit-exact on the CPU with a
-    fixed thread count (the same kernels reduce in the same order); on a GPU, bf16 autocast and
-    non-deterministic kernels may change the last bits, so these tests never let a GPU be used."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "IFBETA_BLAS_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-
-
-def _run(cache, *args) -> subprocess.CompletedProcess:
-    """Run ``ifbeta`` to the end; fails the test on a non-zero exit."""
-    done = subprocess.run(_cli(cache, *args), capture_output=True, text=True, timeout=600, env=_env())
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done
-
-
-def _last_json(done: subprocess.CompletedProcess) -> dict:
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _start(cache, *args) -> subprocess.Popen:
-    """Start ``ifbeta`` in its own process group, so that kill -9 also reaches the processes it launches."""
-    return subprocess.Popen(_cli(cache, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
-                            start_new_session=True)
-
-
-def _kill_9_when(victim: subprocess.Popen, ready, *, every: float = 0.02, timeout: float = 300, watch=None) -> None:
-    """Poll until ``ready()`` holds (calling ``watch()`` at every poll), then SIGKILL the victim's process group.
-    Fails when the victim exits first, so the fault is always injected at the state ``ready`` describes."""
-    deadline = time.time() + timeout
-    try:
-        while not ready():
-            assert victim.poll() is None, f"the run exited ({victim.returncode}) before the fault was injected"
-            assert time.time() < deadline, "the run never reached the state to kill it in"
-            if watch is not None:
-                watch()
-            time.sleep(every)
-    finally:
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait()
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 @pytest.mark.slow
 def test_kill_9_during_distill_then_resume_equals_an_uninterrupted_run(tmp_path, session_store):
     cache = session_store.root
     args = ["distill", "--subset", "full", "--epochs", "4", "--seed", "3", "--json"]
-    reference = _run(cache, *args, "--out", str(tmp_path / "ref"))
+    reference = run(cache, *args, "--out", str(tmp_path / "ref"))
     progress = tmp_path / "killed" / "progress.json"
-    _kill_9_when(_start(cache, *args, "--out", str(tmp_path / "killed")),
-                 lambda: (_read_json(progress) or {"epoch": 0})["epoch"] >= 1, every=0.2)
+    kill_9_when(start(cache, *args, "--out", str(tmp_path / "killed")),
+                 lambda: (read_json(progress) or {"epoch": 0})["epoch"] >= 1, every=0.2)
     assert not (tmp_path / "killed" / "metrics.json").exists()
-    resumed = _run(cache, *args, "--out", str(tmp_path / "killed"))
-    first, second = _last_json(reference), _last_json(resumed)
+    resumed = run(cache, *args, "--out", str(tmp_path / "killed"))
+    first, second = last_json(reference), last_json(resumed)
     assert second["resumed_from_epoch"] >= 1
     assert second["test_top1"] == pytest.approx(first["test_top1"], abs=1e-9)
     losses = lambda m: [h["train_loss"] for h in m["history"]]  # noqa: E731
@@ -91,11 +39,11 @@ def test_kill_9_during_train_teacher_then_resume_equals_an_uninterrupted_run(tmp
     cache, epochs = session_store.root, 6
     args = ["train-teacher", "--dataset", "digits", "--epochs", str(epochs), "--seed", "4", "--json"]
     reference_out, killed_out = tmp_path / "ref" / "teacher.safetensors", tmp_path / "killed" / "teacher.safetensors"
-    reference = _last_json(_run(cache, *args, "--out", str(reference_out)))
+    reference = last_json(run(cache, *args, "--out", str(reference_out)))
     resume_file = Path(f"{killed_out}.resume") / "last.pt"  # written atomically after every epoch
-    _kill_9_when(_start(cache, *args, "--out", str(killed_out)), resume_file.is_file)
+    kill_9_when(start(cache, *args, "--out", str(killed_out)), resume_file.is_file)
     assert not killed_out.exists()
-    resumed = _last_json(_run(cache, *args, "--out", str(killed_out)))
+    resumed = last_json(run(cache, *args, "--out", str(killed_out)))
     assert reference["resumed_from_epoch"] == 0 and 1 <= resumed["resumed_from_epoch"] < epochs
     assert (resumed["test_top1"], resumed["test_top5"]) == (reference["test_top1"], reference["test_top5"])
     expected, weights = load_file(str(reference_out)), load_file(str(killed_out))
@@ -135,15 +83,15 @@ def _assert_only_complete_artefacts_are_visible(store: Store, kind: str, verifie
 @pytest.mark.slow
 def test_kill_9_during_extract_then_rerun_gives_identical_features(tmp_path, digits_teacher):
     args = ["extract", "--dataset", "digits", "--teacher", digits_teacher.info.path, "--json"]
-    reference = _last_json(_run(tmp_path / "ref", *args))
+    reference = last_json(run(tmp_path / "ref", *args))
     store, verified = Store(tmp_path / "killed"), set()
     kind_dir = store.root / "features"
-    _kill_9_when(_start(store.root, *args), lambda: _extracting_after_a_finished_split(kind_dir), every=0.002,
+    kill_9_when(start(store.root, *args), lambda: _extracting_after_a_finished_split(kind_dir), every=0.002,
                  watch=lambda: _assert_only_complete_artefacts_are_visible(store, "features", verified))
     _assert_only_complete_artefacts_are_visible(store, "features", verified)
     finished = {key: (kind_dir / key / "config.json").stat().st_mtime_ns for key in _complete_keys(kind_dir)}
     assert len(finished) == 1, "killed while the second split was being extracted"
-    resumed = _last_json(_run(store.root, *args))
+    resumed = last_json(run(store.root, *args))
     assert {key: (kind_dir / key / "config.json").stat().st_mtime_ns for key in finished} == finished  # reused
     assert not list(kind_dir.glob(".*.tmp-*")), "a temporary directory of the killed write was left behind"
     reference_store = Store(tmp_path / "ref")
@@ -167,19 +115,19 @@ def test_kill_9_during_bench_then_rerun_equals_an_uninterrupted_grid(tmp_path, s
     cache = session_store.root
     args = ["bench", "--preset", "digits", "--methods", "random", "moderate", "--ratios", "0.5", "--seeds", "0",
             "--epochs", "8"]
-    _run(cache, *args, "--out", str(tmp_path / "ref"))
+    run(cache, *args, "--out", str(tmp_path / "ref"))
     runs = tmp_path / "killed" / "runs"
     done_cell, partial_cell = runs / "full-s0", runs / "random-r0.5-s0-epochs"  # the grid's first two cells
 
     def second_cell_mid_training() -> bool:
         return (done_cell / "metrics.json").is_file() and \
-            (_read_json(partial_cell / "progress.json") or {"epoch": 0})["epoch"] >= 1
+            (read_json(partial_cell / "progress.json") or {"epoch": 0})["epoch"] >= 1
 
-    _kill_9_when(_start(cache, *args, "--out", str(tmp_path / "killed")), second_cell_mid_training)
+    kill_9_when(start(cache, *args, "--out", str(tmp_path / "killed")), second_cell_mid_training)
     assert not (partial_cell / "metrics.json").exists() and not (tmp_path / "killed" / "results.csv").exists()
     untouched = [done_cell / "metrics.json", runs / "full-s0.log"]
     stamps = [path.stat().st_mtime_ns for path in untouched]
-    _run(cache, *args, "--out", str(tmp_path / "killed"))
+    run(cache, *args, "--out", str(tmp_path / "killed"))
     assert [path.stat().st_mtime_ns for path in untouched] == stamps, "a finished cell was recomputed"
     assert json.loads((partial_cell / "metrics.json").read_text())["resumed_from_epoch"] >= 1
     rows = _results_without_timing(tmp_path / "killed")

@@ -81,9 +81,11 @@ def _run_locked(workspace: Workspace, out: Path, train, indices, method, ratio, 
                "student": student, "epochs": epochs, "budget": budget, "seed": seed, "batch_size": batch_size,
                "learning_rate": learning_rate, "kd": kd.to_dict(), "pool": workspace.pool}
     finished = _existing(out, request)
-    if finished is not None:
-        return finished
     rank, _ = distributed_context()
+    if finished is not None:
+        if rank == 0:  # a run killed between metrics.json and its record is recorded now
+            _register(workspace.store, finished)
+        return finished
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "config.json", request)
@@ -190,6 +192,8 @@ def _progress_writer(out: Path, epochs: int, on_step: OnStep | None, rank: int) 
     history: list[dict] = []
 
     def callback(step: int, info: dict) -> None:
+        if info.get("event") == "resumed":  # a resumed run's progress keeps the epochs run before it was killed
+            history[:] = [{"epochs": info["epochs"], **record} for record in info["history"]]
         if info.get("event") == "epoch" and rank == 0:
             history.append({k: v for k, v in info.items() if k != "event"})
             _write_json(out / "progress.json", {"epoch": info["epoch"], "epochs": epochs, "history": history,
@@ -201,11 +205,29 @@ def _progress_writer(out: Path, epochs: int, on_step: OnStep | None, rank: int) 
 
 
 def _register(store: Store, metrics: dict) -> None:
+    """Append the finished run's record to ``<store>/runs.jsonl``, unless this very record is there (a
+    rerun of a run killed after its metrics.json but before its record adds the record; a rerun of a
+    recorded run adds nothing)."""
     store.root.mkdir(parents=True, exist_ok=True)
-    record = {k: v for k, v in metrics.items() if k != "history"}
+    record = json.loads(json.dumps({k: v for k, v in metrics.items() if k != "history"}, default=float))
+    registry = store.root / "runs.jsonl"
     with FileLock(str(store.root / ".runs.lock")):
-        with open(store.root / "runs.jsonl", "a") as handle:
-            handle.write(json.dumps(record, default=float) + "\n")
+        text = registry.read_text() if registry.is_file() else ""
+        if record in _records(text):
+            return
+        with open(registry, "a") as handle:  # a line cut short by a kill is ended first, never glued onto
+            handle.write(("\n" if text and not text.endswith("\n") else "") + json.dumps(record) + "\n")
+
+
+def _records(text: str) -> list[dict]:
+    """The readable records of a runs.jsonl text (a line cut short is skipped)."""
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def list_runs(store: Store | None = None) -> list[dict]:

@@ -365,6 +365,8 @@ def fit(model: nn.Module, data: DatasetSplit, *, config: TrainConfig, indices: n
     resume_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
     signature = _signature(loop.model, data, config, indices)
     start_epoch = _resume(resume_path, signature, loop, result) if resume_path else 0
+    if start_epoch and on_step and loop.rank == 0:  # the epochs the interrupted run finished, for progress files
+        on_step(start_epoch, {"event": "resumed", "epochs": config.epochs, "history": list(result.history)})
     if loop.world > 1:
         device_ids = [loop.device.index] if loop.device.type == "cuda" else None
         loop.trained = nn.parallel.DistributedDataParallel(loop.model, device_ids=device_ids)
