@@ -45,14 +45,15 @@ class ScoreScale:
 
 def quantile_range(values: np.ndarray, *, low: float = 1.0, high: float = 99.0,
                    symmetric: bool = False) -> tuple[float, float]:
-    """(lower, upper) percentiles ``low`` and ``high`` of the finite ``values``, for axis ranges and
+    """(lower, upper) percentiles ``low`` and ``high`` of the finite ``values`` (the nearest order
+    statistics, so an outlier is never interpolated into a bound), for axis ranges and
     colour scales that one outlier cannot stretch; ``symmetric``: (-m, m) with m the larger magnitude
     (a diverging scale centred on 0). (0, 0) for no finite values."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if not len(values):
         return 0.0, 0.0
-    lower, upper = (float(v) for v in np.percentile(values, [low, high]))
+    lower, upper = (float(v) for v in np.percentile(values, [low, high], method="nearest"))  # sample values
     if symmetric:
         bound = max(abs(lower), abs(upper))
         return -bound, bound

@@ -35,7 +35,8 @@ TEACHER = {"all": None, "disagrees with the label": True, "agrees with the label
 MEMBERSHIP = {"all": None, "kept": True, "pruned": False}
 KEYS = {"sort": "given", "descending": True, "class": None, "prediction": None, "teacher": "all",
         "subset": "all", "tag": None, "page_size": 64, "page": 1}
-"""Widget name -> default; the session key is ``f"{key}_{name}"`` (``page_size`` defaults to ``limit``)."""
+"""Widget name -> default; the session key is ``f"{key}_{name}"`` (``page_size`` defaults to ``limit`` and
+follows it when the page changes ``limit``, remembered under ``f"_{key}_last_limit"``)."""
 MAIN_WIDTH, CHARACTER_WIDTH, CELL_PADDING, MAX_COLUMNS = 900, 8.5, 28, 8  # pixels; cells fit their caption
 DETAIL_SIZE = 256
 
@@ -50,7 +51,7 @@ def gallery(ws: pipeline.Workspace, indices, *, key: str, scores: np.ndarray | N
     subset, enables the kept / pruned filter; ``limit``: the default page size; ``subset``: a subset
     directory whose samples.csv row the detail view lists."""
     table = _table(ws, scores, kept)
-    rows = np.asarray(list(indices), dtype=np.int64)
+    rows = np.asarray(indices, dtype=np.int64).reshape(-1)
     options = _controls(table, list(ws.train.class_names), key, limit)
     page_size = int(options.pop("page_size"))
     with engine_errors(stop=False):
@@ -67,7 +68,7 @@ def gallery(ws: pipeline.Workspace, indices, *, key: str, scores: np.ndarray | N
 
 
 # -------------------------------------------------------------------------------------------- table
-@st.cache_data(max_entries=8, show_spinner=False)
+@st.cache_resource(max_entries=8, show_spinner=False)  # shared, not copied: nothing here writes to it
 def _cached_table(features_key: str, fingerprint: str, scores, kept, tags: tuple, _ws) -> pd.DataFrame:
     return query.sample_table(_ws, scores=scores, kept=kept, tags=dict(tags))
 
@@ -85,9 +86,9 @@ def _controls(table: pd.DataFrame, class_names: list[str], key: str, limit: int)
     """The control row -> keyword arguments of ``query.query`` plus ``page_size``."""
     for name, default in KEYS.items():
         st.session_state.setdefault(f"{key}_{name}", int(limit) if name == "page_size" else default)
-    if st.session_state.get(f"{key}_limit", int(limit)) != int(limit):  # the page changed its own limit
+    if st.session_state.get(f"_{key}_last_limit", int(limit)) != int(limit):  # the page changed its own limit
         st.session_state[f"{key}_page_size"] = int(limit)
-    st.session_state[f"{key}_limit"] = int(limit)
+    st.session_state[f"_{key}_last_limit"] = int(limit)
     classes = [None] + list(range(len(class_names)))
     every = lambda c: "all" if c is None else f"{c}: {class_names[c]}"  # noqa: E731
     sorts = [s for s, column in query.SORT_KEYS.items() if column is None or column in table.columns]
