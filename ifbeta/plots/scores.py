@@ -116,7 +116,7 @@ def class_violin(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[s
             figure.add_trace(go.Box(y=values, name=str(name), marker_color=colour, boxpoints=False))
         else:
             figure.add_trace(go.Violin(y=values, name=str(name), line_color=colour, box_visible=True,
-                                       meanline_visible=True, points=False))
+                                       meanline_visible=True, points=False, spanmode="hard"))  # within the data
     if zero is not None:
         figure.add_hline(y=zero, line_dash="dash", line_color="black")
     return layout(figure, title, showlegend=False, yaxis_title=axis_title, xaxis_title="class")

@@ -173,8 +173,7 @@ def _details(ws: pipeline.Workspace, table: pd.DataFrame, row: int, subset: str 
         fields["tags"] = ", ".join(fields["tags"]) or "none"
     st.markdown(f"**{fields['id']}**")
     st.image(plots.thumbnail(ws.train.images[row].numpy(), DETAIL_SIZE), width=DETAIL_SIZE, output_format="PNG")
-    st.dataframe(pd.DataFrame({"field": list(fields), "value": [_text(v) for v in fields.values()]}),
-                 hide_index=True, width="stretch")
+    st.table(pd.DataFrame({"field": list(fields), "value": [_text(v) for v in fields.values()]}).set_index("field"))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
