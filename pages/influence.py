@@ -6,9 +6,17 @@ import streamlit as st
 
 from ifbeta import plots
 from ifbeta.influence.solvers import SOLVERS
-from pages._studio import state, steps, widgets
+from ifbeta.subsets import query
+from pages._studio import gallery, state, steps
 
 state.page_guard(__file__)
+
+SCALES = {"percentile": "rank percentile", "raw": "raw s (1st–99th percentile)"}
+STATISTICS = {"margin": "teacher logit margin t_y − max other t_c (higher = easier)",
+              "entropy": "teacher entropy of softmax, nats (lower = more certain)",
+              "el2n": "teacher EL2N ‖softmax − onehot(y)‖₂ (lower = easier)",
+              "kd_loss": "proxy KD loss at the fold's fit (lower = easier)"}
+# teacher statistic -> axis title with its units and which direction is easy (influence/statistics.py)
 
 st.title("Influence")
 st.caption("s_i = change of the proxy's validation KD loss when sample i is removed: **s > 0 helpful**, "
@@ -27,31 +35,51 @@ columns[1].metric("Helpful (s > 0)", f"{np.mean(s > 0):.1%}")
 columns[2].metric("Ridge mu", f"{result.mu:.3g}")
 columns[3].metric("Scoring time", f"{result.seconds.get('total', 0.0):.1f} s")
 
+predictions = np.asarray(ws.features.logits).argmax(1)
+scale_name = st.radio("Influence scale", list(SCALES), horizontal=True, key="influence_scale", format_func=SCALES.get,
+                      help="one outlier sets a raw axis; percentiles keep every sample readable")
+scale = plots.score_scale(s, scale=scale_name, pool_percentile=query.within_class_percentile(s, np.zeros_like(labels)),
+                          class_percentile=query.within_class_percentile(s, labels))
+if scale.note:
+    st.caption(scale.note)
 left, right = st.columns(2)
-left.plotly_chart(plots.score_histogram(s), key="score_histogram")
+left.plotly_chart(plots.score_histogram(scale.pool, helpful=s > 0, axis_title=scale.pool_title, zero=scale.zero),
+                  key="score_histogram")
 with right:
     kind = st.radio("Per-class view", ["violin", "box"], horizontal=True, key="influence_violin_kind")
-    st.plotly_chart(plots.class_violin(s, labels, names, kind=kind), key="class_violin")
+    st.plotly_chart(plots.class_violin(scale.pool, labels, names, kind=kind, axis_title=scale.pool_title,
+                                       zero=scale.zero), key="class_violin")
 
 st.subheader("Most helpful and most harmful samples")
-left, right = st.columns([1, 3])
-label = left.selectbox("Class", list(range(len(names))), format_func=lambda c: f"{c}: {names[c]}", key="influence_class")
-count = right.slider("Samples each", 4, 32, step=4, key="influence_count")
-helpful, harmful = plots.extremes_per_class(s, labels, label, count)
-st.markdown("**Most helpful** (removing them hurts the student most)")
-widgets.gallery(ws, helpful, scores_=s)
-st.markdown("**Most harmful** (removing them helps)")
-widgets.gallery(ws, harmful, scores_=s)
+percent = st.slider("Tail size (% of each class)", 1, 50, key="influence_tail_percent",
+                    help="the most helpful and the most harmful samples of every class, this share each")
+fraction = percent / 100
+helpful, harmful = query.tail_masks(s, labels, fraction)
+order = np.argsort(-s, kind="stable")  # most helpful first
+left, right = st.columns(2)
+with left:
+    st.markdown(f"**Most helpful** {percent}% per class (removing them hurts the student most)")
+    gallery.gallery(ws, order[helpful[order]], key="influence_helpful", scores=s, limit=32)
+with right:
+    st.markdown(f"**Most harmful** {percent}% per class (removing them helps)")
+    gallery.gallery(ws, order[::-1][harmful[order[::-1]]], key="influence_harmful", scores=s, limit=32)
+
+st.subheader("Where the teacher disagrees with the label")
+counts = query.disagreement_by_tail(s, labels, predictions, fraction, names)
+st.markdown(query.disagreement_summary(counts, fraction))
+overall = float(np.mean(predictions != labels))
+st.plotly_chart(plots.tail_disagreement_bars(counts, overall=overall), key="tail_disagreement")
 
 st.subheader("Influence vs teacher confidence")
-statistic = st.selectbox("Teacher statistic", ["margin", "entropy", "el2n", "kd_loss"], key="confidence_statistic",
-                         help="margin: p_y - max other (higher = easier); entropy: uncertainty; el2n, kd_loss: difficulty")
+statistic = st.selectbox("Teacher statistic", list(STATISTICS), key="confidence_statistic", format_func=STATISTICS.get)
 shown = plots.downsample(labels, plots.DISPLAY_LIMIT)
 if len(shown) < len(s):
     st.caption(f"showing a class-stratified {len(shown):,} of {len(s):,} samples")
-st.plotly_chart(plots.confidence_scatter(result.teacher_scores[statistic][shown], s[shown], labels[shown], names,
-                                         np.asarray(ws.train.ids, dtype=object)[shown],
-                                         confidence_name=f"teacher {statistic}"), key="confidence_scatter")
+st.plotly_chart(plots.confidence_scatter(result.teacher_scores[statistic][shown], scale.sample[shown], labels[shown],
+                                         names, np.asarray(ws.train.ids, dtype=object)[shown],
+                                         confidence_name=STATISTICS[statistic], axis_title=scale.sample_title,
+                                         zero=None if scale_name == "percentile" else scale.zero),
+                key="confidence_scatter")
 
 st.subheader("Leave-one-out check")
 st.caption("Refit the proxy without each of a few random samples and compare the true change of the "

@@ -9,7 +9,7 @@ from ifbeta import plots
 from ifbeta.selection import registry as selection
 from ifbeta.subsets import export, tags
 from ifbeta.subsets import files as subset_files
-from pages._studio import feedback, state, steps, widgets
+from pages._studio import feedback, gallery, state, steps
 
 state.page_guard(__file__)
 
@@ -65,17 +65,16 @@ right.dataframe(pd.DataFrame({"class": names, "kept": kept_counts, "pruned": pru
 st.subheader("Kept and pruned samples")
 result, _ = steps.scores(ws)
 rank_by = chosen.scores if chosen.scores is not None else result.scores
-st.caption("Sorted by the method's own score" if chosen.scores is not None else
-           "The method has no per-sample score: sorted by influence (most helpful first)")
-left, right = st.columns([1, 3])
-label = left.selectbox("Class", list(range(len(names))), format_func=lambda c: f"{c}: {names[c]}", key="subset_class")
-count = right.slider("Samples each", 8, 64, step=8, key="subset_count")
-members = np.flatnonzero(labels == label)
-order = members[np.argsort(-np.asarray(rank_by)[members], kind="stable")]
-st.markdown(f"**Kept** ({kept[members].sum():,})")
-widgets.gallery(ws, order[kept[order]][:count], scores_=result.scores)
-st.markdown(f"**Pruned** ({(~kept[members]).sum():,})")
-widgets.gallery(ws, order[~kept[order]][:count], scores_=result.scores)
+st.caption("Given order: the method's own score, highest first" if chosen.scores is not None else
+           "The method has no per-sample score: given order is influence, most helpful first")
+count = st.slider("Samples shown", 8, 64, step=8, key="subset_count")
+order = np.argsort(-np.asarray(rank_by, dtype=np.float64), kind="stable")
+st.markdown(f"**Kept** ({kept.sum():,})")
+gallery.gallery(ws, order[kept[order]], key="subset_kept", scores=result.scores, kept=kept, limit=count,
+                subset=directory)
+st.markdown(f"**Pruned** ({(~kept).sum():,})")
+gallery.gallery(ws, order[~kept[order]], key="subset_pruned", scores=result.scores, kept=kept, limit=count,
+                subset=directory)
 
 # ------------------------------------------------------------------------------------------- overlap
 st.subheader("Overlap with other methods")

@@ -19,6 +19,8 @@ pytest.importorskip("streamlit")
 from streamlit.elements.plotly_chart import PlotlyChartSelectionSerde  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from ifbeta.subsets.query import short_id  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 if str(ROOT) not in sys.path:  # the app's glue (pages/_studio) imports from the project root
@@ -73,7 +75,12 @@ def _array(value) -> np.ndarray:
 
 
 def _captions(at: AppTest) -> list[str]:
-    return [caption for image in at.get("image") for caption in image.captions]
+    """The gallery captions (each caption is the button that opens its sample), in page order."""
+    return [b.label for b in at.button if b.key and "_open_" in b.key]
+
+
+def _button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
 
 
 def _metric(at: AppTest, label: str) -> str:
@@ -142,14 +149,14 @@ def test_uploads_are_stored_under_the_cache_and_size_limited(session_store, digi
 def test_influence_page(app):
     at = _page(app, "influence")
     types = [figure["data"][0]["type"] for figure in _figures(at)]
-    assert types[:3] == ["histogram", "violin", "scattergl"]
-    scatter = _figures(at)[2]
+    assert types[:4] == ["histogram", "violin", "bar", "scattergl"]
+    scatter = _figures(at)[3]
     ids = [i for trace in scatter["data"] for i in trace.get("customdata", [])]
     assert len(ids) == 1347 and ids[0].startswith("digits/")
     captions = _captions(at)
-    assert len(captions) == 16 and all(" s=" in c for c in captions)  # 8 helpful + 8 harmful of class 0
+    assert len(captions) == 64 and all(c.count(" · ") == 2 for c in captions)  # 32 helpful + 32 harmful
     at.number_input(key="loo_samples").set_value(20)
-    at.button[0].click().run()  # run the leave-one-out check
+    _button(at, "Run the leave-one-out check").click().run()
     assert not at.exception and not at.error
     assert -1 <= float(_metric(at, "Spearman")) <= 1 and _metric(at, "Samples") == "20"
     assert _figures(at)[-1]["data"][0]["type"] == "scatter"
@@ -170,7 +177,7 @@ def test_feature_map_selection_opens_gallery(app):
     assert not at.exception, [e.value for e in at.exception]
     assert any("Selection: 3 samples" in s.value for s in at.subheader)
     shown = [c.split(" ")[0] for c in _captions(at)]
-    assert sorted(shown) == sorted(chosen)
+    assert sorted(shown) == sorted(short_id(c) for c in chosen)
     at.radio(key="map_colour").set_value("influence score").run()
     figure = _figures(at)[0]
     assert len(figure["data"]) == 1 and figure["data"][0]["marker"]["cmid"] == 0
@@ -272,13 +279,13 @@ def test_subset_page_downloads_overlap_and_export(app, tmp_path):
     assert heatmap and heatmap[0]["data"][0]["x"][0] == "influence-top"
     assert len(_captions(at)) == 32
     at.text_input(key="export_path").set_value(str(tmp_path / "export"))
-    at.button[0].click().run()  # the export form's submit button
+    _button(at, "Export").click().run()  # the export form's submit button
     assert any("exported 674 images" in s.value for s in at.success), [e.value for e in at.error]
     assert len(list((tmp_path / "export" / "train").rglob("*.png"))) == 674
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     at.text_input(key="export_path").set_value(str(blocker / "inside"))
-    at.button[0].click().run()
+    _button(at, "Export").click().run()
     assert not at.exception and at.error  # the OS error is shown on the page
     at.switch_page("pages/feature_map.py").run()  # the subset chosen here colours the feature map
     at.radio(key="map_colour").set_value("kept / pruned").run()

@@ -116,3 +116,50 @@ def test_display_helpers():
     assert np.bincount(LABELS[chosen]).tolist() == [10, 10, 10]
     assert plots.downsample(LABELS, 1000).tolist() == list(range(N))
     np.testing.assert_allclose(plots.jaccard_matrix([[1, 2], [1, 2], [3]]), [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
+
+
+def test_score_scales_percentile_and_clipped_raw():
+    scores = np.concatenate([np.linspace(-1.0, 1.0, 99), [1e6]])  # one outlier would set a raw axis
+    pooled = np.argsort(np.argsort(scores)) / (len(scores) - 1) * 100
+    scale = plots.score_scale(scores, scale="percentile", pool_percentile=pooled, class_percentile=pooled / 2)
+    assert scale.pool_title == plots.POOL_PERCENTILE_TITLE and scale.sample_title == plots.CLASS_PERCENTILE_TITLE
+    assert scale.pool is not None and np.array_equal(scale.pool, pooled) and np.array_equal(scale.sample, pooled / 2)
+    harmful = np.sum(scores <= 0)  # 50 values <= 0: s = 0 lies between percentile ranks 49 and 50
+    assert scale.zero == pytest.approx(100 * (harmful - 0.5) / (len(scores) - 1)) and scale.note == ""
+    raw = plots.score_scale(scores, scale="raw")
+    low, high = np.percentile(scores, [1, 99], method="nearest")
+    assert np.array_equal(raw.pool, np.clip(scores, low, high)) and raw.pool.max() < 2
+    assert raw.note.startswith("2 of 100 samples lie outside percentiles 1–99") and raw.zero == 0.0
+    assert raw.pool_title.startswith(plots.SCORE_TITLE)
+    with pytest.raises(ValueError, match="unknown scale"):
+        plots.score_scale(scores, scale="log")
+    with pytest.raises(ValueError, match="needs pool_percentile"):
+        plots.score_scale(scores)
+    assert plots.quantile_range(scores, low=0, high=50) == (-1.0, np.percentile(scores, 50, method="nearest"))
+    assert plots.quantile_range(np.array([-3.0, 1.0]), low=0, high=100, symmetric=True) == (-3.0, 3.0)
+    assert plots.quantile_range(np.array([np.nan])) == (0.0, 0.0)
+
+
+def test_influence_figures_carry_the_scale_titles():
+    values = RNG.random(N) * 100
+    histogram = plots.score_histogram(values, helpful=values > 30, axis_title="p", zero=30.0)
+    assert histogram.layout.xaxis.title.text == "p" and len(histogram.data[1].x) == np.sum(values > 30)
+    violin = plots.class_violin(values, LABELS, NAMES, axis_title="p", zero=None)
+    assert violin.layout.yaxis.title.text == "p" and not violin.layout.shapes
+    scatter = plots.confidence_scatter(RNG.random(N), values, LABELS, NAMES, IDS, axis_title="p", zero=None)
+    assert scatter.layout.yaxis.title.text == "p"
+
+
+def test_tail_disagreement_bars_show_shares_with_counts():
+    import pandas as pd
+
+    counts = pd.DataFrame({"class": [0, 1, 0, 1], "class_name": ["a", "b", "a", "b"],
+                           "tail": ["most helpful", "most helpful", "most harmful", "most harmful"],
+                           "samples": [4, 5, 4, 5], "teacher_right": [4, 4, 1, 5], "teacher_wrong": [0, 1, 3, 0]})
+    figure = plots.tail_disagreement_bars(counts, overall=0.1)
+    wrong, right = figure.data
+    assert wrong.name == "teacher wrong" and right.name == "teacher right"
+    assert list(wrong.x[0]) == ["a", "b", "a", "b"] and list(wrong.x[1]) == ["helpful", "helpful", "harmful", "harmful"]
+    np.testing.assert_allclose(wrong.y, [0, 20, 75, 0])
+    np.testing.assert_allclose(np.asarray(wrong.y) + np.asarray(right.y), 100)
+    assert figure.layout.barmode == "stack" and figure.layout.shapes[0].y0 == pytest.approx(10)

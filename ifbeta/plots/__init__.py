@@ -32,5 +32,19 @@ from ifbeta.plots.policy import (  # noqa: F401
     teaching_figure,
 )
 from ifbeta.plots.runs import arm_summary, training_curves  # noqa: F401
-from ifbeta.plots.scores import class_counts_bar, class_violin, confidence_scatter, loo_scatter, score_histogram  # noqa: F401
+from ifbeta.plots.scores import (  # noqa: F401
+    CLASS_PERCENTILE_TITLE,
+    POOL_PERCENTILE_TITLE,
+    SCALES,
+    SCORE_TITLE,
+    ScoreScale,
+    class_counts_bar,
+    class_violin,
+    confidence_scatter,
+    loo_scatter,
+    quantile_range,
+    score_histogram,
+    score_scale,
+    tail_disagreement_bars,
+)
 from ifbeta.plots.subsets import jaccard_heatmap, kept_pruned_bars  # noqa: F401

@@ -1,9 +1,11 @@
 """Figures of the dataset and of influence scores: class counts, score histogram, per-class
-violins, influence against teacher confidence, the leave-one-out check.
+violins, influence against teacher confidence, the tails' teacher disagreement, the
+leave-one-out check. Influence is shown on rank percentiles or clipped raw values (``score_scale``).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,23 +20,93 @@ def class_counts_bar(class_names: Sequence[str], counts: np.ndarray, *, title: s
     return layout(figure, title, xaxis_title="class", yaxis_title="samples", height=300)
 
 
-def score_histogram(scores: np.ndarray, *, bins: int = 60, title: str = "Influence scores") -> go.Figure:
-    """Histogram of scores (N,), helpful (> 0) and harmful (<= 0) in two colours, zero marked."""
+SCORE_TITLE = "s = change of validation KD loss if removed (> 0 = helpful)"
+POOL_PERCENTILE_TITLE = "percentile of s in the pool (100 = most helpful)"
+CLASS_PERCENTILE_TITLE = "within-class percentile of s (100 = most helpful)"
+SCALES = ("percentile", "raw")
+"""How the Influence figures show s: rank percentiles (default; one outlier cannot squash the rest) or
+raw values clipped to their 1st to 99th percentile."""
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    """What the influence figures plot. pool: (N,) values for the distribution plots (histogram,
+    violins) with pool_title; sample: (N,) values for per-sample plots (scatter) with sample_title;
+    zero: where s = 0 lies on the pool axis (None when no sample is on one side); note: "" or how
+    many points were clipped to the axis."""
+
+    pool: np.ndarray
+    pool_title: str
+    sample: np.ndarray
+    sample_title: str
+    zero: float | None
+    note: str
+
+
+def quantile_range(values: np.ndarray, *, low: float = 1.0, high: float = 99.0,
+                   symmetric: bool = False) -> tuple[float, float]:
+    """(lower, upper) percentiles ``low`` and ``high`` of the finite ``values`` (the nearest order
+    statistics, so an outlier is never interpolated into a bound), for axis ranges and
+    colour scales that one outlier cannot stretch; ``symmetric``: (-m, m) with m the larger magnitude
+    (a diverging scale centred on 0). (0, 0) for no finite values."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return 0.0, 0.0
+    lower, upper = (float(v) for v in np.percentile(values, [low, high], method="nearest"))  # sample values
+    if symmetric:
+        bound = max(abs(lower), abs(upper))
+        return -bound, bound
+    return lower, upper
+
+
+def score_scale(scores: np.ndarray, *, scale: str = "percentile", pool_percentile: np.ndarray | None = None,
+                class_percentile: np.ndarray | None = None, clip: tuple[float, float] = (1.0, 99.0)) -> ScoreScale:
+    """The axis the influence figures use. ``scale="percentile"`` needs ``pool_percentile`` and
+    ``class_percentile`` ((N,) in [0, 100], 100 = most helpful, e.g. from
+    ``subsets.query.within_class_percentile``); ``scale="raw"`` plots s clipped to its ``clip``
+    percentiles (the clipped points are drawn at the edges and counted in ``note``)."""
     scores = np.asarray(scores, dtype=np.float64)
+    if scale == "percentile":
+        if pool_percentile is None or class_percentile is None:
+            raise ValueError("the percentile scale needs pool_percentile and class_percentile")
+        pool, harmful = np.asarray(pool_percentile, dtype=np.float64), int(np.sum(scores <= 0))
+        zero = None if harmful in (0, len(scores)) else float(np.max(pool[scores <= 0]) + np.min(pool[scores > 0])) / 2
+        return ScoreScale(pool, POOL_PERCENTILE_TITLE, np.asarray(class_percentile, dtype=np.float64),
+                          CLASS_PERCENTILE_TITLE, zero, "")
+    if scale != "raw":
+        raise ValueError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
+    lower, upper = quantile_range(scores, low=clip[0], high=clip[1])
+    clipped = int(np.sum((scores < lower) | (scores > upper)))
+    title = f"{SCORE_TITLE}; clipped to percentiles {clip[0]:g}–{clip[1]:g}"
+    note = (f"{clipped:,} of {len(scores):,} samples lie outside percentiles {clip[0]:g}–{clip[1]:g} of s "
+            f"[{lower:.3g}, {upper:.3g}] and are drawn at its edges" if clipped else "")
+    values = np.clip(scores, lower, upper)
+    return ScoreScale(values, title, values, title, 0.0 if lower <= 0 <= upper else None, note)
+
+
+def score_histogram(scores: np.ndarray, *, helpful: np.ndarray | None = None, bins: int = 60,
+                    axis_title: str = SCORE_TITLE, zero: float | None = 0.0,
+                    title: str = "Influence scores") -> go.Figure:
+    """Histogram of values (N,) (s, or its percentile: ``axis_title`` says which), helpful and
+    harmful samples in two colours (``helpful``: (N,) bool, default values > 0), ``zero`` marked."""
+    scores = np.asarray(scores, dtype=np.float64)
+    helpful = scores > 0 if helpful is None else np.asarray(helpful, dtype=bool)
     edges = np.histogram_bin_edges(scores, bins=bins)
     figure = go.Figure()
-    for name, mask, colour in (("harmful (s <= 0)", scores <= 0, "#d62728"), ("helpful (s > 0)", scores > 0, "#1f77b4")):
+    for name, mask, colour in (("harmful (s <= 0)", ~helpful, "#d62728"), ("helpful (s > 0)", helpful, "#1f77b4")):
         figure.add_trace(go.Histogram(x=scores[mask], name=name, marker_color=colour, opacity=0.8,
                                       xbins=dict(start=float(edges[0]), end=float(edges[-1]),
                                                  size=float(edges[1] - edges[0]) or 1.0)))
-    figure.add_vline(x=0.0, line_dash="dash", line_color="black")
-    return layout(figure, title, barmode="overlay", xaxis_title="s (change of validation loss if removed)",
-                   yaxis_title="samples")
+    if zero is not None:
+        figure.add_vline(x=zero, line_dash="dash", line_color="black")
+    return layout(figure, title, barmode="stack", xaxis_title=axis_title, yaxis_title="samples")
 
 
 def class_violin(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *, kind: str = "violin",
+                 axis_title: str = SCORE_TITLE, zero: float | None = 0.0,
                  title: str = "Influence per class") -> go.Figure:
-    """One violin (or box, ``kind="box"``) of scores per class."""
+    """One violin (or box, ``kind="box"``) of values (N,) per class; ``zero``: where s = 0 lies."""
     scores, labels = np.asarray(scores), np.asarray(labels)
     figure = go.Figure()
     for c, name in enumerate(class_names):
@@ -44,15 +116,17 @@ def class_violin(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[s
             figure.add_trace(go.Box(y=values, name=str(name), marker_color=colour, boxpoints=False))
         else:
             figure.add_trace(go.Violin(y=values, name=str(name), line_color=colour, box_visible=True,
-                                       meanline_visible=True, points=False))
-    figure.add_hline(y=0.0, line_dash="dash", line_color="black")
-    return layout(figure, title, showlegend=False, yaxis_title="s", xaxis_title="class")
+                                       meanline_visible=True, points=False, spanmode="hard"))  # within the data
+    if zero is not None:
+        figure.add_hline(y=zero, line_dash="dash", line_color="black")
+    return layout(figure, title, showlegend=False, yaxis_title=axis_title, xaxis_title="class")
 
 
 def confidence_scatter(confidence: np.ndarray, scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                       ids: Sequence[str], *, confidence_name: str = "teacher margin",
-                       title: str = "Influence vs teacher confidence") -> go.Figure:
-    """Scattergl of score against a teacher-confidence statistic, one trace per class, ids in customdata."""
+                       ids: Sequence[str], *, confidence_name: str = "teacher margin", axis_title: str = SCORE_TITLE,
+                       zero: float | None = 0.0, title: str = "Influence vs teacher confidence") -> go.Figure:
+    """Scattergl of values (N,) (s or its percentile, per ``axis_title``) against a teacher statistic
+    (x, titled ``confidence_name``: say its units and direction), one trace per class, ids in customdata."""
     confidence, scores, labels = np.asarray(confidence), np.asarray(scores), np.asarray(labels)
     ids = np.asarray(ids, dtype=object)
     figure = go.Figure()
@@ -60,10 +134,33 @@ def confidence_scatter(confidence: np.ndarray, scores: np.ndarray, labels: np.nd
         mask = labels == c
         figure.add_trace(go.Scattergl(x=confidence[mask], y=scores[mask], mode="markers", name=str(name),
                                       customdata=ids[mask], marker=dict(size=5, color=class_colour(c), opacity=0.7),
-                                      hovertemplate="%{customdata}<br>x=%{x:.3g}<br>s=%{y:.3g}<extra>" + str(name)
+                                      hovertemplate="%{customdata}<br>x=%{x:.3g}<br>y=%{y:.3g}<extra>" + str(name)
                                       + "</extra>"))
-    figure.add_hline(y=0.0, line_dash="dash", line_color="black")
-    return layout(figure, title, xaxis_title=confidence_name, yaxis_title="s")
+    if zero is not None:
+        figure.add_hline(y=zero, line_dash="dash", line_color="black")
+    return layout(figure, title, xaxis_title=confidence_name, yaxis_title=axis_title)
+
+
+def tail_disagreement_bars(counts: "pandas.DataFrame", *, overall: float | None = None,  # noqa: F821
+                           title: str = "Teacher right and wrong in each tail") -> go.Figure:
+    """Per class, the most helpful and most harmful tails (``subsets.query.disagreement_by_tail``
+    rows) as two stacked bars of the share of the tail the teacher gets right and wrong (%, counts in
+    the hover); ``overall``: the pool's teacher-wrong share (0..1), drawn as a dotted line."""
+    samples = np.maximum(counts["samples"].to_numpy(), 1)
+    x = [counts["class_name"].astype(str).tolist(), counts["tail"].str.replace("most ", "").tolist()]
+    figure = go.Figure()
+    for name, column, colour in (("teacher wrong", "teacher_wrong", "#d62728"),
+                                 ("teacher right", "teacher_right", "#9ecae1")):
+        values = counts[column].to_numpy()
+        figure.add_trace(go.Bar(x=x, y=100.0 * values / samples, name=name, marker_color=colour,
+                                customdata=np.stack([values, counts["samples"].to_numpy()], axis=1),
+                                hovertemplate="%{customdata[0]} of %{customdata[1]} samples<extra>" + name
+                                + "</extra>"))
+    if overall is not None:
+        figure.add_hline(y=100.0 * overall, line_dash="dot", line_color="black",
+                         annotation_text=f"teacher wrong overall: {overall:.0%}")
+    return layout(figure, title, barmode="stack", xaxis_title="class / tail",
+                  yaxis_title="% of the tail (red: teacher disagrees with the label)")
 
 
 def loo_scatter(predicted: Sequence[float], actual: Sequence[float], *,

@@ -4,7 +4,8 @@
   the sidebar's workspace spec and the configs the pages' widgets describe;
 - ``feedback``: engine errors shown on the page, progress bars;
 - ``steps``: the pipeline steps behind st caches and the artefact store;
-- ``widgets``: drawing helpers shared by pages (sample gallery, the policy-shape inputs);
+- ``gallery``: the sample gallery (controls, captions, detail dialog) every page shows;
+- ``widgets``: drawing helpers shared by pages (the policy-shape inputs);
 - ``runs``: background distillation runs.
 
 Nothing here computes: the math is in ``ifbeta``. This folder is not a page (st.navigation lists the

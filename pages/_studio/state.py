@@ -40,7 +40,7 @@ SHARED = {  # keys more than one page reads: the policy shape a person plays wit
 
 SETUP = {"checkpoint_path": "", "checkpoint_trust": False, "upload_trust": False}
 
-INFLUENCE = {"influence_violin_kind": "violin", "influence_class": 0, "influence_count": 8,
+INFLUENCE = {"influence_violin_kind": "violin", "influence_scale": "percentile", "influence_tail_percent": 10,
              "confidence_statistic": "margin", "loo_samples": 200}
 
 FEATURE_MAP = {"map_method": "PCA", "map_colour": "class", "map_show_all": False, "umap_neighbours": 15,
@@ -48,7 +48,7 @@ FEATURE_MAP = {"map_method": "PCA", "map_colour": "class", "map_show_all": False
 
 POLICY = {"landscape_grid": 5, "transfer_ratio": 0.5, "transfer_policies": 3, "transfer_seeds": 2}
 
-SUBSET = {"subset_class": 0, "subset_count": 16, "export_path": "", "export_pruned": False,
+SUBSET = {"subset_count": 16, "export_path": "", "export_pruned": False,
           "subset_exclude": True}  # leave out the samples tagged exclude (the checkbox shows when there are some)
 
 DISTILL = {"distill_seed": 0, "distill_seeds": 3, "distill_random": True, "distill_full": True,

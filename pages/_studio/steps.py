@@ -375,3 +375,9 @@ def tagged(ws: pipeline.Workspace, tag: str = tags.EXCLUDE) -> list[str]:
     """The sample ids of the pool tagged ``tag`` in the store (sorted; [] when none)."""
     with engine_errors():
         return tags.load(ws.store, ws.train.fingerprint).get(tag, [])
+
+
+def tag_map(ws: pipeline.Workspace) -> dict[str, list[str]]:
+    """Every tag of the pool in the store -> its sorted sample ids ({} when nothing is tagged)."""
+    with engine_errors():
+        return tags.load(ws.store, ws.train.fingerprint)

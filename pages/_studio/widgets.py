@@ -1,32 +1,11 @@
-"""Drawing helpers more than one page uses: the sample gallery and the policy-shape inputs."""
+"""Drawing helpers more than one page uses: the policy-shape inputs. The sample gallery lives in
+gallery.py; ``widgets.gallery`` is that same function (re-exported for pages that import widgets)."""
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
-from ifbeta import pipeline, plots
-
+from .gallery import gallery  # noqa: F401  (re-export; its home is gallery.py)
 from .state import SHAPE_RANGE
-
-
-def gallery(ws: pipeline.Workspace, indices, *, scores_: np.ndarray | None = None, columns: int = 8,
-            size: int = 72, limit: int = 64) -> None:
-    """Images of pool rows ``indices`` with id, label, teacher prediction and score as captions."""
-    indices = [int(i) for i in list(indices)[:limit]]
-    if not indices:
-        st.caption("no samples")
-        return
-    names = ws.train.class_names
-    predictions = np.asarray(ws.features.logits[indices]).argmax(1)
-    images = ws.train.images[indices].numpy()
-    for start in range(0, len(indices), columns):
-        cells = st.columns(columns)
-        for cell, offset in zip(cells, range(start, min(start + columns, len(indices)))):
-            i = indices[offset]
-            caption = f"{ws.train.ids[i]} · {names[ws.train.labels[i]]}→{names[predictions[offset]]}"
-            if scores_ is not None:
-                caption += f" · s={scores_[i]:+.2g}"
-            cell.image(plots.thumbnail(images[offset], size), caption=caption, width=size, output_format="PNG")
 
 
 def policy_shape() -> tuple[float, float, float]:
