@@ -253,3 +253,20 @@ def tagged(ws: pipeline.Workspace, tag: str = tags.EXCLUDE) -> list[str]:
     """The sample ids of the pool tagged ``tag`` in the store (sorted; [] when none)."""
     with engine_errors():
         return tags.load(ws.store, ws.train.fingerprint).get(tag, [])
+
+
+def all_tags(ws: pipeline.Workspace) -> dict[str, list[str]]:
+    """tag -> sorted sample ids of the pool, as stored (read fresh on every call: the Subset page and
+    the CLI see a change at once)."""
+    with engine_errors():
+        return tags.load(ws.store, ws.train.fingerprint)
+
+
+def tag_samples(ws: pipeline.Workspace, tag: str, ids: list[str], *, remove: bool = False) -> dict[str, list[str]] | None:
+    """Tag (or with ``remove`` untag) the pool's samples ``ids``; -> the new mapping, or None after
+    showing a bad tag or unknown ids on the page."""
+    with engine_errors(stop=False):
+        if remove:
+            return tags.remove(ws.store, ws.train.fingerprint, tag, ids)
+        return tags.add(ws.store, ws.train.fingerprint, tag, ids, known=ws.train.ids)
+    return None
