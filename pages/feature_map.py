@@ -89,7 +89,8 @@ def draw_map(ws, coords: np.ndarray, title: str, options: dict, show_all: bool):
     options = {k: (v[shown] if isinstance(v, np.ndarray) else v) for k, v in options.items()}
     ids = np.asarray(ws.train.ids, dtype=object)[shown]
     figure = plots.sample_map(coords[shown], ids, title=title, size=st.session_state["map_point_size"],
-                              opacity=st.session_state["map_opacity"], **options)
+                              opacity=st.session_state["map_opacity"], selected=st.session_state["map_selection"],
+                              **options)
     return st.plotly_chart(figure, key="map_chart", on_select="rerun", selection_mode=("lasso", "box"))
 
 
@@ -171,6 +172,7 @@ with st.expander("Points"):
 coords, drawn = projection(ws, method)
 options = colouring(ws, colour)
 title = f"{drawn} of the teacher features" + (" (UMAP not computed yet)" if drawn != method else "")
+selection.adopt(st.session_state.get("map_chart"), position)  # a new lasso, before the map draws the selection
 selection.adopt(draw_map(ws, coords, title, options, show_all), position)
 
 chosen = selection.rows(position)

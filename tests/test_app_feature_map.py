@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 if str(ROOT) not in sys.path:  # the app's glue (pages/_studio) imports from the project root
     sys.path.insert(0, str(ROOT))
-TIMEOUT = 300  # the first page load trains the digits teacher (seconds alone; minutes on a loaded machine)
+TIMEOUT = 900  # the first page load trains the digits teacher (seconds alone; many minutes on a loaded machine)
 N = 1347  # digits training split
 
 
@@ -185,6 +185,10 @@ def test_computing_umap_removes_its_notice_and_button(app):
     assert _figures(at)[0]["layout"]["title"]["text"] == "UMAP of the teacher features"
     assert not any("not computed yet" in i.value for i in at.info)
     assert not [b for b in at.button if b.label == "Compute UMAP"]
+    at.switch_page("pages/influence.py").run()
+    _fine(at.switch_page("pages/feature_map.py").run())  # read back from the store after a page change
+    assert _figures(at)[0]["layout"]["title"]["text"] == "UMAP of the teacher features"
+    assert at.radio(key="map_method").value == "UMAP" and at.slider(key="umap_neighbours").value == 6
 
 
 def test_selection_filters_histogram_table_and_gallery(app):
@@ -221,6 +225,9 @@ def test_selection_filters_histogram_table_and_gallery(app):
     at.switch_page("pages/influence.py").run()
     _fine(at.switch_page("pages/feature_map.py").run())  # the selection survives a page change
     assert sorted(_shown_ids(at)) == sorted(chosen) and at.session_state["map_selection"] == sorted(chosen)
+    marked = [t["customdata"][k] for t in _figures(at)[0]["data"]
+              for k in _array(t.get("selectedpoints", [])).astype(int)]
+    assert sorted(marked) == sorted(chosen)  # the fresh chart shows the kept selection
     next(b for b in at.button if b.label == "Clear selection").click().run()
     _fine(at.run())  # the stale chart event is not adopted again
     assert at.session_state["map_selection"] == [] and not _shown_ids(at)

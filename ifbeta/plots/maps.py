@@ -42,14 +42,17 @@ def sample_map(coords: np.ndarray, ids: Sequence[str], *, labels: np.ndarray | N
                class_names: Sequence[str] | None = None, values: np.ndarray | None = None,
                value_name: str = "value", kept: np.ndarray | None = None, colorscale: str = "Viridis",
                midpoint: float | None = None, value_range: tuple[float, float] | None = None,
-               size: float = 5.0, opacity: float = 1.0, title: str | None = None, height: int = 560) -> go.Figure:
+               size: float = 5.0, opacity: float = 1.0, selected: Sequence[str] | None = None,
+               title: str | None = None, height: int = 560) -> go.Figure:
     """WebGL scatter of an embedding (N, 2), ids in customdata; colour by exactly one of:
     ``labels`` (one trace per class), ``kept`` (bool (N,): pruned then kept traces) or ``values``
     (continuous, one trace; ``value_range`` (lower, upper) fixes the colour limits, values outside
     take the end colours; without it ``midpoint`` centres an automatic range).
 
     ``size`` (pixels) and ``opacity`` (0..1) apply to every point, except that pruned points are
-    ``PRUNED_GROWTH`` larger and always opaque (they lie beneath the kept ones)."""
+    ``PRUNED_GROWTH`` larger and always opaque (they lie beneath the kept ones). ``selected``: ids
+    drawn as selected (plotly's ``selectedpoints``, the others dimmed), so a selection kept elsewhere
+    shows on a fresh chart."""
     coords = np.asarray(coords)
     ids = np.asarray(ids, dtype=object)
     if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) != len(ids):
@@ -62,6 +65,11 @@ def sample_map(coords: np.ndarray, ids: Sequence[str], *, labels: np.ndarray | N
                               opacity=opacity)
     else:
         figure = _class_traces(coords, ids, labels, class_names, size=size, opacity=opacity)
+    if selected:
+        chosen = set(selected)
+        for trace in figure.data:
+            trace.selectedpoints = [k for k, i in enumerate(trace.customdata) if i in chosen]
+            trace.unselected = dict(marker=dict(opacity=0.2))
     return layout(figure, title, height=height, dragmode="lasso", legend=dict(itemsizing="constant"),
                   showlegend=values is None or kept is not None,
                   xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))

@@ -18,9 +18,13 @@ _SEEN = "_map_event_seen"  # the ids of the last chart event looked at (tuple)
 
 
 def event_ids(event) -> tuple[str, ...]:
-    """Sorted unique sample ids of a plotly selection event (customdata: an id, or a list whose first
-    item is the id); () for no event or an empty selection."""
-    points = event.selection.points if event is not None else []
+    """Sorted unique sample ids of a plotly selection event (the chart's return value, or its state
+    under the chart's key; customdata: an id, or a list whose first item is the id); () for no event
+    or an empty selection."""
+    try:
+        points = event["selection"]["points"] or []
+    except (KeyError, TypeError):  # no event yet
+        points = []
     found = set()
     for point in points:
         data = point.get("customdata")
