@@ -180,7 +180,8 @@ def test_feature_map_selection_opens_gallery(app):
     assert sorted(shown) == sorted(short_id(c) for c in chosen)
     at.radio(key="map_colour").set_value("influence score").run()
     figure = _figures(at)[0]
-    assert len(figure["data"]) == 1 and figure["data"][0]["marker"]["cmid"] == 0
+    marker = figure["data"][0]["marker"]  # within-class percentile of s by default (tests/test_app_feature_map.py)
+    assert len(figure["data"]) == 1 and (marker["cmin"], marker["cmax"]) == (0, 100)
 
 
 def test_large_pools_show_downsampled_scatters_and_the_map_can_show_all(app, monkeypatch):

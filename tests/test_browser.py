@@ -1,7 +1,9 @@
 """The running app in a real browser: `streamlit run app.py` + headless Chromium (playwright).
 
 One module-scoped server (IFBETA_CACHE = the session's temporary store) and one page walk through
-Setup -> Influence -> Feature map (a real box-select drag, then the gallery) -> Subset (the zip
+Setup -> Influence -> Feature map (a real box-select drag, then the gallery; two mouse lassos, each
+changing the selection's histogram, per-class table and gallery, screenshots in
+test-output/screenshots/feature_map_lasso_*.png) -> Subset (the zip
 download, its contents checked) -> Policy (a short bilevel run on digits through the page's widgets)
 -> every page once more (no exception box, a full-page screenshot in test-output/screenshots/).
 """
@@ -27,6 +29,7 @@ CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = ROOT / "test-output" / "screenshots"
 FIRST_LOAD_MS = 600_000  # a fresh store trains the digits teacher on the first visit
 
 if not Path(CHROMIUM).exists():
@@ -136,6 +139,69 @@ def test_feature_map_box_select_opens_gallery(page):
     expect(captions).to_have_count(min(len(selected), 64))  # the gallery shows at most 64 images
     shown = {text.split(" ")[0] for text in captions.all_inner_texts()}
     assert len(shown) == min(len(selected), 64) and shown <= {short_id(i) for i in selected}
+
+
+def _plotted(page) -> list[dict]:
+    """Every plotly chart on the page: its trace types, names, selected ids (map) and bar counts (customdata)."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')]
+        .map(plot => ({types: plot.data.map(t => t.type), names: plot.data.map(t => t.name),
+                       selected: plot.data.flatMap(t => (t.selectedpoints || []).map(i => t.customdata[i])),
+                       counts: plot.data.map(t => t.type === 'bar' ? Array.from(t.customdata || []) : null)}))""")
+
+
+def _lasso(page, chart, centre: tuple[float, float], radius: float) -> list[str]:
+    """Draw a closed lasso (a 16-gon) with the mouse around a point given as fractions of the plot area;
+    -> the ids plotly marked as selected."""
+    import math
+
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    points = [(area["x"] + area["width"] * (centre[0] + radius * math.cos(2 * math.pi * k / 16)),
+               area["y"] + area["height"] * (centre[1] + radius * math.sin(2 * math.pi * k / 16))) for k in range(17)]
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x, y, steps=3)
+    page.mouse.up()
+    return _plotted(page)[0]["selected"]
+
+
+def _selection_view(page, count: int) -> dict:
+    """Once the page shows a selection of ``count``: the histogram's selection total, the table's
+    row count and the gallery's ids."""
+    expect(page.locator("h3", has_text=f"Selection: {count:,} samples")).to_be_visible(timeout=60_000)
+    expect(page.locator('[data-testid="stStatusWidget"]', has_text="Running")).to_have_count(0, timeout=60_000)
+    histogram = next(c for c in _plotted(page) if c["types"][:2] == ["bar", "bar"])
+    expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
+    grid = page.locator('[data-testid="stDataFrame"] [role="grid"]').first  # the grid's (hidden) accessible table
+    captions = page.locator('[data-testid="stImage"] [data-testid="stImageCaption"], [data-testid="stImage"] figcaption')
+    expect(captions).to_have_count(min(count, 64))
+    return {"histogram": histogram["counts"][1], "rows": int(grid.get_attribute("aria-rowcount")) - 1,
+            "table": grid.text_content(),
+            "gallery": {text.split(" ")[0] for text in captions.all_inner_texts()}}
+
+
+def test_feature_map_lasso_links_histogram_table_and_gallery(page):
+    _open(page, "Feature map")
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    expect(chart.locator(".main-svg").first).to_be_visible()
+    chart.hover()
+    chart.locator('.modebar-btn[data-title="Lasso Select"]').click()
+    views = []
+    for k, (centre, radius) in enumerate((((0.3, 0.35), 0.12), ((0.7, 0.65), 0.18))):
+        selected = _lasso(page, chart, centre, radius)
+        assert selected, f"lasso {k} selected no point"
+        view = _selection_view(page, len(set(selected)))
+        assert sum(view["histogram"]) == len(set(selected))  # the histogram counts exactly the lasso's points
+        assert view["gallery"] <= set(selected)
+        assert 1 <= view["rows"] <= 10
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        _full_page_screenshot(page, SCREENSHOTS / f"feature_map_lasso_{k}.png")
+        views.append(view)
+    first, second = views
+    assert first["histogram"] != second["histogram"] and first["table"] != second["table"]
+    assert first["gallery"].isdisjoint(second["gallery"])  # two separate regions, two separate galleries
+    page.get_by_role("button", name="Clear selection").click()
+    expect(page.get_by_text("No selection yet")).to_be_visible(timeout=60_000)
 
 
 def test_subset_zip_download(page):

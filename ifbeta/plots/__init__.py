@@ -3,7 +3,8 @@
 Every scatter of samples carries the sample ids in ``customdata`` (one id per point), so a lasso
 or box selection maps back to samples through ids, never through point order (plotly numbers
 points per trace). Large scatters use ``go.Scattergl`` (WebGL). One module per subject:
-``base`` (palette, layout, display helpers), ``scores``, ``maps``, ``policy``, ``subsets``, ``runs``;
+``base`` (palette, layout, display helpers), ``scores``, ``maps``, ``selection`` (what a map selection
+holds), ``policy``, ``subsets``, ``runs``;
 their public names are gathered here, so ``from ifbeta import plots; plots.sample_map(...)`` works.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ifbeta.plots.base import (  # noqa: F401
     jaccard_matrix,
     thumbnail,
 )
-from ifbeta.plots.maps import sample_map  # noqa: F401
+from ifbeta.plots.maps import PERCENTILE_TITLE, quantile_range, sample_map  # noqa: F401
 from ifbeta.plots.policy import (  # noqa: F401
     beta_pdf,
     beta_pdf_animation,
@@ -47,4 +48,5 @@ from ifbeta.plots.scores import (  # noqa: F401
     score_scale,
     tail_disagreement_bars,
 )
+from ifbeta.plots.selection import selection_histogram, selection_table, within_class_percentile  # noqa: F401
 from ifbeta.plots.subsets import jaccard_heatmap, kept_pruned_bars  # noqa: F401

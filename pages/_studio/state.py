@@ -44,7 +44,9 @@ INFLUENCE = {"influence_violin_kind": "violin", "influence_scale": "percentile",
              "confidence_statistic": "margin", "loo_samples": 200}
 
 FEATURE_MAP = {"map_method": "PCA", "map_colour": "class", "map_show_all": False, "umap_neighbours": 15,
-               "umap_min_dist": 0.1, "map_gallery_limit": 64}
+               "umap_min_dist": 0.1, "map_influence_scale": "within-class percentile",
+               "map_point_size": 5, "map_opacity": 0.6, "map_tag": "exclude", "map_custom_tag": "",
+               "map_selection": []}  # map_selection: the selected sample ids (pages/_studio/selection.py)
 
 POLICY = {"landscape_grid": 5, "transfer_ratio": 0.5, "transfer_policies": 3, "transfer_seeds": 2}
 

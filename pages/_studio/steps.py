@@ -381,3 +381,13 @@ def tag_map(ws: pipeline.Workspace) -> dict[str, list[str]]:
     """Every tag of the pool in the store -> its sorted sample ids ({} when nothing is tagged)."""
     with engine_errors():
         return tags.load(ws.store, ws.train.fingerprint)
+
+
+def tag_samples(ws: pipeline.Workspace, tag: str, ids: list[str], *, remove: bool = False) -> dict[str, list[str]] | None:
+    """Tag (or with ``remove`` untag) the pool's samples ``ids``; -> the new mapping, or None after
+    showing a bad tag or unknown ids on the page."""
+    with engine_errors(stop=False):
+        if remove:
+            return tags.remove(ws.store, ws.train.fingerprint, tag, ids)
+        return tags.add(ws.store, ws.train.fingerprint, tag, ids, known=ws.train.ids)
+    return None
