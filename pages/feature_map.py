@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from ifbeta import plots
-from ifbeta.subsets import tags
+from ifbeta.subsets import query, tags
 from pages._studio import gallery, selection, state, steps, widgets
 
 state.page_guard(__file__)
@@ -52,7 +52,7 @@ def focus_subset(ws, *, compute: bool) -> tuple[np.ndarray | None, str]:
 
 def score_percentile(ws) -> np.ndarray:
     """(N,) within-class percentile of the influence s (100 = the most helpful of its class)."""
-    return plots.within_class_percentile(steps.scores(ws)[0].scores, ws.train.labels)
+    return query.within_class_percentile(steps.scores(ws)[0].scores, ws.train.labels)
 
 
 def colouring(ws, colour: str) -> dict:
@@ -135,7 +135,7 @@ def selection_panel(ws, chosen: np.ndarray, kept: np.ndarray | None) -> None:
         selection.clear()
         st.rerun()
     s = steps.scores(ws)[0].scores
-    low, high = plots.quantile_range(s, 0.01, 0.99)
+    low, high = plots.quantile_range(s, low=1, high=99)
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.selection_histogram(s, chosen, value_range=(low, high),
                                                 x_title="s (clipped at the 1st and 99th percentile; > 0 helpful)"),

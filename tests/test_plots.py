@@ -136,8 +136,8 @@ def test_score_scales_percentile_and_clipped_raw():
     with pytest.raises(ValueError, match="needs pool_percentile"):
         plots.score_scale(scores)
     assert plots.quantile_range(scores, low=0, high=50) == (-1.0, np.percentile(scores, 50, method="nearest"))
-    assert plots.quantile_range(np.array([-3.0, 1.0]), low=0, high=100, symmetric=True) == (-3.0, 3.0)
-    assert plots.quantile_range(np.array([np.nan])) == (0.0, 0.0)
+    assert plots.quantile_range(np.array([-3.0, 1.0]), low=0, high=100, symmetric_about=0.0) == (-3.0, 3.0)
+    assert plots.quantile_range(np.array([np.nan])) == (0.0, 1.0)
 
 
 def test_influence_figures_carry_the_scale_titles():

@@ -23,8 +23,8 @@ from torch import nn
 
 from ifbeta import atomic
 from ifbeta.data.datasets import DatasetSplit, channel_statistics
-from ifbeta.models import registry
 from ifbeta.errors import ModelError
+from ifbeta.models import registry
 from ifbeta.models import zoo as models
 from ifbeta.models.training import Normaliser, TrainConfig, TrainResult, distributed_context, fit
 from ifbeta.progress import OnStep

@@ -21,7 +21,7 @@ from ifbeta.plots.base import (  # noqa: F401
     jaccard_matrix,
     thumbnail,
 )
-from ifbeta.plots.maps import PERCENTILE_TITLE, quantile_range, sample_map  # noqa: F401
+from ifbeta.plots.maps import PERCENTILE_TITLE, sample_map  # noqa: F401
 from ifbeta.plots.policy import (  # noqa: F401
     beta_pdf,
     beta_pdf_animation,
@@ -43,10 +43,9 @@ from ifbeta.plots.scores import (  # noqa: F401
     class_violin,
     confidence_scatter,
     loo_scatter,
-    quantile_range,
     score_histogram,
     score_scale,
     tail_disagreement_bars,
 )
-from ifbeta.plots.selection import selection_histogram, selection_table, within_class_percentile  # noqa: F401
+from ifbeta.plots.selection import selection_histogram, selection_table  # noqa: F401
 from ifbeta.plots.subsets import jaccard_heatmap, kept_pruned_bars  # noqa: F401

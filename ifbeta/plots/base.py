@@ -74,3 +74,23 @@ def beta_density(u: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     """BetaPDF(u; alpha, beta) for u in (0, 1), float64 (what the policy weights samples by)."""
     u = np.clip(np.asarray(u, dtype=np.float64), 1e-9, 1 - 1e-9)
     return np.exp((alpha - 1) * np.log(u) + (beta - 1) * np.log1p(-u) - betaln(alpha, beta))
+
+
+def quantile_range(values: np.ndarray, *, low: float = 1.0, high: float = 99.0,
+                   symmetric_about: float | None = None) -> tuple[float, float]:
+    """(lower, upper) percentiles ``low`` and ``high`` (in %) of the finite ``values`` (N,), taken as the
+    nearest order statistics so an outlier is never interpolated into a bound: the one rule for axis
+    ranges and colour scales that one outlier cannot stretch. ``symmetric_about`` m widens the range to
+    be symmetric about m (the middle colour of a diverging scale). A degenerate range is widened by
+    1e-12; no finite value gives (0, 1)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return 0.0, 1.0
+    lower, upper = (float(v) for v in np.percentile(values, [low, high], method="nearest"))
+    if symmetric_about is not None:
+        half = max(abs(upper - symmetric_about), abs(lower - symmetric_about))
+        lower, upper = symmetric_about - half, symmetric_about + half
+    if upper <= lower:
+        lower, upper = lower - 1e-12, upper + 1e-12
+    return lower, upper

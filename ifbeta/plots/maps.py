@@ -20,24 +20,6 @@ PERCENTILE_TITLE = "within-class percentile of s,<br>100 = most helpful"
 PRUNED_GROWTH = 2.0  # pruned points are this many pixels larger than kept ones, so they show around them
 
 
-def quantile_range(values: np.ndarray, low: float = 0.02, high: float = 0.98, *,
-                   symmetric_about: float | None = None) -> tuple[float, float]:
-    """(lower, upper) colour limits: the ``low`` and ``high`` quantiles of the finite ``values`` (N,).
-    With ``symmetric_about`` m, the range is widened to be symmetric about m (m stays the middle
-    colour of a diverging scale). A degenerate range (all equal) is widened by 1e-12."""
-    finite = np.asarray(values, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if not len(finite):
-        return 0.0, 1.0
-    lower, upper = (float(q) for q in np.quantile(finite, [low, high]))
-    if symmetric_about is not None:
-        half = max(abs(upper - symmetric_about), abs(lower - symmetric_about))
-        lower, upper = symmetric_about - half, symmetric_about + half
-    if upper <= lower:
-        lower, upper = lower - 1e-12, upper + 1e-12
-    return lower, upper
-
-
 def sample_map(coords: np.ndarray, ids: Sequence[str], *, labels: np.ndarray | None = None,
                class_names: Sequence[str] | None = None, values: np.ndarray | None = None,
                value_name: str = "value", kept: np.ndarray | None = None, colorscale: str = "Viridis",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from ifbeta.plots.base import class_colour, layout
+from ifbeta.plots.base import class_colour, layout, quantile_range
 
 
 def class_counts_bar(class_names: Sequence[str], counts: np.ndarray, *, title: str = "Samples per class") -> go.Figure:
@@ -41,23 +41,6 @@ class ScoreScale:
     sample_title: str
     zero: float | None
     note: str
-
-
-def quantile_range(values: np.ndarray, *, low: float = 1.0, high: float = 99.0,
-                   symmetric: bool = False) -> tuple[float, float]:
-    """(lower, upper) percentiles ``low`` and ``high`` of the finite ``values`` (the nearest order
-    statistics, so an outlier is never interpolated into a bound), for axis ranges and
-    colour scales that one outlier cannot stretch; ``symmetric``: (-m, m) with m the larger magnitude
-    (a diverging scale centred on 0). (0, 0) for no finite values."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return 0.0, 0.0
-    lower, upper = (float(v) for v in np.percentile(values, [low, high], method="nearest"))  # sample values
-    if symmetric:
-        bound = max(abs(lower), abs(upper))
-        return -bound, bound
-    return lower, upper
 
 
 def score_scale(scores: np.ndarray, *, scale: str = "percentile", pool_percentile: np.ndarray | None = None,

@@ -11,25 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from scipy.stats import rankdata
 
 from ifbeta.plots.base import layout
 
 POOL_COLOUR, SELECTION_COLOUR = "#bdbdbd", "#d62728"
-
-
-def within_class_percentile(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(N,) float64 in [0, 100]: the rank of each value among its class (ties share their mean rank),
-    0 = the lowest of the class, 100 = the highest; a class of one sample gets 50."""
-    values, labels = np.asarray(values, dtype=np.float64), np.asarray(labels)
-    if values.shape != labels.shape or values.ndim != 1:
-        raise ValueError(f"values and labels must be (N,) alike, got {values.shape} and {labels.shape}")
-    out = np.full(len(values), 50.0)
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        if len(members) > 1:
-            out[members] = 100.0 * (rankdata(values[members], method="average") - 1) / (len(members) - 1)
-    return out
 
 
 def selection_table(labels: np.ndarray, selected: np.ndarray, class_names: Sequence[str], *,
