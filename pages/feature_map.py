@@ -77,6 +77,6 @@ if selected_ids:
     with right:
         limit = st.slider("Images shown", 8, 256, step=8, key="map_gallery_limit")
         result, _ = steps.scores(ws)
-        widgets.gallery(ws, selected, key="map_gallery", scores=result.scores, limit=limit)
+        widgets.gallery(ws, selected, key="map_gallery", scores=result.scores, limit=limit, width=750)
 else:
     st.caption("No selection yet: pick the lasso or box tool on the chart and draw around points.")
