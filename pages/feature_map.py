@@ -146,7 +146,7 @@ def selection_panel(ws, chosen: np.ndarray, kept: np.ndarray | None) -> None:
                    f"Showing class **{ws.train.class_names[label]}**; click the row again for every class.")
     rows = chosen if label is None else chosen[ws.train.labels[chosen] == label]
     rows = rows[np.argsort(-s[rows], kind="stable")]  # most helpful first
-    gallery.gallery(ws, rows, key="map_gallery", scores=s, kept=kept)
+    gallery.gallery(ws, rows, key="map_gallery", scores=s, kept=kept, width=750)
     tag_panel(ws, [ws.train.ids[i] for i in chosen])
 
 

@@ -56,13 +56,10 @@ percent = st.slider("Tail size (% of each class)", 1, 50, key="influence_tail_pe
 fraction = percent / 100
 helpful, harmful = query.tail_masks(s, labels, fraction)
 order = np.argsort(-s, kind="stable")  # most helpful first
-left, right = st.columns(2)
-with left:
-    st.markdown(f"**Most helpful** {percent}% per class (removing them hurts the student most)")
-    gallery.gallery(ws, order[helpful[order]], key="influence_helpful", scores=s, limit=32)
-with right:
-    st.markdown(f"**Most harmful** {percent}% per class (removing them helps)")
-    gallery.gallery(ws, order[::-1][harmful[order[::-1]]], key="influence_harmful", scores=s, limit=32)
+st.markdown(f"**Most helpful** {percent}% per class (removing them hurts the student most)")
+gallery.gallery(ws, order[helpful[order]], key="influence_helpful", scores=s, limit=32)
+st.markdown(f"**Most harmful** {percent}% per class (removing them helps)")
+gallery.gallery(ws, order[::-1][harmful[order[::-1]]], key="influence_harmful", scores=s, limit=32)
 
 st.subheader("Where the teacher disagrees with the label")
 counts = query.disagreement_by_tail(s, labels, predictions, fraction, names)

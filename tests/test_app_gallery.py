@@ -85,9 +85,9 @@ def _showing(at: AppTest) -> list[str]:
 
 def _fields(at: AppTest) -> dict:
     """field -> value of the open detail dialog's table."""
-    tables = [d.value for d in at.dataframe if list(d.value.columns) == ["field", "value"]]
+    tables = [t.value for t in at.table if t.value.index.name == "field"]
     assert len(tables) == 1, "no detail dialog is open"
-    return dict(zip(tables[0]["field"], tables[0]["value"]))
+    return dict(zip(tables[0].index, tables[0]["value"]))
 
 
 def _brute_percentile(s: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -141,9 +141,9 @@ def tail_disagreement_bars(counts: "pandas.DataFrame", *, overall: float | None 
                                 + "</extra>"))
     if overall is not None:
         figure.add_hline(y=100.0 * overall, line_dash="dot", line_color="black",
-                         annotation_text=f"teacher wrong overall: {overall:.0%}")
+                         annotation_text=f"teacher wrong overall: {overall:.1%}")
     return layout(figure, title, barmode="stack", xaxis_title="class / tail",
-                  yaxis_title="% of the tail (red: teacher disagrees with the label)")
+                  yaxis_title="% of the tail (red = teacher wrong)")
 
 
 def loo_scatter(predicted: Sequence[float], actual: Sequence[float], *,

@@ -37,19 +37,21 @@ KEYS = {"sort": "given", "descending": True, "class": None, "prediction": None, 
         "subset": "all", "tag": None, "page_size": 64, "page": 1}
 """Widget name -> default; the session key is ``f"{key}_{name}"`` (``page_size`` defaults to ``limit`` and
 follows it when the page changes ``limit``, remembered under ``f"_{key}_last_limit"``)."""
-MAIN_WIDTH, CHARACTER_WIDTH, CELL_PADDING, MAX_COLUMNS = 900, 8.5, 28, 8  # pixels; cells fit their caption
+MAIN_WIDTH, CHARACTER_WIDTH, CELL_PADDING, MAX_COLUMNS = 1000, 8.5, 28, 8  # pixels; cells fit their caption
 DETAIL_SIZE = 256
 
 
 def gallery(ws: pipeline.Workspace, indices, *, key: str, scores: np.ndarray | None = None,
-            kept: np.ndarray | None = None, limit: int = 64, subset: str | Path | None = None) -> np.ndarray:
+            kept: np.ndarray | None = None, limit: int = 64, subset: str | Path | None = None,
+            width: int = MAIN_WIDTH) -> np.ndarray:
     """Draw the gallery of pool rows ``indices`` (any order: "given" sorting keeps it) and return the
     rows it selected after filters and sorting ((m,) int64, all pages).
 
     ``key``: the prefix of every session key (unique per gallery on a page); ``scores``: (N,) influence
     s (> 0 helpful), enables the score and rank sorts and the s in captions; ``kept``: (N,) bool of a
     subset, enables the kept / pruned filter; ``limit``: the default page size; ``subset``: a subset
-    directory whose samples.csv row the detail view lists."""
+    directory whose samples.csv row the detail view lists; ``width``: about how many pixels the gallery
+    spans (the page's main column by default; less inside a page column), so captions stay on one line."""
     table = _table(ws, scores, kept)
     rows = np.asarray(indices, dtype=np.int64).reshape(-1)
     options = _controls(table, list(ws.train.class_names), key, limit)
@@ -62,7 +64,7 @@ def gallery(ws: pipeline.Workspace, indices, *, key: str, scores: np.ndarray | N
         where = f" (page {page} of {pages})" if pages > 1 else ""
         filtered = f", after the filters, of {len(rows):,}" if len(order) < len(rows) else ""
         st.caption(f"showing {len(shown):,} of {len(order):,}{where}{filtered}")
-        _grid(ws, table, shown, key, subset)
+        _grid(ws, table, shown, key, subset, width)
         return order
     return np.zeros(0, dtype=np.int64)
 
@@ -136,19 +138,20 @@ def score_text(score: float) -> str:
     return f"{mantissa}e{int(exponent):+d}" if int(exponent) < 0 else f"{mantissa}e{int(exponent)}"
 
 
-def column_count(captions: list[str]) -> int:
-    """Cells per row so that the longest caption fits on one line (MAIN_WIDTH wide, 2..MAX_COLUMNS)."""
+def column_count(captions: list[str], width: int = 0) -> int:
+    """Cells per row so that the longest caption fits on one line in ``width`` pixels (default
+    MAIN_WIDTH), 2..MAX_COLUMNS."""
     widest = max((len(c) for c in captions), default=0) * CHARACTER_WIDTH + CELL_PADDING
-    return int(min(MAX_COLUMNS, max(2, MAIN_WIDTH // max(widest, 1))))
+    return int(min(MAX_COLUMNS, max(2, (width or MAIN_WIDTH) // max(widest, 1))))
 
 
-def _grid(ws: pipeline.Workspace, table: pd.DataFrame, rows: np.ndarray, key: str, subset) -> None:
+def _grid(ws: pipeline.Workspace, table: pd.DataFrame, rows: np.ndarray, key: str, subset, width: int) -> None:
     if not len(rows):
         st.caption("no samples")
         return
     captions = [caption(table.iloc[i]) for i in rows]
-    per_row = column_count(captions)
-    size = max(72, min(128, int(MAIN_WIDTH / per_row) - CELL_PADDING))
+    per_row = column_count(captions, width)
+    size = max(64, min(128, int(width / per_row) - CELL_PADDING))
     images = ws.train.images[np.array(rows, dtype=np.int64)].numpy()  # (m, C, H, W) uint8
     for start in range(0, len(rows), per_row):
         cells = st.columns(per_row)

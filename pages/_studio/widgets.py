@@ -1,10 +1,8 @@
-"""Drawing helpers more than one page uses: the policy-shape inputs. The sample gallery lives in
-gallery.py; ``widgets.gallery`` is that same function (re-exported for pages that import widgets)."""
+"""Drawing helpers more than one page uses: the policy-shape inputs (the sample gallery is gallery.py)."""
 from __future__ import annotations
 
 import streamlit as st
 
-from .gallery import gallery  # noqa: F401  (re-export; its home is gallery.py)
 from .state import SHAPE_RANGE
 
 
