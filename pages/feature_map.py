@@ -12,7 +12,7 @@ from pages._studio import gallery, selection, state, steps, widgets
 
 state.page_guard(__file__)
 
-INFLUENCE_SCALES = ["within-class percentile", "raw s (clipped at 2–98%)"]
+INFLUENCE_SCALES = ["within-class percentile", "raw s (clipped at 1–99%)"]
 CUSTOM_TAG = "custom ..."
 
 
@@ -75,7 +75,7 @@ def colouring(ws, colour: str) -> dict:
                    f"{' within each class' if config.stratify else ' over the pool'}, seed {config.seed}.")
         alpha, beta, ratio = widgets.policy_shape()
         p = steps.preview(ws, alpha=alpha, beta=beta, ratio=ratio).probabilities
-        return {"values": p, "value_name": "inclusion p<br>(2–98% range)", "colorscale": "Viridis",
+        return {"values": p, "value_name": "inclusion p<br>(1–99% range)", "colorscale": "Viridis",
                 "value_range": plots.quantile_range(p)}
     return {"labels": ws.train.labels, "class_names": ws.train.class_names}
 
@@ -135,7 +135,7 @@ def selection_panel(ws, chosen: np.ndarray, kept: np.ndarray | None) -> None:
         selection.clear()
         st.rerun()
     s = steps.scores(ws)[0].scores
-    low, high = plots.quantile_range(s, low=1, high=99)
+    low, high = plots.quantile_range(s)
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.selection_histogram(s, chosen, value_range=(low, high),
                                                 x_title="s (clipped at the 1st and 99th percentile; > 0 helpful)"),

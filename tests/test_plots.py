@@ -107,10 +107,6 @@ def test_display_helpers():
     assert big.shape == (64, 64) and big[0, 7] == grey[0, 0, 0] and big[0, 8] == grey[0, 0, 1]
     colour = np.zeros((3, 32, 32), dtype=np.uint8)
     assert plots.thumbnail(colour, 64).shape == (64, 64, 3)
-    scores = np.array([0.5, -1.0, 2.0, 0.1, -0.3, 9.0])
-    labels = np.array([0, 0, 0, 0, 0, 1])
-    helpful, harmful = plots.extremes_per_class(scores, labels, 0, 2)
-    assert helpful.tolist() == [2, 0] and harmful.tolist() == [1, 4]
     chosen = plots.downsample(LABELS, 30, seed=0)
     assert len(chosen) == 30 and np.all(np.diff(chosen) > 0)
     assert np.bincount(LABELS[chosen]).tolist() == [10, 10, 10]

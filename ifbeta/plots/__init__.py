@@ -17,8 +17,8 @@ from ifbeta.plots.base import (  # noqa: F401
     PRUNED_COLOUR,
     beta_density,
     downsample,
-    extremes_per_class,
     jaccard_matrix,
+    quantile_range,
     thumbnail,
 )
 from ifbeta.plots.maps import PERCENTILE_TITLE, sample_map  # noqa: F401

@@ -37,13 +37,6 @@ def thumbnail(image: np.ndarray, size: int = 64) -> np.ndarray:
     return scaled[0] if scaled.shape[0] == 1 else scaled.transpose(1, 2, 0)
 
 
-def extremes_per_class(scores: np.ndarray, labels: np.ndarray, label: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the ``count`` highest (most helpful first) and lowest (most harmful first) scores of one class."""
-    members = np.flatnonzero(np.asarray(labels) == label)
-    order = members[np.argsort(np.asarray(scores)[members], kind="stable")]  # ascending
-    return order[::-1][:count], order[:count]
-
-
 def downsample(labels: np.ndarray, limit: int, *, seed: int = 0) -> np.ndarray:
     """Sorted indices of at most ``limit`` points, class-stratified (every class keeps its share)."""
     labels = np.asarray(labels)
