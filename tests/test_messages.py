@@ -15,6 +15,11 @@ from ifbeta.cli.commands import COMMANDS, build_parser
 from ifbeta.errors import FIXES, in_app
 from ifbeta.models import zoo
 
+try:  # route every AppTest run through app.py's st.navigation (the autouse fixture of test_app)
+    from tests.test_app import navigation_routing  # noqa: F401
+except pytest.skip.Exception:  # streamlit missing: the app test below skips
+    pass
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -150,7 +150,7 @@ def validated_labels(labels, features, teacher_logits) -> np.ndarray:
         shape = tuple(getattr(array, "shape", np.shape(array)))
         if len(shape) != 2:
             raise ValueError(f"{name} must be a 2-d array {axes}, got shape {shape}")
-        if shape[1] == 0:
+        if name == "teacher_logits" and shape[1] == 0:  # no feature column is fine: a bias-only proxy
             raise ValueError(f"{name} must have at least one column, got shape {shape}")
     labels, count = np.asarray(labels), len(features)
     classes = np.asarray(teacher_logits[:1]).shape[1]

@@ -58,7 +58,8 @@ def selection_histogram(values: np.ndarray, selected: np.ndarray, *, value_range
                                           SELECTION_COLOUR, 0.7)):
         counts, _ = np.histogram(group, bins=edges)
         share = 100.0 * counts / max(len(group), 1)
-        figure.add_trace(go.Bar(x=centres, y=share, width=width, name=f"{name} ({len(group):,})", customdata=counts,
+        figure.add_trace(go.Bar(x=centres, y=share, width=width, name=f"{name} ({len(group):,})",
+                                customdata=counts.tolist(),
                                 marker_color=colour, opacity=opacity,
                                 hovertemplate="%{x:.3g}: %{customdata} samples (%{y:.1f}%)<extra></extra>"))
     return layout(figure, title, height=height, barmode="overlay", bargap=0, xaxis_title=x_title,
