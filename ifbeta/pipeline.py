@@ -132,8 +132,7 @@ class _PolicyCheckpoint:
 def _policy_settings(config: PolicyConfig, ratio: float, influence_config: InfluenceConfig,
                      exclusion: "Exclusion | None") -> dict:
     settings = {"policy": asdict(config), "ratio": float(ratio), "kd": influence_config.proxy.kd.to_dict()}
-    proxy = influence_config.proxy.to_dict()
-    if "family" in proxy:  # a family other than linear: linear policies keep the keys they had before families
+    if "family" in (proxy := influence_config.proxy.to_dict()):  # not linear (linear policies keep their keys)
         settings["proxy"] = proxy
     if exclusion is not None:  # only then, so the keys of policies learned on the whole pool stay as they were
         settings["exclude"] = exclusion.sha256
