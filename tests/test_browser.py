@@ -30,6 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
+DISTINCT_CAPTIONS = """() => {  // the map gallery's caption buttons, one per row key (st-key-map_gallery_open_<row>)
+    const seen = new Map();
+    for (const node of document.querySelectorAll('[class*="st-key-map_gallery_open_"]')) {
+        const key = [...node.classList].find(c => c.startsWith('st-key-map_gallery_open_'));
+        if (!seen.has(key)) seen.set(key, node.innerText.trim());
+    }
+    return [...seen.values()];
+}"""
 FIRST_LOAD_MS = 600_000  # a fresh store trains the digits teacher on the first visit
 
 if not Path(CHROMIUM).exists():
@@ -135,10 +143,16 @@ def test_feature_map_box_select_opens_gallery(page):
     expect(heading).to_be_visible(timeout=60_000)
     count = int(heading.inner_text().split(":")[1].split()[0].replace(",", ""))
     assert count == len(selected)
-    captions = page.locator('[data-testid="stBaseButton-tertiary"]')  # each caption is the button opening its sample
-    expect(captions).to_have_count(min(len(selected), 64))  # the gallery shows at most 64 images
-    shown = {text.split(" ")[0] for text in captions.all_inner_texts()}
+    texts = _gallery_captions(page, min(len(selected), 64))  # the gallery shows at most 64 images
+    shown = {text.split(" ")[0] for text in texts}
     assert len(shown) == min(len(selected), 64) and shown <= {short_id(i) for i in selected}
+
+
+def _gallery_captions(page, count: int) -> list[str]:
+    """The map gallery's caption texts once it shows ``count`` of them (each caption is the button
+    opening its sample)."""
+    page.wait_for_function(f"({DISTINCT_CAPTIONS})().length === {count}", timeout=60_000)
+    return page.evaluate(DISTINCT_CAPTIONS)
 
 
 def _plotted(page) -> list[dict]:
@@ -173,11 +187,10 @@ def _selection_view(page, count: int) -> dict:
     histogram = next(c for c in _plotted(page) if c["types"][:2] == ["bar", "bar"])
     expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
     grid = page.locator('[data-testid="stDataFrame"] [role="grid"]').first  # the grid's (hidden) accessible table
-    captions = page.locator('[data-testid="stImage"] [data-testid="stImageCaption"], [data-testid="stImage"] figcaption')
-    expect(captions).to_have_count(min(count, 64))
+    texts = _gallery_captions(page, min(count, 64))
     return {"histogram": histogram["counts"][1], "rows": int(grid.get_attribute("aria-rowcount")) - 1,
             "table": grid.text_content(),
-            "gallery": {text.split(" ")[0] for text in captions.all_inner_texts()}}
+            "gallery": {text.split(" ")[0] for text in texts}}
 
 
 def test_feature_map_lasso_links_histogram_table_and_gallery(page):
@@ -192,7 +205,7 @@ def test_feature_map_lasso_links_histogram_table_and_gallery(page):
         assert selected, f"lasso {k} selected no point"
         view = _selection_view(page, len(set(selected)))
         assert sum(view["histogram"]) == len(set(selected))  # the histogram counts exactly the lasso's points
-        assert view["gallery"] <= set(selected)
+        assert view["gallery"] <= {short_id(i) for i in selected}
         assert 1 <= view["rows"] <= 10
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         _full_page_screenshot(page, SCREENSHOTS / f"feature_map_lasso_{k}.png")
