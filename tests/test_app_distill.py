@@ -19,18 +19,7 @@ if str(ROOT) not in sys.path:
 TIMEOUT = 300
 
 
-@pytest.fixture(autouse=True)
-def navigation_routing(monkeypatch):
-    """Route every AppTest run through app.py's st.navigation (see tests/test_app.py)."""
-    from streamlit.runtime import pages_manager
-
-    original = pages_manager.PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        pages_manager.PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
+from app_support import navigation_routing  # noqa: E402, F401  (autouse: every run goes through app.py)
 
 
 @pytest.fixture

@@ -23,18 +23,7 @@ if str(ROOT) not in sys.path:  # the app's glue (pages/_studio) imports from the
 TIMEOUT = 300  # the first page load trains the digits teacher (seconds alone; minutes on a loaded machine)
 
 
-@pytest.fixture(autouse=True)
-def navigation_routing(monkeypatch):
-    """Route every AppTest run through app.py's st.navigation (see tests/test_app.py)."""
-    from streamlit.runtime import pages_manager
-
-    original = pages_manager.PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        pages_manager.PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
+from app_support import navigation_routing  # noqa: E402, F401  (autouse: every run goes through app.py)
 
 
 @pytest.fixture

@@ -1,0 +1,25 @@
+"""What every AppTest file shares: the app's path and the routing of each run through app.py."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def navigation_routing(monkeypatch):
+    """Route every AppTest run through app.py's st.navigation.
+
+    AppTest resets Streamlit's legacy-MPA flag before each run, and because the project has a pages/
+    folder the flag comes back on, so a rerun of a page would execute the page file alone (the legacy
+    pages/ routing), without app.py and its sidebar. A live server clears the flag for good at the
+    first st.navigation call; do the same here. A test module turns it on with
+    ``from app_support import navigation_routing  # noqa: F401``.
+    """
+    from streamlit.runtime import pages_manager
+
+    original = pages_manager.PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        pages_manager.PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
