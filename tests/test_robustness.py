@@ -49,9 +49,8 @@ def test_kill_9_during_train_teacher_then_resume_equals_an_uninterrupted_run(tmp
     expected, weights = load_file(str(reference_out)), load_file(str(killed_out))
     assert expected.keys() == weights.keys()
     assert all(torch.equal(expected[name], weights[name]) for name in expected), "resumed weights differ"
-    history = lambda path: [{k: v for k, v in record.items() if k != "seconds"}  # noqa: E731
-                            for record in torch.load(Path(f"{path}.resume") / "last.pt", weights_only=True)["history"]]
-    assert history(killed_out) == history(reference_out) and len(history(killed_out)) == epochs
+    # a finished training removes its resume folder, the killed one included
+    assert not Path(f"{killed_out}.resume").exists() and not Path(f"{reference_out}.resume").exists()
 
 
 def _complete_keys(kind_dir: Path) -> set[str]:
