@@ -23,3 +23,21 @@ def navigation_routing(monkeypatch):
         pages_manager.PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
+
+
+def figures(at) -> list[dict]:
+    """The plotly figures an AppTest run drew, as JSON dicts, in page order."""
+    import json
+
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def plotly_array(value):
+    """A plotly JSON array as float64: a list, or the typed-array form {"dtype", "bdata"} (base64)."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(np.float64)
+    return np.asarray(value, dtype=np.float64)

@@ -6,7 +6,6 @@ the opened workspace. Settings are kept small (few outer steps, few refits, one 
 """
 from __future__ import annotations
 
-import base64
 import json
 import sys
 import time
@@ -28,7 +27,7 @@ if str(ROOT) not in sys.path:  # the app's glue (pages/_studio) imports from the
 TIMEOUT = 300  # the first page load trains the digits teacher (seconds alone; minutes on a loaded machine)
 
 
-from app_support import navigation_routing  # noqa: E402, F401  (autouse: every run goes through app.py)
+from app_support import figures, navigation_routing, plotly_array  # noqa: E402, F401  (autouse: every run goes through app.py)
 
 
 @pytest.fixture
@@ -46,15 +45,10 @@ def _page(at: AppTest, name: str) -> AppTest:
     return at
 
 
-def _figures(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+_figures = figures
 
 
-def _array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or the typed-array form {"dtype", "bdata"} (base64)."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(np.float64)
-    return np.asarray(value, dtype=np.float64)
+_array = plotly_array
 
 
 def _captions(at: AppTest) -> list[str]:

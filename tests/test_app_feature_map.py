@@ -4,7 +4,6 @@ that filters the histogram, the per-class table and the gallery together, tags s
 state that survives page changes."""
 from __future__ import annotations
 
-import base64
 import json
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ TIMEOUT = 900  # the first page load trains the digits teacher (seconds alone; m
 N = 1347  # digits training split
 
 
-from app_support import navigation_routing  # noqa: E402, F401  (autouse: every run goes through app.py)
+from app_support import figures, navigation_routing, plotly_array  # noqa: E402, F401  (autouse: every run goes through app.py)
 
 
 def _fine(at: AppTest) -> AppTest:
@@ -46,15 +45,10 @@ def app(session_store):
     return _map(session_store)
 
 
-def _figures(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+_figures = figures
 
 
-def _array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or the typed-array form {"dtype", "bdata"} (base64)."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(np.float64)
-    return np.asarray(value, dtype=np.float64)
+_array = plotly_array
 
 
 def _shown_ids(at: AppTest) -> list[str]:

@@ -2,7 +2,6 @@
 (AppTest, digits), checked against brute-force references computed from the same stored scores."""
 from __future__ import annotations
 
-import base64
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ if str(ROOT) not in sys.path:  # the app's glue (pages/_studio) imports from the
 TIMEOUT = 300  # the first page load trains the digits teacher (seconds alone; minutes on a loaded machine)
 
 
-from app_support import navigation_routing  # noqa: E402, F401  (autouse: every run goes through app.py)
+from app_support import navigation_routing, plotly_array  # noqa: E402, F401  (autouse: every run goes through app.py)
 
 
 @pytest.fixture
@@ -57,11 +56,7 @@ def _figure(at: AppTest, chart_key: str) -> dict:
     return json.loads(charts[0].proto.spec)
 
 
-def _array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or the typed-array form {"dtype", "bdata"} (base64)."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(np.float64)
-    return np.asarray(value, dtype=np.float64)
+_array = plotly_array
 
 
 def _captions(at: AppTest, key: str) -> list[str]:

@@ -2,8 +2,6 @@
 uniform, each ratio's path over its own landscape, and the Beta pdf animation opening on the learned step."""
 from __future__ import annotations
 
-import base64
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +18,7 @@ if str(ROOT) not in sys.path:
 TIMEOUT = 300
 
 
-from app_support import navigation_routing  # noqa: E402, F401  (autouse: every run goes through app.py)
+from app_support import figures, navigation_routing, plotly_array  # noqa: E402, F401  (autouse: every run goes through app.py)
 
 
 @pytest.fixture
@@ -31,15 +29,10 @@ def app(session_store):
     return at
 
 
-def _figures(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+_figures = figures
 
 
-def _array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or the typed-array form {"dtype", "bdata"} (base64)."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(np.float64)
-    return np.asarray(value, dtype=np.float64)
+_array = plotly_array
 
 
 def _ratios_drawn(figure: dict) -> list[str]:
