@@ -46,6 +46,18 @@ def test_cells_cover_the_grid_once():
     assert len(names) == expected
 
 
+def test_pending_cells_run_seed_major_and_skip_finished(tmp_path):
+    """A grid stopped part way holds whole paired seeds: every cell of seed s runs before any of s + 1."""
+    spec = grid.BenchSpec(dataset="digits", methods=("random", "ifbeta"), ratios=(0.5, 0.9), seeds=(0, 1, 2))
+    finished = grid.cells(spec)[3]
+    (tmp_path / "runs" / grid.cell_name(finished)).mkdir(parents=True)
+    (tmp_path / "runs" / grid.cell_name(finished) / "metrics.json").write_text("{}")
+    todo = bench.pending_cells(spec, tmp_path)
+    assert [c["seed"] for c in todo] == sorted(c["seed"] for c in todo)
+    assert finished not in todo and len(todo) == len(grid.cells(spec)) - 1
+    assert {grid.cell_name(c) for c in todo} | {grid.cell_name(finished)} == {grid.cell_name(c) for c in grid.cells(spec)}
+
+
 def test_grid_without_the_ceiling_and_with_policy_settings(tmp_path, session_store, digits_features):
     """--no-full drops the ceiling cells; --policy reaches the learned policy of ifbeta rows."""
     spec = grid.BenchSpec(dataset="digits", methods=("ifbeta",), ratios=(0.7,), seeds=(0,), full=False,

@@ -56,9 +56,16 @@ def _distill_command(spec: BenchSpec, cell: dict, out: Path, cache: Path) -> lis
                                 eval_every=1_000_000)  # the grid reports the last epoch only: test once, at the end
 
 
+def pending_cells(spec: BenchSpec, out: Path) -> list[dict]:
+    """The cells without a finished run in ``out``, seed-major (every method and ratio of seed 0, then
+    of seed 1, ...), so a grid stopped part way holds complete paired seeds across all methods."""
+    return sorted((c for c in cells(spec) if not (out / "runs" / cell_name(c) / "metrics.json").is_file()),
+                  key=lambda c: c["seed"])
+
+
 def distill_all(spec: BenchSpec, out: Path, store: Store, *, workers: int = 1, on_step: OnStep | None = None) -> None:
     """Run every cell as its own ``ifbeta distill`` process (``workers`` at a time); finished cells are skipped."""
-    todo = [c for c in cells(spec) if not (out / "runs" / cell_name(c) / "metrics.json").is_file()]
+    todo = pending_cells(spec, out)
     done = [0]
     env = {**os.environ, "IFBETA_BLAS_THREADS": "1"}
     if workers > 1:
