@@ -131,6 +131,8 @@ METHODS: dict[str, MethodSpec] = {
                          _INFLUENCE, True, True),
     "ifbeta-entropy": MethodSpec(beta_policy.ifbeta_entropy, "IF-Beta's learned Beta over teacher-entropy ranks",
                                  _TEACHER, True, True),
+    "ifbeta-knn": MethodSpec(beta_policy.ifbeta_knn, "IF-Beta over k-NN proxy influence ranks, J from the k-NN proxy",
+                             frozenset(), True, True),
     "ifbeta-fixed": MethodSpec(beta_policy.ifbeta_fixed, "the Beta policy with given alpha and beta (no learning)",
                                _INFLUENCE, False, True),
     "el2n-train": MethodSpec(training_dynamics.el2n_train, "EL2N from a few epochs of real student training (costly)",
