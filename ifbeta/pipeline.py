@@ -20,6 +20,7 @@ from ifbeta.data.datasets import DatasetSplit
 from ifbeta.models.features import FeatureSet, teacher_features
 from ifbeta.models.teachers import Teacher, resolve_teacher
 from ifbeta.progress import OnStep
+from ifbeta.selection.beta_policy import POLICY_METHODS, method_influence_config, method_policy_config
 from ifbeta.store import Store, json_ready, make_key
 from ifbeta.subsets import exclusion as exclusions
 from ifbeta.subsets.exclusion import Exclusion
@@ -226,14 +227,6 @@ def selection_inputs(workspace: Workspace, influence_result=None, *, with_images
                            images=images, num_classes=workspace.train.num_classes)
 
 
-POLICY_METHODS = {"ifbeta": "influence", "ifbeta-entropy": "entropy"}
-
-
-def method_policy_config(method: str, policy_config: PolicyConfig = PolicyConfig()) -> PolicyConfig:
-    """The policy settings an IF-Beta ``method`` learns with: ``policy_config`` on the method's axis."""
-    return PolicyConfig(**{**asdict(policy_config), "axis": POLICY_METHODS[method]})
-
-
 def _selection_settings(method: str, ratio: float, seed: int, options: dict, policy_config: PolicyConfig,
                         exclusion: Exclusion | None) -> dict:
     settings = {"method": method, "ratio": float(ratio), "seed": seed, "options": json_ready(options)}
@@ -250,6 +243,7 @@ def policy_stored(workspace: Workspace, method: str, ratio: float, *, policy_con
     so ``choose`` only draws from it (cheap: no learning)."""
     if method not in POLICY_METHODS:
         return False
+    influence_config = method_influence_config(method, influence_config)
     settings = _policy_settings(method_policy_config(method, policy_config), ratio, influence_config,
                                 exclusion_of(workspace, exclude))
     return workspace.store.exists("policies", make_key(settings, [workspace.features.key,
@@ -296,8 +290,9 @@ def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, op
            exclude: list[str] | None = None, compute: bool = True, on_step: OnStep | None = None):
     """Run a selection method on the pool (cached); -> selection.Selection (indices: rows of the pool).
 
-    For ``ifbeta`` / ``ifbeta-entropy`` the policy is learned once per ratio (seed of
-    ``policy_config``) and the subset is drawn from it with ``seed``. ``exclude``: sample ids never
+    For the IF-Beta methods (``POLICY_METHODS``) the policy is learned once per ratio (seed of
+    ``policy_config``) and the subset is drawn from it with ``seed``; ``ifbeta-knn`` scores and learns
+    with the k-NN proxy whatever ``influence_config`` names (``method_influence_config``). ``exclude``: sample ids never
     kept; the method runs on the rest (the sub-pool, a policy is learned there) and keeps the same
     k = round((1 - ratio) * N) as without them; ``scores`` are NaN at the excluded rows, and ``info``
     says ``excluded`` (count) and ``excluded_sha256``. ValueError when fewer than k samples remain or an
@@ -305,7 +300,7 @@ def choose(workspace: Workspace, method: str, ratio: float, *, seed: int = 0, op
     the store already."""
     from ifbeta.selection import registry as selection
 
-    options = dict(options or {})
+    options, influence_config = dict(options or {}), method_influence_config(method, influence_config)
     exclusion = exclusion_of(workspace, exclude)
     if exclusion is not None:
         exclusion.sub_ratio(ratio)  # fewer than k left: refuse before any work
@@ -357,7 +352,8 @@ def write_subset(workspace: Workspace, chosen, directory: str | Path, *, ratio: 
         u[rows] = preview.ranks(chosen.scores[rows], labels[rows], stratify=stratify)
         inclusion[rows] = policy.policy_probabilities(u[rows], labels[rows], len(chosen.indices),
                                                       float(info["alpha"]), float(info["beta"]), stratify=stratify)
-    score_column = influence_result.scores if influence_result is not None else chosen.scores
+    own_family = info.get("method") in POLICY_METHODS and POLICY_METHODS[info["method"]].family  # its own scores
+    score_column = influence_result.scores if influence_result is not None and not own_family else chosen.scores
     extra = {k: v for k, v in info.items() if k not in ("trace",)}
     extra["pool"] = workspace.pool
     if exclusion is not None:

@@ -44,6 +44,13 @@ PRESETS = {
                              epochs=15, budgets=("epochs", "steps"), steps_ratios=(0.5, 0.7), batch_size=256,
                              learning_rate=0.1,
                              notes=("pool: fixed stratified 10,000 of the 50,000 training images (seed 0)",)),
+    "cifar10-power": BenchSpec(dataset="imagefolder:../shared/data/cifar10", pool=10_000, student="resnet8",
+                               epochs=15, batch_size=256, learning_rate=0.1, seeds=tuple(range(8)),
+                               ratios=(0.5, 0.7, 0.9), budgets=("epochs",), full=True,
+                               methods=("random", "ifbeta", "ifbeta-knn", "kcenter", "facility-location", "ccs"),
+                               notes=("pool: fixed stratified 10,000 of the 50,000 training images (seed 0), "
+                                      "as in cifar10-cpu",
+                                      "8 paired seeds: the 95% t-interval of each paired difference to random")),
     "paper": BenchSpec(dataset="cifar100", teacher="auto", student="resnet8x4", ratios=(0.3, 0.5, 0.7, 0.9),
                        epochs=240, batch_size=64, learning_rate=0.05, budgets=("epochs", "steps"),
                        notes=("needs a GPU; teacher resnet32x4 via --teacher", "cosine schedule")),

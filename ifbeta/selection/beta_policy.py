@@ -2,17 +2,54 @@
 
 Signature and return value as in ``selection.score_based``. The axis values are oriented so that
 u near 1 is helpful / easy; ``Selection.scores`` holds them (higher = u nearer 1).
+
+``POLICY_METHODS`` says what each learned IF-Beta method fixes of the settings it is run with: its
+axis, and for ``ifbeta-knn`` the proxy family (k-NN, for both the influence ranks and J, whatever
+family the caller's InfluenceConfig names), so one grid can hold ``ifbeta`` and ``ifbeta-knn``.
+``method_policy_config`` and ``method_influence_config`` apply it (``pipeline.choose`` does).
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+from typing import NamedTuple
 
 import numpy as np
 
 from ifbeta.policy import axes, preview
 from ifbeta.policy import beta as policy
 from ifbeta.selection.signals import influence_on_demand, teacher_score
+
+
+class PolicyMethod(NamedTuple):
+    axis: str  # what the Beta ranks (policy.axes.AXES)
+    family: str | None = None  # proxy family of the influence scores and of J; None = the caller's
+
+
+POLICY_METHODS: dict[str, PolicyMethod] = {
+    "ifbeta": PolicyMethod("influence"),
+    "ifbeta-entropy": PolicyMethod("entropy"),
+    "ifbeta-knn": PolicyMethod("influence", family="knn"),
+}
+
+
+def method_policy_config(method: str, policy_config=None):
+    """The PolicyConfig a learned IF-Beta ``method`` uses: ``policy_config`` on the method's axis."""
+    from ifbeta.config import PolicyConfig
+
+    return dataclasses.replace(policy_config or PolicyConfig(), axis=POLICY_METHODS[method].axis)
+
+
+def method_influence_config(method: str, influence_config=None):
+    """The InfluenceConfig ``method`` scores and learns with: ``influence_config`` (default
+    ``InfluenceConfig()``), with the proxy family the method fixes, if any; unchanged otherwise."""
+    from ifbeta.config import InfluenceConfig
+
+    config = influence_config if influence_config is not None else InfluenceConfig()
+    family = POLICY_METHODS[method].family if method in POLICY_METHODS else None
+    if family is None or config.proxy.family == family:
+        return config
+    return dataclasses.replace(config, proxy=dataclasses.replace(config.proxy, family=family))
 
 
 def _axis_values(inputs, axis: str, seed: int, config) -> np.ndarray:
@@ -57,6 +94,15 @@ def ifbeta_learned(inputs, k, *, ratio, seed, axis="influence", stratify=True, k
 def ifbeta_entropy(inputs, k, *, ratio, seed, **options):
     """IF-Beta with the Beta over per-class teacher-entropy ranks (low entropy = easy = u near 1)."""
     return ifbeta_learned(inputs, k, ratio=ratio, seed=seed, axis="entropy", **options)
+
+
+def ifbeta_knn(inputs, k, *, ratio, seed, config=None, **options):
+    """IF-Beta with the k-NN proxy for the influence ranks and for J (``method_influence_config``;
+    ``config``: the InfluenceConfig whose other settings are kept). ``inputs.influence`` is never
+    read (it may be another family's): the k-NN scores are computed here. Scores: those (> 0 helpful)."""
+    config = method_influence_config("ifbeta-knn", config)
+    return ifbeta_learned(dataclasses.replace(inputs, influence=None), k, ratio=ratio, seed=seed, config=config,
+                          **options)
 
 
 def ifbeta_fixed(inputs, k, *, ratio, seed, alpha=None, beta=None, axis="influence", stratify=True, config=None):

@@ -1,4 +1,5 @@
-"""Coverage selection rules on the standardised teacher features: D2-Pruning, herding, k-center greedy.
+"""Coverage selection rules on the standardised teacher features: D2-Pruning, herding, k-center greedy,
+facility location.
 
 Signature and return value as in ``selection.score_based``; each method's core (a pure function of
 the group's points) sits just above its wrapper. Deterministic except for k-center's first centre.
@@ -9,6 +10,7 @@ import heapq
 import math
 
 import numpy as np
+from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
 from ifbeta.data.streaming import feature_statistics
@@ -132,3 +134,64 @@ def kcenter(inputs, k, *, ratio, seed, stratify=True):
     rng = np.random.default_rng(seed)
     choose = lambda members, quota: members[kcenter_choose(standardised(inputs.features, members, statistics), quota, rng)]  # noqa: E731
     return grouped(inputs.labels, k, stratify, choose), None, {"stratified": stratify}
+
+
+# ---------------------------------------------------------------------------------------------
+# Facility location
+
+
+def distance_rows(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Euclidean distances (len(rows), n) from points[rows] to every point, from the coordinate
+    differences (``scipy.spatial.distance.cdist``: no cancellation, d(i, i) = 0 exactly)."""
+    return cdist(points[rows], points)
+
+
+def facility_location_choose(points: np.ndarray, quota: int, *, block: int = 1024) -> np.ndarray:
+    """Greedy facility location on one group: maximise F(S) = sum_i max_{j in S} sim(i, j) with
+    sim(i, j) = D - d(i, j), d Euclidean and D the group's largest pairwise distance (so sim >= 0,
+    sim(i, i) = D, and F(S) = n D - sum_i min_{j in S} d(i, j): the k-median cost turned into a
+    monotone submodular gain). Lazy greedy (Minoux): the gains of a submodular F only shrink, so a
+    stale gain is an upper bound; the top of the heap is recomputed exactly (one row of distances)
+    until a fresh gain stays on top. Ties go to the lower index, as plain greedy's argmax does.
+
+    points (n, d) float64, 1 <= quota <= n. Pairwise distances are computed in row blocks of
+    ``block`` (memory O(block * n)), never stored whole. Returns local indices in selection order."""
+    n = len(points)
+    row_sums, largest = np.zeros(n), 0.0
+    for start in range(0, n, block):
+        rows = np.arange(start, min(start + block, n))
+        distances = distance_rows(points, rows)
+        row_sums[rows] = distances.sum(axis=1)
+        largest = max(largest, float(distances.max()))
+    covered = np.zeros(n)  # max_{j in S} sim(i, j); 0 for the empty set
+    heap = [(-(n * largest - row_sums[j]), j, -1) for j in range(n)]  # (-gain bound, index, step it is exact at)
+    heapq.heapify(heap)
+    picked: list[int] = []
+    while len(picked) < quota:
+        bound, node, fresh_at = heapq.heappop(heap)
+        similarity = largest - distance_rows(points, np.array([node]))[0]
+        if fresh_at == len(picked):
+            picked.append(node)
+            covered = np.maximum(covered, similarity)
+            continue
+        heapq.heappush(heap, (-float(np.maximum(similarity - covered, 0.0).sum()), node, len(picked)))
+    return np.asarray(picked, dtype=np.int64)
+
+
+def facility_location_objective(points: np.ndarray, chosen: np.ndarray) -> float:
+    """F(S) of ``facility_location_choose`` for local indices ``chosen`` (same similarity, same D)."""
+    distances = distance_rows(points, np.arange(len(points)))
+    return float((distances.max() - distances[:, np.asarray(chosen)]).max(axis=1).sum()) if len(chosen) else 0.0
+
+
+def facility_location(inputs, k, *, ratio, seed, stratify=True, block=1024):
+    """Greedy facility location on standardised features, per class (``stratify=False``: over the
+    whole pool); similarity = the group's largest distance minus the Euclidean distance.
+    Deterministic (the seed is unused). Scores: None."""
+    statistics = feature_statistics(inputs.features)
+
+    def choose(members, quota):
+        points = standardised(inputs.features, members, statistics)
+        return members[facility_location_choose(points, quota, block=block)]
+    info = {"stratified": stratify, "similarity": "max distance - distance"}
+    return grouped(inputs.labels, k, stratify, choose), None, info

@@ -12,7 +12,7 @@ only read by the costly training-based methods and are never computed.
 Class stratification (quotas of ``policy.class_quotas``) is the default everywhere except
 ``random``; ``stratify=False`` gives the published global form. The methods live in one module per
 family: ``score_based`` (random, top-k, Moderate-DS, CCS, DUAL), ``coverage`` (D2, herding,
-k-center), ``training_dynamics`` (EL2N of a trained student, forgetting) and ``beta_policy``
+k-center, facility location), ``training_dynamics`` (EL2N of a trained student, forgetting) and ``beta_policy``
 (IF-Beta); ``signals`` lists the score directions.
 """
 from __future__ import annotations
@@ -124,10 +124,15 @@ METHODS: dict[str, MethodSpec] = {
                           frozenset(), False, False),
     "kcenter": MethodSpec(coverage.kcenter, "k-center greedy on teacher features per class",
                           frozenset(), False, True),
+    "facility-location": MethodSpec(coverage.facility_location,
+                                    "facility location (lazy greedy) on teacher features per class",
+                                    frozenset(), False, False),
     "ifbeta": MethodSpec(beta_policy.ifbeta_learned, "IF-Beta: Beta policy over influence ranks learned by bilevel",
                          _INFLUENCE, True, True),
     "ifbeta-entropy": MethodSpec(beta_policy.ifbeta_entropy, "IF-Beta's learned Beta over teacher-entropy ranks",
                                  _TEACHER, True, True),
+    "ifbeta-knn": MethodSpec(beta_policy.ifbeta_knn, "IF-Beta over k-NN proxy influence ranks, J from the k-NN proxy",
+                             frozenset(), True, True),
     "ifbeta-fixed": MethodSpec(beta_policy.ifbeta_fixed, "the Beta policy with given alpha and beta (no learning)",
                                _INFLUENCE, False, True),
     "el2n-train": MethodSpec(training_dynamics.el2n_train, "EL2N from a few epochs of real student training (costly)",
