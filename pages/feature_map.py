@@ -63,7 +63,7 @@ def colouring(ws, colour: str) -> dict:
             return {"values": score_percentile(ws), "value_name": plots.PERCENTILE_TITLE, "colorscale": plots.HELPFUL_SCALE,
                     "value_range": (0.0, 100.0)}
         s = steps.scores(ws)[0].scores
-        return {"values": s, "value_name": "s, clipped at the<br>2nd and 98th percentile", "colorscale": plots.HELPFUL_SCALE,
+        return {"values": s, "value_name": "s, clipped at the<br>1st and 99th percentile", "colorscale": plots.HELPFUL_SCALE,
                 "value_range": plots.quantile_range(s, symmetric_about=0.0)}
     if colour == "kept / pruned":
         kept, caption = focus_subset(ws, compute=True)

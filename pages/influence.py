@@ -11,7 +11,7 @@ from pages._studio import gallery, state, steps
 
 state.page_guard(__file__)
 
-SCALES = {"percentile": "rank percentile", "raw": "raw s (1st–99th percentile)"}
+SCALES = {"percentile": "rank percentile", "raw": "raw s (1st–99th percentile)", "symlog": "raw s (symmetric log)"}
 STATISTICS = {"margin": "teacher logit margin t_y − max other t_c (higher = easier)",
               "entropy": "teacher entropy of softmax, nats (lower = more certain)",
               "el2n": "teacher EL2N ‖softmax − onehot(y)‖₂ (lower = easier)",
@@ -37,18 +37,25 @@ columns[3].metric("Scoring time", f"{result.seconds.get('total', 0.0):.1f} s")
 
 predictions = np.asarray(ws.features.logits).argmax(1)
 scale_name = st.radio("Influence scale", list(SCALES), horizontal=True, key="influence_scale", format_func=SCALES.get,
-                      help="one outlier sets a raw axis; percentiles keep every sample readable")
+                      help="one outlier sets a raw axis; percentiles keep every sample readable, and the symmetric "
+                      "log axis shows every raw value, outliers included, with its sign")
 scale = plots.score_scale(s, scale=scale_name, pool_percentile=query.within_class_percentile(s, np.zeros_like(labels)),
                           class_percentile=query.within_class_percentile(s, labels))
 if scale.note:
     st.caption(scale.note)
 left, right = st.columns(2)
-left.plotly_chart(plots.score_histogram(scale.pool, helpful=s > 0, axis_title=scale.pool_title, zero=scale.zero),
-                  key="score_histogram")
+by_class = {"labels": labels, "class_names": names, "title": "Class make-up along the influence rank"}
+histogram = plots.score_histogram(scale.pool, helpful=s > 0, axis_title=scale.pool_title, zero=scale.zero,
+                                  **(by_class if scale_name == "percentile" else {}))
+left.plotly_chart(plots.apply_ticks(histogram, scale), key="score_histogram")
+if scale_name == "percentile":
+    left.caption("Ranks are uniform by construction, so the bars show which classes sit at the harmful (left of "
+                 "the dashed s = 0 line) and helpful ends; a raw scale shows the shape of s itself.")
 with right:
     kind = st.radio("Per-class view", ["violin", "box"], horizontal=True, key="influence_violin_kind")
-    st.plotly_chart(plots.class_violin(scale.pool, labels, names, kind=kind, axis_title=scale.pool_title,
-                                       zero=scale.zero), key="class_violin")
+    st.plotly_chart(plots.apply_ticks(plots.class_violin(scale.pool, labels, names, kind=kind,
+                                                         axis_title=scale.pool_title, zero=scale.zero), scale, "y"),
+                    key="class_violin")
 
 st.subheader("Most helpful and most harmful samples")
 percent = st.slider("Tail size (% of each class)", 1, 50, key="influence_tail_percent",
@@ -72,11 +79,11 @@ statistic = st.selectbox("Teacher statistic", list(STATISTICS), key="confidence_
 shown = plots.downsample(labels, plots.DISPLAY_LIMIT)
 if len(shown) < len(s):
     st.caption(f"showing a class-stratified {len(shown):,} of {len(s):,} samples")
-st.plotly_chart(plots.confidence_scatter(result.teacher_scores[statistic][shown], scale.sample[shown], labels[shown],
-                                         names, np.asarray(ws.train.ids, dtype=object)[shown],
-                                         confidence_name=STATISTICS[statistic], axis_title=scale.sample_title,
-                                         zero=None if scale_name == "percentile" else scale.zero),
-                key="confidence_scatter")
+scatter = plots.confidence_scatter(result.teacher_scores[statistic][shown], scale.sample[shown], labels[shown],
+                                   names, np.asarray(ws.train.ids, dtype=object)[shown],
+                                   confidence_name=STATISTICS[statistic], axis_title=scale.sample_title,
+                                   zero=None if scale_name == "percentile" else scale.zero)
+st.plotly_chart(plots.apply_ticks(scatter, scale, "y"), key="confidence_scatter")
 
 st.subheader("Leave-one-out check")
 st.caption("Refit the proxy without each of a few random samples and compare the true change of the "

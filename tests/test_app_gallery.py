@@ -147,13 +147,25 @@ def test_the_gallery_sorts_filters_and_counts(influence, pool):
 
     at.selectbox(key="influence_harmful_teacher").set_value("disagrees with the label").run()
     _fine(at)
-    wrong = [j for j in harmful if predictions[j] != labels[j]]
-    assert wrong, "the digits teacher gets none of the harmful tail wrong: the filter test needs some"
-    assert _showing(at)[1] == f"showing {min(32, len(wrong))} of {len(wrong)}, after the filters, of {len(harmful)}"
-    pairs = [c.split(" · ")[1].split("→") for c in _captions(at, "influence_harmful")]
-    assert len(pairs) == min(32, len(wrong)) and all(label != prediction for label, prediction in pairs)
-    assert sorted(c.split(" · ")[0] for c in _captions(at, "influence_harmful")) == sorted(
-        short_id(ids[j]) for j in wrong[:32])
+    harmful = sorted(harmful, key=lambda j: s[j])  # the gallery's given order: most harmful first
+    _check_teacher_filter(at, ids, harmful, [j for j in harmful if predictions[j] != labels[j]], disagrees=True)
+    at.selectbox(key="influence_harmful_teacher").set_value("agrees with the label").run()
+    _fine(at)
+    _check_teacher_filter(at, ids, harmful, [j for j in harmful if predictions[j] == labels[j]], disagrees=False)
+
+
+def _check_teacher_filter(at: AppTest, ids: list, harmful: list, expected: list, *, disagrees: bool) -> None:
+    """The harmful gallery under a teacher filter shows exactly ``expected`` (brute force), in the order given
+    (most harmful first), with its count; a teacher that errs on none of the tail leaves "no samples"."""
+    pages = -(-len(expected) // 32)
+    shown = f"showing {min(32, len(expected))} of {len(expected)}" + (f" (page 1 of {pages})" if pages > 1 else "")
+    assert _showing(at)[1] == shown + ("" if len(expected) == len(harmful) else f", after the filters, of {len(harmful)}")
+    captions = _captions(at, "influence_harmful")
+    pairs = [c.split(" · ")[1].split("→") for c in captions]
+    assert len(pairs) == min(32, len(expected)) and all((label != prediction) == disagrees for label, prediction in pairs)
+    assert [c.split(" · ")[0] for c in captions] == [short_id(ids[j]) for j in expected[:32]]
+    if not expected:
+        assert any(c.value == "no samples" for c in at.caption)
 
 
 def test_a_caption_opens_every_field_of_its_sample(influence, pool):

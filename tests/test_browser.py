@@ -112,7 +112,9 @@ def test_setup_then_influence_render(page):
     expect(page.get_by_text("Most helpful", exact=False).first).to_be_visible(timeout=120_000)
     expect(page.locator('[data-testid="stPlotlyChart"] .main-svg').first).to_be_visible()
     expect(page.locator('[data-testid="stImage"] img').first).to_be_visible()
-    assert page.locator('[data-testid="stImage"]').count() >= 16
+    # the two tail galleries arrive image by image: wait until both have drawn (at least 16 in all)
+    page.wait_for_function("""() => document.querySelectorAll('[data-testid="stImage"]').length >= 16""",
+                           timeout=120_000)
 
 
 def test_feature_map_box_select_opens_gallery(page):
@@ -213,8 +215,31 @@ def test_feature_map_lasso_links_histogram_table_and_gallery(page):
     first, second = views
     assert first["histogram"] != second["histogram"] and first["table"] != second["table"]
     assert first["gallery"].isdisjoint(second["gallery"])  # two separate regions, two separate galleries
+    _sort_gallery_by_score(page, min(len(set(selected)), 64))
     page.get_by_role("button", name="Clear selection").click()
     expect(page.get_by_text("No selection yet")).to_be_visible(timeout=60_000)
+
+
+SCORES_DESCENDING = f"""() => {{
+    const scores = ({DISTINCT_CAPTIONS})().map(text => parseFloat(text.split(' · ').pop()));
+    return scores.length > 1 && scores.every((s, i) => i === 0 || scores[i - 1] >= s) ? scores : null;
+}}"""
+
+
+def _sort_gallery_by_score(page, count: int) -> None:
+    """Pick "score" in the map gallery's Sort by (descending is the default): the captions' s then fall
+    from the most helpful sample of the selection, the selection's ids unchanged."""
+    before = set(_gallery_captions(page, count))
+    box = page.locator('.st-key-map_gallery_sort [role="combobox"]')
+    box.click()
+    box.press_sequentially("score")  # the box filters its options as one types
+    box.press("Enter")
+    scores = page.wait_for_function(SCORES_DESCENDING, timeout=60_000).json_value()
+    after = _gallery_captions(page, count)
+    assert len(scores) == count and scores[0] > scores[-1]
+    if count < 64:  # the whole selection fits on one page: the same samples, now in score order
+        assert set(after) == before
+    _full_page_screenshot(page, SCREENSHOTS / "feature_map_sorted_by_score.png")
 
 
 def test_subset_zip_download(page):

@@ -114,6 +114,30 @@ def test_display_helpers():
     np.testing.assert_allclose(plots.jaccard_matrix([[1, 2], [1, 2], [3]]), [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
 
 
+def test_symlog_scale_keeps_sign_order_and_every_value():
+    """The symlog axis is odd and strictly monotone (order and sign of s kept), linear near 0, unclipped, and its
+    tick labels name values of s at their true positions."""
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.normal(0.0, 1e-3, 200), [5.0, -2.0]])  # outliers ~1000x the typical size
+    scale = plots.score_scale(scores, scale="symlog")
+    m = float(np.median(np.abs(scores)))
+    order = np.argsort(scores)
+    assert np.all(np.diff(scale.pool[order]) > 0) and np.array_equal(np.sign(scale.pool), np.sign(scores))
+    assert np.allclose(plots.symlog(-scores, m), -scale.pool)  # odd
+    assert scale.pool.max() == pytest.approx(np.arcsinh(5.0 / m)) and scale.note == "" and scale.zero == 0.0
+    tiny = np.array([m * 1e-3])
+    assert plots.symlog(tiny, m)[0] == pytest.approx(1e-3, rel=1e-6)  # linear near zero
+    positions, labels = scale.ticks
+    assert len(positions) == len(labels) and "0" in labels
+    for position, label in zip(positions, labels):
+        assert np.arcsinh(float(label) / m) == pytest.approx(position, rel=0.06, abs=1e-9)  # 2 significant digits
+    assert max(float(v) for v in labels) >= 5.0 and min(float(v) for v in labels) <= -2.0  # every value inside the ticks
+    figure = plots.apply_ticks(plots.score_histogram(scale.pool, helpful=scores > 0), scale)
+    assert list(figure.layout.xaxis.ticktext) == list(labels)
+    with pytest.raises(ValueError, match="> 0"):
+        plots.symlog(scores, 0.0)
+
+
 def test_score_scales_percentile_and_clipped_raw():
     scores = np.concatenate([np.linspace(-1.0, 1.0, 99), [1e6]])  # one outlier would set a raw axis
     pooled = np.argsort(np.argsort(scores)) / (len(scores) - 1) * 100
@@ -140,6 +164,10 @@ def test_influence_figures_carry_the_scale_titles():
     values = RNG.random(N) * 100
     histogram = plots.score_histogram(values, helpful=values > 30, axis_title="p", zero=30.0)
     assert histogram.layout.xaxis.title.text == "p" and len(histogram.data[1].x) == np.sum(values > 30)
+    by_class = plots.score_histogram(values, labels=LABELS, class_names=NAMES, axis_title="p")
+    assert [t.name for t in by_class.data] == [str(n) for n in NAMES]
+    assert all(np.array_equal(t.x, values[LABELS == c]) for c, t in enumerate(by_class.data))
+    assert by_class.layout.barmode == "stack"
     violin = plots.class_violin(values, LABELS, NAMES, axis_title="p", zero=None)
     assert violin.layout.yaxis.title.text == "p" and not violin.layout.shapes
     scatter = plots.confidence_scatter(RNG.random(N), values, LABELS, NAMES, IDS, axis_title="p", zero=None)

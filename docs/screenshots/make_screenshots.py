@@ -4,7 +4,7 @@ Two phases, both idempotent (what exists in the artefact store is reused):
 
 1. **prepare** (``--prepare``): through the engine and the CLI, the way a user would, on the store
    the app reads (``--cache``, default ``./cache``): the teacher's features and influence scores,
-   the IF-Beta and random subsets at ``--ratio`` for each seed, and ``ifbeta distill`` runs on them
+   the UMAP of the features, the IF-Beta and random subsets at ``--ratio`` for each seed, and ``ifbeta distill`` runs on them
    and on the full pool (``--epochs`` each, ``--seeds`` seeds), one after the other.
 2. **shoot**: ``streamlit run app.py`` on a free port, headless Chromium (playwright, Debian's
    /usr/bin/chromium) at 1400 x 1000 px: the dataset is chosen in the sidebar as a user does,
@@ -29,23 +29,27 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "tests"))
 DATASET = "imagefolder:../shared/data/cifar10"
 VIEWPORT = {"width": 1400, "height": 1000}
+TALL = {"width": 1400, "height": 1900}  # the Influence page and the map with its linked views below
 LONG_MS = 900_000  # a first visit may extract features or compute UMAP
 
 
 def prepare(dataset: str, ratio: float, epochs: int, seeds: int, store_root: Path) -> None:
     """Features, scores, subsets and finished distillation runs in ``store_root`` (each made once)."""
-    from ifbeta import pipeline
+    from ifbeta import embed, pipeline
     from ifbeta.distill import runs
     from ifbeta.store import Store
 
     store = Store(store_root)
     workspace = pipeline.open_workspace(dataset, store=store)
     pipeline.scores(workspace)
+    embed.umap(workspace.features.features, store=store, input_key=workspace.features.key)  # the page's defaults
     plan = []
     for seed in range(seeds):
         for method in ("ifbeta", "random"):
@@ -90,15 +94,18 @@ def settle(page, seconds: float = 3.0) -> None:
     time.sleep(seconds)
 
 
-def lasso(page, chart) -> None:
-    """Draw a lasso around the middle of a plotly chart (a closed polygon)."""
+def lasso(page, chart, centre: tuple[float, float], radius: tuple[float, float]) -> None:
+    """Draw a closed lasso (an octagon) around ``centre`` with ``radius`` (x, y), both in data units of the
+    chart's axes (converted to pixels through plotly's own axis mapping)."""
     chart.hover()
     chart.locator('.modebar-btn[data-title="Lasso Select"]').click()
-    area = chart.locator(".nsewdrag").first.bounding_box()
-    cx, cy = area["x"] + 0.42 * area["width"], area["y"] + 0.45 * area["height"]
-    rx, ry = 0.14 * area["width"], 0.16 * area["height"]
-    points = [(cx + rx * dx, cy + ry * dy) for dx, dy in
-              ((-1, 0), (-0.7, -0.8), (0, -1), (0.8, -0.7), (1, 0), (0.7, 0.8), (0, 1), (-0.8, 0.7), (-1, 0))]
+    offsets = ((-1, 0), (-0.7, -0.7), (0, -1), (0.7, -0.7), (1, 0), (0.7, 0.7), (0, 1), (-0.7, 0.7), (-1, 0))
+    data = [[centre[0] + radius[0] * dx, centre[1] + radius[1] * dy] for dx, dy in offsets]
+    points = chart.evaluate("""(node, data) => {
+        const plot = node.querySelector('.js-plotly-plot'), box = plot.getBoundingClientRect();
+        const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis;
+        return data.map(([x, y]) => [box.left + xa._offset + xa.l2p(x), box.top + ya._offset + ya.l2p(y)]);
+    }""", data)
     page.mouse.move(*points[0])
     page.mouse.down()
     for point in points[1:]:
@@ -106,11 +113,26 @@ def lasso(page, chart) -> None:
     page.mouse.up()
 
 
+def lasso_target(dataset: str, store_root: Path, class_index: int = 3) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(centre, radius) in UMAP units around the core of one class (median, half the spread per axis)."""
+    from ifbeta import embed, pipeline
+    from ifbeta.store import Store
+
+    store = Store(store_root)
+    workspace = pipeline.open_workspace(dataset, store=store)
+    coords = embed.umap(workspace.features.features, store=store, input_key=workspace.features.key).coords
+    members = coords[workspace.train.labels == class_index]
+    centre = [float(v) for v in np.median(members, axis=0)]
+    spread = [float(v) for v in 0.5 * (np.percentile(members, 75, axis=0) - np.percentile(members, 25, axis=0))]
+    return (centre[0], centre[1]), (spread[0], spread[1])
+
+
 def shoot(dataset: str, store_root: Path) -> list[Path]:
     from browser_support import ARGS, CHROMIUM, serve_app
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=60_000)
+    target = lasso_target(dataset, store_root)
     shots = []
     with serve_app(store_root, OUT / "streamlit.log") as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -118,26 +140,32 @@ def shoot(dataset: str, store_root: Path) -> list[Path]:
         page.goto(url)
         choose_dataset(page, expect, dataset)
 
+        page.set_viewport_size(TALL)
         open_page(page, expect, "Influence")
         expect(page.get_by_text("Most helpful", exact=False).first).to_be_visible(timeout=LONG_MS)
         settle(page)
         shots.append(OUT / "influence.png")
-        page.screenshot(path=shots[-1], full_page=True)
+        page.screenshot(path=shots[-1])
 
         open_page(page, expect, "Feature map")
+        page.get_by_text("UMAP", exact=True).first.click()
+        expect(page.get_by_text("UMAP of the teacher features", exact=False).first).to_be_visible(timeout=LONG_MS)
         page.get_by_text("influence score", exact=True).first.click()
         settle(page)
-        lasso(page, page.locator('[data-testid="stPlotlyChart"]').first)
-        expect(page.locator("h3", has_text="Selection")).to_be_visible(timeout=LONG_MS)
+        lasso(page, page.locator('[data-testid="stPlotlyChart"]').first, *target)
+        expect(page.locator("h3", has_text="Selection:")).to_be_visible(timeout=LONG_MS)
         settle(page, 5.0)
+        page.locator('[data-testid="stPlotlyChart"]').first.scroll_into_view_if_needed()
         shots.append(OUT / "feature-map-lasso.png")
-        page.screenshot(path=shots[-1], full_page=True)
+        page.screenshot(path=shots[-1])
 
+        page.set_viewport_size(VIEWPORT)
         open_page(page, expect, "Distill")
         summary = page.locator("h3", has_text="Subset vs random vs full")
         expect(summary).to_be_visible(timeout=LONG_MS)
         settle(page)
-        summary.scroll_into_view_if_needed()
+        summary.evaluate("node => node.scrollIntoView({block: 'start'})")
+        settle(page, 1.0)
         shots.append(OUT / "distill-summary.png")
         page.screenshot(path=shots[-1])
         browser.close()

@@ -39,12 +39,14 @@ from ifbeta.plots.scores import (  # noqa: F401
     SCALES,
     SCORE_TITLE,
     ScoreScale,
+    apply_ticks,
     class_counts_bar,
     class_violin,
     confidence_scatter,
     loo_scatter,
     score_histogram,
     score_scale,
+    symlog,
     tail_disagreement_bars,
 )
 from ifbeta.plots.selection import selection_histogram, selection_table  # noqa: F401

@@ -51,7 +51,8 @@ def sample_map(coords: np.ndarray, ids: Sequence[str], *, labels: np.ndarray | N
         chosen = set(selected)
         for trace in figure.data:
             trace.selectedpoints = [k for k, i in enumerate(trace.customdata) if i in chosen]
-            trace.unselected = dict(marker=dict(opacity=0.2))
+            trace.selected = dict(marker=dict(opacity=1.0))  # the selection stands out of the translucent rest
+            trace.unselected = dict(marker=dict(opacity=0.05))
     return layout(figure, title, height=height, dragmode="lasso", legend=dict(itemsizing="constant"),
                   showlegend=values is None or kept is not None,
                   xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))

@@ -1,6 +1,7 @@
 """Figures of the dataset and of influence scores: class counts, score histogram, per-class
 violins, influence against teacher confidence, the tails' teacher disagreement, the
-leave-one-out check. Influence is shown on rank percentiles or clipped raw values (``score_scale``).
+leave-one-out check. Influence is shown on rank percentiles, clipped raw values or a symmetric log
+axis of the raw values (``score_scale``).
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ def class_counts_bar(class_names: Sequence[str], counts: np.ndarray, *, title: s
 SCORE_TITLE = "s = change of validation KD loss if removed (> 0 = helpful)"
 POOL_PERCENTILE_TITLE = "percentile of s in the pool (100 = most helpful)"
 CLASS_PERCENTILE_TITLE = "within-class percentile of s (100 = most helpful)"
-SCALES = ("percentile", "raw")
-"""How the Influence figures show s: rank percentiles (default; one outlier cannot squash the rest) or
-raw values clipped to their 1st to 99th percentile."""
+SCALES = ("percentile", "raw", "symlog")
+"""How the Influence figures show s: rank percentiles (default; one outlier cannot squash the rest),
+raw values clipped to their 1st to 99th percentile, or every raw value on a symmetric log axis."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,33 @@ class ScoreScale:
     sample_title: str
     zero: float | None
     note: str
+    ticks: tuple[tuple[float, ...], tuple[str, ...]] | None = None  # (positions, labels in units of s) or None
+
+
+def symlog(values: np.ndarray, linear: float) -> np.ndarray:
+    """asinh(values / linear): linear within about ``linear`` of 0, logarithmic beyond, odd, monotone, so the
+    sign and the order of s are kept while an outlier 1000x the typical size takes only a few units."""
+    if not linear > 0:
+        raise ValueError(f"the linear range of a symlog axis must be > 0, got {linear}")
+    return np.arcsinh(np.asarray(values, dtype=np.float64) / linear)
+
+
+def symlog_ticks(values: np.ndarray, linear: float) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    """Tick positions on the symlog axis and their labels in units of s: 0 and +-linear * 10^k for every
+    decade the (N,) ``values`` reach."""
+    largest = float(np.max(np.abs(values))) if len(values) else linear
+    decades = range(int(np.ceil(np.log10(max(largest / linear, 1.0)))) + 1)
+    real = [0.0] + [sign * linear * 10.0 ** k for k in decades for sign in (-1.0, 1.0)]
+    real = sorted(v for v in real if v == 0.0 or abs(v) <= 10 * largest)
+    return tuple(float(v) for v in symlog(np.asarray(real), linear)), tuple(f"{v:.2g}" for v in real)
+
+
+def apply_ticks(figure: go.Figure, scale: ScoreScale, axis: str = "x") -> go.Figure:
+    """Label ``axis`` ("x" or "y") in units of s when ``scale`` has ticks (the symlog scale); else unchanged."""
+    if scale.ticks is not None:
+        positions, labels = scale.ticks
+        (figure.update_xaxes if axis == "x" else figure.update_yaxes)(tickvals=list(positions), ticktext=list(labels))
+    return figure
 
 
 def score_scale(scores: np.ndarray, *, scale: str = "percentile", pool_percentile: np.ndarray | None = None,
@@ -48,7 +76,8 @@ def score_scale(scores: np.ndarray, *, scale: str = "percentile", pool_percentil
     """The axis the influence figures use. ``scale="percentile"`` needs ``pool_percentile`` and
     ``class_percentile`` ((N,) in [0, 100], 100 = most helpful, e.g. from
     ``subsets.query.within_class_percentile``); ``scale="raw"`` plots s clipped to its ``clip``
-    percentiles (the clipped points are drawn at the edges and counted in ``note``)."""
+    percentiles (the clipped points are drawn at the edges and counted in ``note``); ``scale="symlog"``
+    plots every s, unclipped, as asinh(s / m) with m the median |s| (``symlog``), ticks in units of s."""
     scores = np.asarray(scores, dtype=np.float64)
     if scale == "percentile":
         if pool_percentile is None or class_percentile is None:
@@ -57,6 +86,8 @@ def score_scale(scores: np.ndarray, *, scale: str = "percentile", pool_percentil
         zero = None if harmful in (0, len(scores)) else float(np.max(pool[scores <= 0]) + np.min(pool[scores > 0])) / 2
         return ScoreScale(pool, POOL_PERCENTILE_TITLE, np.asarray(class_percentile, dtype=np.float64),
                           CLASS_PERCENTILE_TITLE, zero, "")
+    if scale == "symlog":
+        return _symlog_scale(scores)
     if scale != "raw":
         raise ValueError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
     lower, upper = quantile_range(scores, low=clip[0], high=clip[1])
@@ -68,22 +99,39 @@ def score_scale(scores: np.ndarray, *, scale: str = "percentile", pool_percentil
     return ScoreScale(values, title, values, title, 0.0 if lower <= 0 <= upper else None, note)
 
 
+def _symlog_scale(scores: np.ndarray) -> ScoreScale:
+    """Every s on asinh(s / m), m = median |s| over the nonzero scores (1 when all are 0)."""
+    magnitudes = np.abs(scores[np.isfinite(scores) & (scores != 0)])
+    linear = float(np.median(magnitudes)) if len(magnitudes) else 1.0
+    values = symlog(scores, linear)
+    title = f"{SCORE_TITLE}; symmetric log axis, linear within ±{linear:.2g}"
+    return ScoreScale(values, title, values, title, 0.0, "", symlog_ticks(scores, linear))
+
+
 def score_histogram(scores: np.ndarray, *, helpful: np.ndarray | None = None, bins: int = 60,
-                    axis_title: str = SCORE_TITLE, zero: float | None = 0.0,
-                    title: str = "Influence scores") -> go.Figure:
-    """Histogram of values (N,) (s, or its percentile: ``axis_title`` says which), helpful and
-    harmful samples in two colours (``helpful``: (N,) bool, default values > 0), ``zero`` marked."""
+                    axis_title: str = SCORE_TITLE, zero: float | None = 0.0, title: str = "Influence scores",
+                    labels: np.ndarray | None = None, class_names: Sequence[str] | None = None) -> go.Figure:
+    """Histogram of values (N,) (s, or its percentile: ``axis_title`` says which), ``zero`` marked.
+    Bars are stacked by helpful and harmful (``helpful``: (N,) bool, default values > 0), or by class
+    when ``labels`` (N,) int and ``class_names`` are given: on a rank axis, whose total is flat by
+    construction, the class make-up along the axis is what carries information."""
     scores = np.asarray(scores, dtype=np.float64)
-    helpful = scores > 0 if helpful is None else np.asarray(helpful, dtype=bool)
     edges = np.histogram_bin_edges(scores, bins=bins)
+    if labels is not None:
+        labels = np.asarray(labels)
+        groups = [(str(name), labels == c, class_colour(c)) for c, name in enumerate(class_names)]
+    else:
+        helpful = scores > 0 if helpful is None else np.asarray(helpful, dtype=bool)
+        groups = [("harmful (s <= 0)", ~helpful, "#d62728"), ("helpful (s > 0)", helpful, "#1f77b4")]
     figure = go.Figure()
-    for name, mask, colour in (("harmful (s <= 0)", ~helpful, "#d62728"), ("helpful (s > 0)", helpful, "#1f77b4")):
+    for name, mask, colour in groups:
         figure.add_trace(go.Histogram(x=scores[mask], name=name, marker_color=colour, opacity=0.8,
                                       xbins=dict(start=float(edges[0]), end=float(edges[-1]),
                                                  size=float(edges[1] - edges[0]) or 1.0)))
     if zero is not None:
         figure.add_vline(x=zero, line_dash="dash", line_color="black")
-    return layout(figure, title, barmode="stack", xaxis_title=axis_title, yaxis_title="samples")
+    return layout(figure, title, barmode="stack", xaxis=dict(exponentformat="e"), xaxis_title=axis_title,
+                  yaxis_title="samples")
 
 
 def class_violin(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *, kind: str = "violin",

@@ -62,5 +62,5 @@ def selection_histogram(values: np.ndarray, selected: np.ndarray, *, value_range
                                 customdata=counts.tolist(),
                                 marker_color=colour, opacity=opacity,
                                 hovertemplate="%{x:.3g}: %{customdata} samples (%{y:.1f}%)<extra></extra>"))
-    return layout(figure, title, height=height, barmode="overlay", bargap=0, xaxis_title=x_title,
-                  yaxis_title="% of group", legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    return layout(figure, title, height=height, barmode="overlay", bargap=0, xaxis=dict(exponentformat="e"),
+                  xaxis_title=x_title, yaxis_title="% of group", legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))

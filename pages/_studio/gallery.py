@@ -33,8 +33,9 @@ from .steps import tag_map
 PAGE_SIZES = (16, 32, 64, 128, 256)
 TEACHER = {"all": None, "disagrees with the label": True, "agrees with the label": False}
 MEMBERSHIP = {"all": None, "kept": True, "pruned": False}
-KEYS = {"sort": "given", "descending": True, "class": None, "prediction": None, "teacher": "all",
-        "subset": "all", "tag": None, "page_size": 64, "page": 1}
+ALL = "(all)"  # the "no filter" choice of the class, prediction and tag boxes (a None value would show as empty)
+KEYS = {"sort": "given", "descending": True, "class": ALL, "prediction": ALL, "teacher": "all",
+        "subset": "all", "tag": ALL, "page_size": 64, "page": 1}
 """Widget name -> default; the session key is ``f"{key}_{name}"`` (``page_size`` defaults to ``limit`` and
 follows it when the page changes ``limit``, remembered under ``f"_{key}_last_limit"``)."""
 MAIN_WIDTH, CHARACTER_WIDTH, CELL_PADDING, MAX_COLUMNS = 1000, 8.5, 28, 8  # pixels; cells fit their caption
@@ -91,8 +92,8 @@ def _controls(table: pd.DataFrame, class_names: list[str], key: str, limit: int)
     if st.session_state.get(f"_{key}_last_limit", int(limit)) != int(limit):  # the page changed its own limit
         st.session_state[f"{key}_page_size"] = int(limit)
     st.session_state[f"_{key}_last_limit"] = int(limit)
-    classes = [None] + list(range(len(class_names)))
-    every = lambda c: "all" if c is None else f"{c}: {class_names[c]}"  # noqa: E731
+    classes = [ALL] + list(range(len(class_names)))
+    every = lambda c: "all" if c == ALL else f"{c}: {class_names[c]}"  # noqa: E731
     sorts = [s for s, column in query.SORT_KEYS.items() if column is None or column in table.columns]
     tags = sorted({tag for carried in table["tags"] for tag in carried}) if "tags" in table.columns else []
     has_kept = "kept" in table.columns
@@ -102,14 +103,15 @@ def _controls(table: pd.DataFrame, class_names: list[str], key: str, limit: int)
     options["descending"] = bool(next(cells).toggle("Descending", key=f"{key}_descending"))
     label = next(cells).selectbox("Class (label)", classes, key=f"{key}_class", format_func=every)
     prediction = next(cells).selectbox("Teacher prediction", classes, key=f"{key}_prediction", format_func=every)
-    options["classes"] = None if label is None else [label]
-    options["predictions"] = None if prediction is None else [prediction]
+    options["classes"] = None if label == ALL else [label]
+    options["predictions"] = None if prediction == ALL else [prediction]
     options["disagrees"] = TEACHER[next(cells).selectbox("Teacher", list(TEACHER), key=f"{key}_teacher")]
     if has_kept:
         options["kept"] = MEMBERSHIP[next(cells).selectbox("Subset", list(MEMBERSHIP), key=f"{key}_subset")]
     if tags:
-        options["tag"] = next(cells).selectbox("Tag", [None] + tags, key=f"{key}_tag",
-                                               format_func=lambda t: "all" if t is None else t)
+        tag = next(cells).selectbox("Tag", [ALL] + tags, key=f"{key}_tag",
+                                    format_func=lambda t: "all" if t == ALL else t)
+        options["tag"] = None if tag == ALL else tag
     sizes = sorted(set(PAGE_SIZES) | {int(limit)})
     options["page_size"] = next(cells).selectbox("Page size", sizes, key=f"{key}_page_size")
     return options
