@@ -100,6 +100,12 @@ class PolicyConfig:
     patience: int = 5  # ... for this many consecutive steps
     reinforce_samples: int = 4  # subsets drawn per fold and step (reinforce)
     grid_size: int = 7  # points per axis of the (alpha, beta) grid (grid estimator)
+    # uniform: start at init, shrink towards U(0, 1) | ratio-adaptive: start at and shrink towards the
+    # Beta(alpha0(r), beta0(r)) of policy.beta.ratio_adaptive_prior (hard kept at low r, easy at high r)
+    start: str = "uniform"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as a dict, an artefact key's input; start "uniform" is left out, so the keys of
+        policies learned before it existed stay valid."""
+        settings = asdict(self)
+        return settings if self.start != "uniform" else {k: v for k, v in settings.items() if k != "start"}

@@ -132,7 +132,7 @@ class _PolicyCheckpoint:
 
 def _policy_settings(config: PolicyConfig, ratio: float, influence_config: InfluenceConfig,
                      exclusion: "Exclusion | None") -> dict:
-    settings = {"policy": asdict(config), "ratio": float(ratio), "kd": influence_config.proxy.kd.to_dict()}
+    settings = {"policy": config.to_dict(), "ratio": float(ratio), "kd": influence_config.proxy.kd.to_dict()}
     if "family" in (proxy := influence_config.proxy.to_dict()):  # not linear (linear policies keep their keys)
         settings["proxy"] = proxy
     if exclusion is not None:  # only then, so the keys of policies learned on the whole pool stay as they were
@@ -231,7 +231,7 @@ def _selection_settings(method: str, ratio: float, seed: int, options: dict, pol
                         exclusion: Exclusion | None) -> dict:
     settings = {"method": method, "ratio": float(ratio), "seed": seed, "options": json_ready(options)}
     if method in POLICY_METHODS:
-        settings["policy"] = asdict(method_policy_config(method, policy_config))
+        settings["policy"] = method_policy_config(method, policy_config).to_dict()
     if exclusion is not None:  # only then, so selections made on the whole pool keep their keys
         settings["exclude"] = exclusion.sha256
     return settings

@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-stratify", action="store_true", help="rank and sample globally, not within class")
     parser.add_argument("--shrinkage", type=float, default=None, help="KL shrinkage towards uniform (units of J's spread)")
     parser.add_argument("--steps", type=int, default=None, help="maximum outer steps")
+    parser.add_argument("--policy-start", default="uniform", choices=["uniform", "ratio-adaptive"],
+                        help="start at and shrink towards uniform (default) or a ratio-adaptive Beta prior "
+                             "(harder samples at low ratios, easier at high ratios)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="subset directory (one ratio) or parent of ratio-<r>/ folders")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -31,7 +34,8 @@ def add_arguments(parser) -> None:
 def policy_config(args):
     from ifbeta.config import PolicyConfig
 
-    config = PolicyConfig(estimator=args.estimator, axis=args.axis, stratify=not args.no_stratify, seed=args.seed)
+    config = PolicyConfig(estimator=args.estimator, axis=args.axis, stratify=not args.no_stratify, seed=args.seed,
+                          start=args.policy_start)
     if args.shrinkage is not None:
         config = replace(config, shrinkage=args.shrinkage)
     if args.steps is not None:

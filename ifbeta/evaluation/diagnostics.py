@@ -7,7 +7,6 @@ returns None when the report is not stored yet. Reports are JSON-ready dicts.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +87,7 @@ def transfer_settings(ratio: float, policies: int, epochs: int, seeds: int, poli
         check["student"] = student
     if budget != "epochs":
         check["budget"] = budget
-    return {"transfer": check, "policy": asdict(policy_config), "influence": influence_config.to_dict()}
+    return {"transfer": check, "policy": policy_config.to_dict(), "influence": influence_config.to_dict()}
 
 
 def transfer_report(workspace: Workspace, ratio: float, *, policies: int = 3, epochs: int | None = None,

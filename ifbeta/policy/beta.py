@@ -29,7 +29,8 @@ __all__ = [
     "rank_normalise", "beta_log_weights", "beta_weights", "inclusion_probabilities",
     "inclusion_probabilities_from_log", "inclusion_probabilities_torch", "class_quotas",
     "sample_subset", "strata", "policy_probabilities", "policy_probabilities_torch", "kl_to_uniform",
-    "kl_to_uniform_torch", "k_for_ratio", "plackett_luce_log_probability", "beta_log_weights_torch",
+    "kl_to_uniform_torch", "k_for_ratio", "plackett_luce_log_probability", "beta_log_weights_torch", "kl_beta",
+    "kl_beta_torch", "ratio_adaptive_prior", "CROSSOVER_RATIO", "TILT_BASE", "STARTS", "policy_prior",
 ]
 
 
@@ -255,6 +256,52 @@ def kl_to_uniform_torch(log_alpha: torch.Tensor, log_beta: torch.Tensor) -> torc
     entropy = (log_norm - (alpha - 1) * torch.digamma(alpha) - (beta - 1) * torch.digamma(beta)
                + (alpha + beta - 2) * torch.digamma(alpha + beta))
     return -entropy
+
+
+def kl_beta(alpha: float, beta: float, alpha0: float, beta0: float) -> float:
+    """KL(Beta(alpha, beta) || Beta(alpha0, beta0)) in nats, >= 0, 0 only when equal (closed form):
+    ln B(alpha0, beta0) - ln B(alpha, beta) + (alpha - alpha0) psi(alpha) + (beta - beta0) psi(beta)
+    + (alpha0 - alpha + beta0 - beta) psi(alpha + beta); at (alpha0, beta0) = (1, 1) it is ``kl_to_uniform``."""
+    _check_shape_parameters(alpha, beta)
+    _check_shape_parameters(alpha0, beta0)
+    return float(betaln(alpha0, beta0) - betaln(alpha, beta) + (alpha - alpha0) * digamma(alpha)
+                 + (beta - beta0) * digamma(beta) + (alpha0 - alpha + beta0 - beta) * digamma(alpha + beta))
+
+
+def kl_beta_torch(log_alpha: torch.Tensor, log_beta: torch.Tensor, alpha0: float, beta0: float) -> torch.Tensor:
+    """``kl_beta`` as a differentiable function of (log alpha, log beta), the prior fixed."""
+    alpha, beta = log_alpha.exp(), log_beta.exp()
+    log_norm = torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)
+    log_norm0 = math.lgamma(alpha0) + math.lgamma(beta0) - math.lgamma(alpha0 + beta0)
+    return (log_norm0 - log_norm + (alpha - alpha0) * torch.digamma(alpha) + (beta - beta0) * torch.digamma(beta)
+            + (alpha0 - alpha + beta0 - beta) * torch.digamma(alpha + beta))
+
+
+CROSSOVER_RATIO = 0.5  # where the ratio-adaptive prior is uniform (CCS cuts hard samples only above it)
+TILT_BASE = 4.0  # alpha0(r) = TILT_BASE ** (r - CROSSOVER_RATIO): alpha0 / beta0 = 2 at r = 1, 1/2 at r = 0
+STARTS = ("uniform", "ratio-adaptive")
+
+
+def ratio_adaptive_prior(ratio: float) -> tuple[float, float]:
+    """(alpha0, beta0) = (4^(r - 1/2), 4^(1/2 - r)) at pruning ratio r in (0, 1): the published rule
+    (Sorscher et al. 2022, CCS, DUAL) keep the hard samples when little is pruned, the easy ones when
+    much is. On the policy axis u near 1 is helpful / easy and u near 0 is harmful / hard (low
+    influence, the noisy end; METHOD.md section 4), so r < 1/2 tilts towards u near 0 (beta0 > 1 >
+    alpha0), r > 1/2 towards u near 1, and r = 1/2 (``CROSSOVER_RATIO``) is uniform, the only ratio
+    where alpha0 = beta0 = 1. Mean u of the prior: 1 / (1 + 16^(1/2 - r)); e.g. r = 0.9: (1.74, 0.57)."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"pruning ratio must be in (0, 1), got {ratio}")
+    alpha0 = TILT_BASE ** (ratio - CROSSOVER_RATIO)
+    return float(alpha0), float(1.0 / alpha0)
+
+
+def policy_prior(start: str, ratio: float) -> tuple[float, float]:
+    """The (alpha0, beta0) the KL shrinkage pulls towards at ``ratio``: (1, 1) = U(0, 1) for
+    "uniform", ``ratio_adaptive_prior(ratio)`` for "ratio-adaptive" (which is also where the
+    optimiser starts; "uniform" starts at ``PolicyConfig.init``)."""
+    if start not in STARTS:
+        raise ValueError(f"unknown policy start {start!r}; choose one of {', '.join(STARTS)}")
+    return ratio_adaptive_prior(ratio) if start == "ratio-adaptive" else (1.0, 1.0)
 
 
 def k_for_ratio(n: int, ratio: float) -> int:

@@ -2,8 +2,13 @@
 
 Outer variables psi = (log alpha, log beta). Outer objective
 
-    objective(psi) = J(psi) + rho(r) * KL(Beta(alpha, beta) || U(0, 1)),   rho(r) = c * r / (1 - r)
+    objective(psi) = J(psi) + rho(r) * KL(Beta(alpha, beta) || Beta(alpha0, beta0)),   rho(r) = c * r / (1 - r)
     J(psi)         = L_V(theta*(pi(psi)))           (validation KD loss of the proxy, lower is better)
+
+``start`` (``PolicyConfig.start``) picks (alpha0, beta0) and where psi starts: "uniform" shrinks
+towards U(0, 1) = Beta(1, 1) and starts at ``init``; "ratio-adaptive" starts at and shrinks towards
+``policy.ratio_adaptive_prior(r)`` (harder samples favoured at low r, easier at high r, uniform at
+``policy.CROSSOVER_RATIO``).
 
 where pi(psi) are the policy's inclusion probabilities on the candidates (sum k, per class when
 stratified) and theta*(w) the proxy fitted with sample weights w (SUM form, fixed mu).
@@ -28,7 +33,7 @@ The parts, in the order they build on each other: ``axes`` (what the Beta ranks,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -76,7 +81,8 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
                     estimator: str = "implicit", axis: str = "influence", steps: int = 40,
                     learning_rate: float = 0.1, shrinkage: float = 1.0, stratify: bool = True, seed: int = 0,
                     folds: int = 2, val_fraction: float = 0.5, init=(1.0, 1.0), tolerance: float = 1e-4,
-                    patience: int = 5, reinforce_samples: int = 4, grid_size: int = 7, mu: float | None = None,
+                    patience: int = 5, reinforce_samples: int = 4, grid_size: int = 7, start: str = "uniform",
+                    mu: float | None = None,
                     bias_damping: float = 1e-3, proxy: ProxyConfig | None = None, on_step=None, checkpoint=None,
                     resume: dict | None = None, on_result=None) -> list[PolicyResult]:
     """Learn (alpha, beta) for each pruning ratio in ``ratios``; one PolicyResult per ratio.
@@ -99,10 +105,11 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
     config = PolicyConfig(estimator=estimator, axis=axis, steps=steps, learning_rate=learning_rate,
                           shrinkage=shrinkage, stratify=stratify, seed=seed, folds=folds, val_fraction=val_fraction,
                           init=tuple(init), tolerance=tolerance, patience=patience,
-                          reinforce_samples=reinforce_samples, grid_size=grid_size)
+                          reinforce_samples=reinforce_samples, grid_size=grid_size, start=start)
     ratios = [float(r) for r in np.atleast_1d(ratios)]
     for ratio in ratios:
         policy.k_for_ratio(len(labels), ratio)  # validates the ratio before any work
+        policy.policy_prior(start, ratio)  # and the start
     resume = resume or {}
     problem = inner.prepare(features, teacher_logits, labels, axis_values, kd=kd, mu=mu, bias_damping=bias_damping,
                             config=config, per_sample_mu=resume.get("per_sample_mu"), proxy=proxy)
@@ -140,11 +147,15 @@ def _setup(problem: inner.Problem, resume: dict, checkpoint) -> dict:
 
 def _learn_ratio(problem: inner.Problem, ratio: float, setup: dict, *, on_step, checkpoint, resume: dict
                  ) -> PolicyResult:
-    """Run the configured estimator for one ratio from the full fits (or from ``resume``'s step)."""
+    """Run the configured estimator for one ratio from the full fits (or from ``resume``'s step); the
+    problem's prior (and, ratio-adaptive, its config's ``init``) are this ratio's."""
     config = problem.config
     c = config.shrinkage * setup["j_scale"] if setup["j_scale"] is not None else 0.0
     problem.reset()
     problem.landscape = None
+    problem.prior = policy.policy_prior(config.start, ratio)
+    if config.start == "ratio-adaptive":
+        problem.config = config = replace(config, init=problem.prior)
     state = {}
     if checkpoint is not None:
         state["checkpoint"] = lambda document: checkpoint({**setup, "ratio": ratio, "adam": document})

@@ -2,7 +2,8 @@
 
 Every estimator is ``estimator(problem, ratio, rho, on_step, *, resume=None, checkpoint=None) ->
 (psi (2,), trace, converged)`` and minimises objective(psi) = J(psi) + rho KL(Beta(alpha, beta) ||
-U(0, 1)) (lower is better). ``implicit`` and ``reinforce`` run Adam on psi, clipped to
+Beta(problem.prior)) (lower is better; the prior is U(0, 1) unless ratio-adaptive). ``implicit`` and
+``reinforce`` run Adam on psi, clipped to
 ``LOG_BOUNDS``, for at most ``steps`` steps or until the relative objective change stays below
 ``tolerance`` for ``patience`` steps; ``grid`` takes the argmin over a log grid (``landscape``).
 
@@ -20,7 +21,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ifbeta.policy import beta as policy
 from ifbeta.policy import hypergradient, inner, landscape
 
 __all__ = ["ADAM", "ESTIMATORS", "LOG_BOUNDS", "adam"]
@@ -70,10 +70,10 @@ def _restore(problem: inner.Problem, document: dict, rng: np.random.Generator) -
                       document["previous"], document["calm"])
 
 
-def _kl_gradient(psi: np.ndarray) -> np.ndarray:
-    """d KL(Beta(alpha, beta) || U(0, 1)) / d psi, (2,)."""
+def _kl_gradient(problem: inner.Problem, psi: np.ndarray) -> np.ndarray:
+    """d KL(Beta(alpha, beta) || Beta(problem.prior)) / d psi, (2,) (the prior is U(0, 1) unless ratio-adaptive)."""
     psi_t = torch.tensor(psi, dtype=torch.float64, requires_grad=True)
-    return torch.autograd.grad(policy.kl_to_uniform_torch(psi_t[0], psi_t[1]), psi_t)[0].numpy()
+    return torch.autograd.grad(inner.kl_torch(problem, psi_t[0], psi_t[1]), psi_t)[0].numpy()
 
 
 def _adam_update(state: _AdamState, gradient: np.ndarray, learning_rate: float) -> None:
@@ -92,7 +92,7 @@ def _outer_step(problem: inner.Problem, state: _AdamState, ratio: float, rho: fl
     config = problem.config
     start = time.perf_counter()
     evaluation = estimate(problem, state.psi, ratio, rng)
-    gradient = evaluation.gradient + rho * _kl_gradient(state.psi)
+    gradient = evaluation.gradient + rho * _kl_gradient(problem, state.psi)
     record = inner.trace_record(problem, ratio, state.step, state.psi, evaluation, rho, time.perf_counter() - start)
     state.trace.append(record)
     if on_step is not None:

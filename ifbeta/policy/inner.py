@@ -23,7 +23,7 @@ from ifbeta.threads import thread_map
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Evaluation", "Fold", "Problem", "prepare", "trace_record"]
+__all__ = ["Evaluation", "Fold", "Problem", "kl", "kl_torch", "prepare", "trace_record"]
 
 
 Fold = WeightedFold  # one direction of the split: a proxy family's weighted fold (influence.weighted)
@@ -44,6 +44,7 @@ class Problem:
     landscape: dict | None = None  # set by the grid estimator
     per_sample_mu: float | None = None  # fold mu = per_sample_mu * n_f when mu was chosen by validation
     proxy: ProxyConfig | None = None  # the proxy family and its settings (None: linear with kd, bias_damping)
+    prior: tuple[float, float] = (1.0, 1.0)  # (alpha0, beta0) the KL shrinks towards; set per ratio by bilevel
 
     def reset(self) -> None:
         for fold in self.folds:
@@ -110,17 +111,35 @@ def prepare(features, teacher_logits, labels, axis_values, *, kd, mu, bias_dampi
                    proxy=settings)
 
 
+def kl(problem: Problem, alpha: float, beta: float) -> float:
+    """KL(Beta(alpha, beta) || Beta(problem.prior)): the shrinkage term (KL to U(0, 1) at prior (1, 1))."""
+    alpha0, beta0 = problem.prior
+    if (alpha0, beta0) == (1.0, 1.0):
+        return policy.kl_to_uniform(alpha, beta)
+    return policy.kl_beta(alpha, beta, alpha0, beta0)
+
+
+def kl_torch(problem: Problem, log_alpha, log_beta):
+    """``kl`` as a differentiable function of (log alpha, log beta) (torch tensors)."""
+    alpha0, beta0 = problem.prior
+    if (alpha0, beta0) == (1.0, 1.0):
+        return policy.kl_to_uniform_torch(log_alpha, log_beta)
+    return policy.kl_beta_torch(log_alpha, log_beta, alpha0, beta0)
+
+
 def trace_record(problem: Problem, ratio: float, step: int, psi: np.ndarray, evaluation: Evaluation, rho: float,
                  seconds: float) -> dict:
-    """One trace record at psi (2,): alpha, beta, J and objective = J + rho KL (lower is better), kl,
+    """One trace record at psi (2,): alpha, beta, J and objective = J + rho KL (lower is better), kl (to
+    the problem's prior, ``kl``),
     proxy_val_accuracy, the class histogram and mean u of the subset drawn with the config's seed."""
     alpha, beta = float(np.exp(psi[0])), float(np.exp(psi[1]))
     k = policy.k_for_ratio(len(problem.labels), ratio)
     chosen = policy.sample_subset(problem.u, problem.labels, k, alpha, beta, seed=problem.config.seed,
                                   stratify=problem.config.stratify)
-    kl = policy.kl_to_uniform(alpha, beta)
+    divergence = kl(problem, alpha, beta)
     return {"step": step, "alpha": alpha, "beta": beta, "J": float(evaluation.J),
-            "objective": float(evaluation.J + rho * kl), "kl": kl, "proxy_val_accuracy": float(evaluation.accuracy),
+            "objective": float(evaluation.J + rho * divergence), "kl": divergence,
+            "proxy_val_accuracy": float(evaluation.accuracy),
             "class_histogram": np.bincount(problem.labels[chosen], minlength=problem.num_classes).tolist(),
             "mean_u": float(problem.u[chosen].mean()), "seconds": float(seconds),
             "gradient": None if evaluation.gradient is None else [float(g) for g in evaluation.gradient]}

@@ -60,7 +60,7 @@ def grid_search(problem: inner.Problem, ratio: float, rho: float, on_step, resum
     One pass (a resumed run evaluates the grid again); the J landscape is left in ``problem.landscape``."""
     alphas = betas = grid_values(problem.config.grid_size)
     values, trace = evaluate_grid(problem, ratio, alphas, betas, rho, on_step)
-    kl = np.array([[policy.kl_to_uniform(a, b) for b in betas] for a in alphas])
+    kl = np.array([[inner.kl(problem, a, b) for b in betas] for a in alphas])
     objective = values + rho * kl
     i, j = np.unravel_index(int(np.argmin(objective)), objective.shape)
     problem.landscape = {"alpha": alphas.tolist(), "beta": betas.tolist(), "J": values.tolist(),

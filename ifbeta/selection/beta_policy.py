@@ -4,8 +4,9 @@ Signature and return value as in ``selection.score_based``. The axis values are 
 u near 1 is helpful / easy; ``Selection.scores`` holds them (higher = u nearer 1).
 
 ``POLICY_METHODS`` says what each learned IF-Beta method fixes of the settings it is run with: its
-axis, and for ``ifbeta-knn`` the proxy family (k-NN, for both the influence ranks and J, whatever
-family the caller's InfluenceConfig names), so one grid can hold ``ifbeta`` and ``ifbeta-knn``.
+axis, for ``ifbeta-knn`` the proxy family (k-NN, for both the influence ranks and J, whatever family
+the caller's InfluenceConfig names), for ``ifbeta-adaptive`` the ratio-adaptive start and prior
+(``PolicyConfig.start``), so one grid can hold them beside ``ifbeta``.
 ``method_policy_config`` and ``method_influence_config`` apply it (``pipeline.choose`` does).
 """
 from __future__ import annotations
@@ -24,20 +25,25 @@ from ifbeta.selection.signals import influence_on_demand, teacher_score
 class PolicyMethod(NamedTuple):
     axis: str  # what the Beta ranks (policy.axes.AXES)
     family: str | None = None  # proxy family of the influence scores and of J; None = the caller's
+    start: str | None = None  # PolicyConfig.start; None = the caller's
 
 
 POLICY_METHODS: dict[str, PolicyMethod] = {
     "ifbeta": PolicyMethod("influence"),
     "ifbeta-entropy": PolicyMethod("entropy"),
     "ifbeta-knn": PolicyMethod("influence", family="knn"),
+    "ifbeta-adaptive": PolicyMethod("influence", start="ratio-adaptive"),
 }
 
 
 def method_policy_config(method: str, policy_config=None):
-    """The PolicyConfig a learned IF-Beta ``method`` uses: ``policy_config`` on the method's axis."""
+    """The PolicyConfig a learned IF-Beta ``method`` uses: ``policy_config`` on the method's axis (and
+    with its start, for ``ifbeta-adaptive``)."""
     from ifbeta.config import PolicyConfig
 
-    return dataclasses.replace(policy_config or PolicyConfig(), axis=POLICY_METHODS[method].axis)
+    fixed = POLICY_METHODS[method]
+    config = dataclasses.replace(policy_config or PolicyConfig(), axis=fixed.axis)
+    return config if fixed.start is None else dataclasses.replace(config, start=fixed.start)
 
 
 def method_influence_config(method: str, influence_config=None):
@@ -103,6 +109,11 @@ def ifbeta_knn(inputs, k, *, ratio, seed, config=None, **options):
     config = method_influence_config("ifbeta-knn", config)
     return ifbeta_learned(dataclasses.replace(inputs, influence=None), k, ratio=ratio, seed=seed, config=config,
                           **options)
+
+
+def ifbeta_adaptive(inputs, k, *, ratio, seed, **options):
+    """IF-Beta started at and shrunk towards the ratio-adaptive Beta prior (``policy.ratio_adaptive_prior``)."""
+    return ifbeta_learned(inputs, k, ratio=ratio, seed=seed, **{**options, "start": "ratio-adaptive"})
 
 
 def ifbeta_fixed(inputs, k, *, ratio, seed, alpha=None, beta=None, axis="influence", stratify=True, config=None):
