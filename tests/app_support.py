@@ -1,7 +1,16 @@
 """What every AppTest file shares: the app's path and the routing of each run through app.py."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+if str(ROOT) not in sys.path:  # the app's glue (pages/_studio) imports from the project root
+    sys.path.insert(0, str(ROOT))
+TIMEOUT = 300  # the first page load trains the digits teacher (seconds alone; minutes on a loaded machine)
 
 
 @pytest.fixture(autouse=True)

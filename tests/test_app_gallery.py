@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
+from app_support import APP, TIMEOUT, navigation_routing, plotly_array  # noqa: E402, F401  (autouse)
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from ifbeta import plots  # noqa: E402
 from ifbeta.subsets.query import short_id  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-if str(ROOT) not in sys.path:  # the app's glue (pages/_studio) imports from the project root
-    sys.path.insert(0, str(ROOT))
-TIMEOUT = 300  # the first page load trains the digits teacher (seconds alone; minutes on a loaded machine)
-
-
-from app_support import navigation_routing, plotly_array  # noqa: E402, F401  (autouse: every run goes through app.py)
 
 
 @pytest.fixture

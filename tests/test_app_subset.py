@@ -2,20 +2,15 @@
 Make-the-subset button goes once used, and a policy the Policy page learned is reused without it."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
+from app_support import APP, TIMEOUT  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-if str(ROOT) not in sys.path:  # the app's glue (pages/_studio) imports from the project root
-    sys.path.insert(0, str(ROOT))
-TIMEOUT = 300  # the first page load trains the digits teacher (seconds alone; minutes on a loaded machine)
 MAKE = "Make the subset"
 
 
