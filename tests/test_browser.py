@@ -131,6 +131,11 @@ def test_feature_map_box_select_opens_gallery(page):
     page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
     page.mouse.move(x1, y1, steps=5)
     page.mouse.up()
+    # a loaded machine may still be redrawing the chart: wait until plotly holds the box's selection
+    page.wait_for_function("""() => {
+        const plot = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+        return plot && Array.isArray(plot.data) && plot.data.some(t => (t.selectedpoints || []).length);
+    }""", timeout=120_000)
     # the ids plotly itself marked as selected (per trace, through customdata)
     selected = chart.evaluate("""node => {
         const plot = node.querySelector('.js-plotly-plot');
@@ -143,6 +148,8 @@ def test_feature_map_box_select_opens_gallery(page):
     assert selected, "the box selected no point"
     heading = page.locator("h3", has_text="Selection:")
     expect(heading).to_be_visible(timeout=60_000)
+    # under load the rerun that the selection started may still be drawing: read the page once it is done
+    expect(page.locator('[data-testid="stStatusWidget"]', has_text="Running")).to_have_count(0, timeout=120_000)
     count = int(heading.inner_text().split(":")[1].split()[0].replace(",", ""))
     assert count == len(selected)
     texts = _gallery_captions(page, min(len(selected), 64))  # the gallery shows at most 64 images
