@@ -4,6 +4,7 @@ when there is none, ``ifbeta teachers --set-default`` changes it; old stores and
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -115,6 +116,7 @@ def test_registering_without_default_keeps_the_default_and_lists_both(tmp_path, 
     store = Store(tmp_path / "cache")
     first = write_checkpoint(tmp_path / "elsewhere" / "a.safetensors", train, epochs=3, top1=0.9, seed=2)
     second = write_checkpoint(tmp_path / "elsewhere" / "b.safetensors", train, epochs=4, top1=0.8, seed=3)
+    os.utime(first, (first.stat().st_atime, second.stat().st_mtime - 60))  # coarse clocks: make the order explicit
     assert registry.register(store, first, make_default=True).default
     assert not registry.register(store, second, make_default=False).default
     listed = registry.entries(store, fingerprint=train.fingerprint)
@@ -147,6 +149,7 @@ def test_a_bundled_teacher_is_the_default_until_the_store_names_another(tmp_path
     bundled = tmp_path / "bundled"
     shipped = write_checkpoint(bundled / f"{train.fingerprint[:16]}-cnn-small.safetensors", train,
                                epochs=30, top1=0.99, seed=4)
+    os.utime(shipped, (shipped.stat().st_atime, shipped.stat().st_mtime - 60))  # shipped a minute before
     assert registry.default(store, train.fingerprint, "cnn-small", bundled=bundled).path == shipped
     slot = teachers.teacher_slot(train, "cnn-small", store=store, epochs=5)
     write_checkpoint(slot, train, epochs=5, top1=0.7, seed=5)  # a newer teacher in the store
