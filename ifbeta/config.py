@@ -101,5 +101,11 @@ class PolicyConfig:
     reinforce_samples: int = 4  # subsets drawn per fold and step (reinforce)
     grid_size: int = 7  # points per axis of the (alpha, beta) grid (grid estimator)
 
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1 (outer steps of the policy), got {self.steps}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
     def to_dict(self) -> dict:
         return asdict(self)
