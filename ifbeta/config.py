@@ -104,6 +104,12 @@ class PolicyConfig:
     # Beta(alpha0(r), beta0(r)) of policy.beta.ratio_adaptive_prior (hard kept at low r, easy at high r)
     start: str = "uniform"
 
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1 (outer steps of the policy), got {self.steps}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
     def to_dict(self) -> dict:
         """The settings as a dict, an artefact key's input; start "uniform" is left out, so the keys of
         policies learned before it existed stay valid."""

@@ -34,6 +34,10 @@ def run(args) -> int:
         raise UserError("--epochs must be at least 1")
     if args.eval_every < 1:
         raise UserError("--eval-every must be at least 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not args.lr > 0:
+        raise UserError(f"--lr must be positive, got {args.lr}")
     if args.subset != "full":
         from pathlib import Path
 

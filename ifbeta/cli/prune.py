@@ -39,6 +39,10 @@ def policy_config(args):
     if args.shrinkage is not None:
         config = replace(config, shrinkage=args.shrinkage)
     if args.steps is not None:
+        if args.steps < 1:
+            from ifbeta.errors import UserError
+
+            raise UserError(f"--steps must be at least 1, got {args.steps}")
         config = replace(config, steps=args.steps)
     return config
 

@@ -33,6 +33,10 @@ def run(args) -> int:
         train_teacher,
     )
 
+    if args.epochs is not None and args.epochs < 1:
+        from ifbeta.errors import UserError
+
+        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
     train, test = common.load_splits(args)
     store = common.store_of(args)
     arch = args.arch or models.default_architectures(train.name, train.image_size)[0]

@@ -359,9 +359,16 @@ def hidden_warning(splits) -> str | None:
 
 
 def stratified_pool(labels: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a fixed class-stratified subset of ``size`` samples (e.g. the 10k CIFAR pool)."""
+    """Sorted indices of a fixed class-stratified subset of ``size`` samples (e.g. the 10k CIFAR pool).
+    A ``size`` below 1 or below the class count is a ``DatasetError``."""
     from sklearn.model_selection import train_test_split
 
+    classes = len(np.unique(labels))
+    if size < 1:
+        raise DatasetError(f"the pool size must be positive, got {size} (0 or none: the whole training split)")
+    if size < classes and size < len(labels):
+        raise DatasetError(f"a pool of {size} samples is smaller than the {classes} classes; use at least "
+                           f"{classes} (or the whole training split)")
     if size >= len(labels):
         return np.arange(len(labels))
     chosen, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed, stratify=labels)

@@ -161,6 +161,14 @@ def default(store: Store, fingerprint: str, arch: str, *, preferred: Callable[[]
                                     bundled=bundled) if e.default), None)
 
 
+def unreadable_default(store: Store, fingerprint: str, arch: str, *, bundled: Path | None = None) -> Path | None:
+    """The file the index names as the default of (fingerprint, arch) when it is there but its header cannot
+    be read (cut short or damaged), so ``entries`` leaves it out; else None."""
+    named = _read_index(store).get("defaults", {}).get(pair_key(fingerprint, arch))
+    return next((path for name, path, _ in _candidates(store, bundled)
+                 if name == named and path.is_file() and header(path) is None), None)
+
+
 def find(store: Store, name_or_path: str, *, fingerprint: str, bundled: Path | None = None) -> Entry | None:
     """The entry of ``fingerprint`` named ``name_or_path`` (its name, or a path to its file)."""
     listed = entries(store, fingerprint=fingerprint, bundled=bundled)

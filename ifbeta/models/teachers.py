@@ -215,9 +215,19 @@ def resolve_teacher(spec: str, data: DatasetSplit, *, store: Store | None = None
     if not path.is_file():
         with store.lock("teachers", path.parent.name):
             if default_teacher(data, arch, store=store) is None:
+                _refuse_unreadable_default(data, arch, store=store)
                 _train_default(data, arch, path, store=store, epochs=epochs, test=test, on_step=on_step)
         path = teacher_path(spec, data, store=store, arch=arch, epochs=epochs)
     return load_teacher(path, data, arch=arch)
+
+
+def _refuse_unreadable_default(data: DatasetSplit, arch: str, *, store: Store) -> None:
+    """A ``ModelError`` when the recorded default teacher is there but unreadable: ``auto`` never trains a
+    different teacher in its place without a word."""
+    damaged = registry.unreadable_default(store, data.fingerprint, arch, bundled=BUNDLED)
+    if damaged is not None:
+        raise ModelError(f"the default {arch} teacher of {data.name}, {damaged}, is not a readable checkpoint (cut "
+                         "short or damaged); delete it to train a new one, or make another teacher the default")
 
 
 def _train_default(data: DatasetSplit, arch: str, path: Path, *, store: Store, epochs: int | None,

@@ -9,7 +9,7 @@ cached loader picks up the result. session_state holds selections and keys, neve
 """
 from __future__ import annotations
 
-import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from ifbeta.store import Store
 from ifbeta.subsets import catalog, tags
 
 from .feedback import ENGINE_ERRORS, engine_errors, progress
+from .roots import refuse_imagefolder_outside_roots, refuse_outside_roots
 from .state import WorkspaceSpec, current_spec, influence_config, policy_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,8 @@ def store() -> Store:
 # ----------------------------------------------------------------------------------------- workspace
 _READY: set = set()  # ("workspace", spec, root) of workspaces this process has opened (with progress)
 _HANDOFF: dict = {}  # a workspace opened with progress, handed to the cached loader (no second open)
+_OPENING: dict = {}  # (spec, root) -> the lock held while a session of this process opens that workspace
+_OPENING_GUARD = threading.Lock()
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
@@ -102,12 +105,29 @@ def workspace(spec: WorkspaceSpec | None = None, *, container=None) -> pipeline.
             st.page_link("pages/setup.py", label="Go to Setup", icon="🛠️")
             st.stop()
         if ("workspace", spec, root) not in _READY:
+            _open_once(spec, root, container)
+        opened = _workspace(spec, root)
+        _HANDOFF.pop((spec, root), None)  # not taken when the loader had it cached already
+        return opened
+
+
+def _open_once(spec: WorkspaceSpec, root: str, container) -> None:
+    """Open the workspace with progress once per process: a session arriving meanwhile waits for the first
+    (then reads the loader's cached one); across processes the store's locks compute each artefact once."""
+    with _OPENING_GUARD:
+        lock = _OPENING.setdefault((spec, root), threading.Lock())
+    if not lock.acquire(blocking=False):
+        with st.spinner(f"Another session is preparing {spec.dataset}; waiting for it ..."):
+            lock.acquire()
+    try:
+        if ("workspace", spec, root) not in _READY:
             epochs = teachers.default_epochs(spec.dataset)
             with progress(f"Preparing {spec.dataset} (teacher, features)", epochs=epochs, container=container) as bar:
                 _HANDOFF[(spec, root)] = pipeline.open_workspace(spec.dataset, store=Store(root), on_step=bar,
                                                                  splits=splits(spec), **spec.options())
             _READY.add(("workspace", spec, root))
-        return _workspace(spec, root)
+    finally:
+        lock.release()
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -213,38 +233,7 @@ def _dataset_allowed() -> bool:
 
 
 def _stamp(path: str) -> tuple:
-    status = Path(path).stat()
-    return status.st_mtime_ns, status.st_size
-
-
-# ----------------------------------------------------------------------------------- allowed roots
-ALLOWED_ROOTS = "IFBETA_ALLOWED_ROOTS"
-
-
-def allowed_roots() -> list[Path]:
-    """The folders a shared deployment lets people read checkpoints and ImageFolders from:
-    ``$IFBETA_ALLOWED_ROOTS``, os.pathsep-separated, read at call time; [] = unrestricted."""
-    value = os.environ.get(ALLOWED_ROOTS, "")
-    return [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part.strip()]
-
-
-def refuse_imagefolder_outside_roots(dataset: str) -> None:
-    """``refuse_outside_roots`` for the root of an ``imagefolder:<root>`` dataset (others pass)."""
-    if dataset.startswith("imagefolder:"):
-        refuse_outside_roots(dataset.split(":", 1)[1], "ImageFolder root")
-
-
-def refuse_outside_roots(path: str | Path, what: str) -> None:
-    """``ModelError`` when ``path`` (resolved, links followed) is outside every allowed root (for a
-    checkpoint the store and the bundled teachers count as allowed too)."""
-    named = allowed_roots()
-    if not named:
-        return
-    roots = named + ([store().root.resolve(), teachers.BUNDLED.resolve()] if what == "checkpoint" else [])
-    resolved = Path(path).expanduser().resolve()  # the app's own uploads, trained and bundled teachers stay usable
-    if not any(resolved == root or root in resolved.parents for root in roots):
-        raise ModelError(f"{what} {path} is outside the folders this server may read "
-                         f"({', '.join(map(str, named))}); put it under one of them")
+    return Path(path).stat().st_mtime_ns, Path(path).stat().st_size
 
 
 # ------------------------------------------------------------------------------------------- scoring
