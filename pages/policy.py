@@ -148,7 +148,9 @@ st.plotly_chart(plots.teaching_figure(u, shown_policy.probabilities, kept, alpha
 # ---------------------------------------------------------------------------------------- transfer
 st.subheader("Transfer check")
 st.caption("Does J predict real students here? Trains short KD students at policies along the trajectory and "
-           "at uniform (paired seeds) and reports agreement = -Spearman(J, accuracy). Costly: "
+           "at uniform (paired seeds) and reports agreement = -Spearman(J, accuracy) with a seed-bootstrap 95% "
+           "interval; inconclusive when the interval holds 0 or with fewer than "
+           f"{transfer.MIN_SEEDS} seeds. Costly: "
            "policies x seeds student runs; interrupted checks resume.")
 columns = st.columns(4)
 transfer_ratio = columns[0].selectbox("Ratio", RATIOS, key="transfer_ratio")
@@ -156,7 +158,7 @@ transfer_policies = columns[1].number_input("Policies", min_value=2, max_value=1
 default_epochs = transfer.default_epochs(ws.train.name)
 transfer_epochs = columns[2].number_input("Student epochs", min_value=1, max_value=200, value=default_epochs,
                                           key="transfer_epochs")
-transfer_seeds = columns[3].number_input("Seeds", min_value=1, max_value=5, key="transfer_seeds")
+transfer_seeds = columns[3].number_input("Seeds", min_value=1, max_value=32, key="transfer_seeds")
 arguments = (transfer_ratio, int(transfer_policies), int(transfer_epochs), int(transfer_seeds))
 report = steps.transfer(ws, *arguments, compute=False)
 if report is None and st.button("Run the transfer check"):
@@ -165,9 +167,14 @@ if report is not None:
     verdict = {"yes": st.success, "weak": st.warning, "no": st.error}.get(report.get("trust"), st.info)
     verdict(report.get("verdict", ""))
     columns = st.columns(3)
-    agreement = report.get("agreement")
-    columns[0].metric("Agreement (-Spearman)", "n/a" if agreement is None else f"{agreement:+.2f}")
-    columns[1].metric("Learned - uniform (points)", f"{100 * report['learned_minus_uniform']:+.1f}")
+    agreement, interval = report.get("agreement"), report.get("agreement_interval")
+    columns[0].metric("Agreement (-Spearman)", "n/a" if agreement is None else f"{agreement:+.2f}",
+                      help=None if interval is None else f"95% interval [{interval[0]:+.2f}, {interval[1]:+.2f}]")
+    difference = report.get("learned_minus_uniform_interval")
+    columns[1].metric("Learned - uniform (points)", f"{100 * report['learned_minus_uniform']:+.1f}",
+                      delta=report.get("learned_vs_uniform"), delta_color="off",
+                      help=None if difference is None else
+                      f"95% interval [{100 * difference[0]:+.1f}, {100 * difference[1]:+.1f}]")
     columns[2].metric("Student", f"{report.get('student')} × {report.get('epochs')} epochs")
     st.dataframe(pd.DataFrame([{k: p[k] for k in ("label", "alpha", "beta", "J", "mean_accuracy", "std_accuracy")}
                                for p in report["policies"]]), hide_index=True)

@@ -60,7 +60,9 @@ def test_policy_effect_separates_policy_differences_from_seed_noise():
 @pytest.mark.parametrize("agreement, difference, trust", [
     (0.9, 0.01, "yes"), (0.9, -0.01, "yes"), (0.4, 0.01, "weak"), (-0.5, -0.02, "no"), (None, 0.0, "inconclusive")])
 def test_verdict_levels(agreement, difference, trust):
-    level, line = transfer.verdict(agreement, difference, 0.004, policies=6, seeds=2, policy_effect_p=0.01)
+    interval = None if agreement is None else (agreement - 0.1, agreement + 0.1)  # excludes 0
+    spread = (difference - 0.004, difference + 0.004)
+    level, line = transfer.verdict(agreement, interval, difference, spread, policies=6, seeds=8, policy_effect_p=0.01)
     assert level == trust and "\n" not in line and "uniform" in line
     if agreement is not None:
         assert f"{agreement:+.2f}" in line
@@ -69,7 +71,7 @@ def test_verdict_levels(agreement, difference, trust):
 
 
 def test_verdict_is_inconclusive_when_policies_differ_like_seeds():
-    level, line = transfer.verdict(1.0, 0.01, 0.02, policies=4, seeds=2, policy_effect_p=0.8)
+    level, line = transfer.verdict(1.0, (0.9, 1.0), 0.01, (-0.01, 0.03), policies=4, seeds=8, policy_effect_p=0.8)
     assert level == "inconclusive" and "p = 0.80" in line
 
 

@@ -1,7 +1,8 @@
 """ifbeta transfer-check: does the proxy's J predict real students on this data? (docs/METHOD.md section 5)
 
 The report is the store's ``transfer`` artefact (``evaluation.diagnostics.transfer_report``), the one
-the app shows; a repeated check reads it back."""
+the app shows; a repeated check reads it back. The last human line is the verdict; it starts with
+"Inconclusive:" whenever the seed-bootstrap interval of Spearman holds 0."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +10,12 @@ import sys
 from ifbeta.cli import common
 
 HELP = ("train short real KD students at policies along the learned trajectory and at uniform, and report "
-        "Spearman(J, student accuracy): negative = J agrees (lower J is better); agreement = -Spearman")
+        "Spearman(J, student accuracy) with a seed-bootstrap interval: negative = J agrees (lower J is "
+        "better); agreement = -Spearman; inconclusive when the interval holds 0")
+SEEDS_HELP = ("paired seeds 0..S-1: seed s draws every policy's subset, initialises its student and orders its "
+              "batches (one pool shuffle per epoch) (default 8: on digits the seed-bootstrap interval of Spearman "
+              "spans nearly its whole range with 2 seeds and narrows until about 8, "
+              "benchmarks/results/transfer-power.md)")
 
 
 def add_arguments(parser) -> None:
@@ -22,9 +28,7 @@ def add_arguments(parser) -> None:
                              "learned policy (uniform is added on top); at least 2 (default 5)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="student epochs per run (default: a third of the dataset's distill default)")
-    parser.add_argument("--seeds", type=int, default=2,
-                        help="paired seeds 0..S-1: seed s draws every policy's subset and initialises its student "
-                             "(default 2)")
+    parser.add_argument("--seeds", type=int, default=None, help=SEEDS_HELP)
     parser.add_argument("--student", default=None, help="student architecture (default per dataset)")
     parser.add_argument("--budget", default="epochs", choices=["epochs", "steps"],
                         help="epochs: same epochs over each subset; steps: same optimiser steps as a full run")
@@ -65,7 +69,7 @@ def run(args) -> int:
     ratio = common.check_ratio(args.ratio)
     if args.policies < 2:
         raise UserError(f"--policies must be at least 2 (a Spearman needs several points), got {args.policies}")
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
@@ -86,6 +90,13 @@ def run(args) -> int:
     return 0
 
 
+def _interval(values, scale: float = 1.0, digits: int = 3) -> str:
+    """', 95% interval [low, high]' of a report's [low, high] (times ``scale``); '' for None."""
+    if values is None:
+        return ""
+    return f", 95% interval [{scale * values[0]:+.{digits}f}, {scale * values[1]:+.{digits}f}]"
+
+
 def _print_table(report: dict) -> None:
     print(f"transfer check on {report['dataset']}, ratio {report['ratio']} (k = {report['k']}), "
           f"{report['student']} x {report['epochs']} epochs, seeds {report['seeds']}")
@@ -95,9 +106,12 @@ def _print_table(report: dict) -> None:
         print(f"{entry['label']:<10} {entry['alpha']:>8.3g} {entry['beta']:>8.3g} {entry['J']:>10.5g} "
               f"{entry['mean_accuracy']:>9.4f}  {seeds}")
     spearman = report["spearman"]
-    shown = "n/a" if spearman is None else f"{spearman:+.3f} (agreement {report['agreement']:+.3f})"
+    shown = "n/a" if spearman is None else (f"{spearman:+.3f}{_interval(report.get('spearman_interval'))} "
+                                            f"(agreement {report['agreement']:+.3f})")
     print(f"Spearman(J, accuracy) {shown}; negative means lower J went with higher accuracy")
     std = report["learned_minus_uniform_std"]
     print(f"learned - uniform: {100 * report['learned_minus_uniform']:+.2f} points"
-          f"{'' if std is None else f' (sd {100 * std:.2f})'}, paired by seed")
+          f"{_interval(report.get('learned_minus_uniform_interval'), 100, 2)}"
+          f"{'' if std is None else f' (sd {100 * std:.2f})'}, paired by seed: "
+          f"{report.get('learned_vs_uniform', 'inconclusive')}")
     print(report["verdict"])

@@ -34,6 +34,7 @@ from ifbeta.store import Store
 log = logging.getLogger(__name__)
 
 BUDGETS = ("epochs", "steps")
+ORDERS = ("subset", "pool")  # batch order: a shuffle of the subset, or of the whole pool restricted to the subset
 STUDENT_EPOCHS = {"digits": 30}
 DEFAULT_STUDENT_EPOCHS = 30
 
@@ -56,10 +57,15 @@ def plan(n_pool: int, k: int, *, epochs: int, budget: str, batch_size: int) -> t
 def run(workspace: Workspace, *, subset: str | Path | None, out: str | Path, student: str | None = None,
         epochs: int | None = None, budget: str = "epochs", seed: int = 0, batch_size: int | None = None,
         learning_rate: float = 0.05, kd: KDConfig = KDConfig(), on_step: OnStep | None = None,
-        eval_every: int = 1) -> dict:
+        eval_every: int = 1, order: str = "subset") -> dict:
     """Distil ``workspace.teacher`` into a fresh ``student`` on ``subset`` (a subset directory, or
     None for the full pool). Returns the metrics dict (test_top1/top5 are last-epoch fractions).
-    ``eval_every``: test the student every that many epochs (always after the last one)."""
+    ``eval_every``: test the student every that many epochs (always after the last one). ``order``
+    (``ORDERS``): ``pool`` shuffles the whole pool with the seed and keeps the subset's samples in that
+    order, so runs with one seed on two subsets visit their common samples in the same relative order
+    (the transfer check's pairing); it is recorded in config.json only when not ``subset``."""
+    if order not in ORDERS:
+        raise RunError(f"unknown batch order {order!r}; use one of {', '.join(ORDERS)}")
     train = workspace.train
     indices, method, ratio, subset_path = _subset_indices(subset, train)
     student = student or models.default_architectures(train.name, train.image_size)[1]
@@ -70,16 +76,18 @@ def run(workspace: Workspace, *, subset: str | Path | None, out: str | Path, stu
     with _run_lock(out):
         return _run_locked(workspace, out, train, indices, method, ratio, subset_path, student=student,
                            epochs=epochs, budget=budget, seed=seed, batch_size=batch_size, run_epochs=run_epochs,
-                           learning_rate=learning_rate, kd=kd, on_step=on_step, eval_every=eval_every)
+                           learning_rate=learning_rate, kd=kd, on_step=on_step, eval_every=eval_every,
+                           order=order)
 
 
 def _run_locked(workspace: Workspace, out: Path, train, indices, method, ratio, subset_path, *, student, epochs,
-                budget, seed, batch_size, run_epochs, learning_rate, kd, on_step, eval_every) -> dict:
+                budget, seed, batch_size, run_epochs, learning_rate, kd, on_step, eval_every, order) -> dict:
     """``run`` once it holds the run directory's lock."""
     request = {"dataset": train.name, "fingerprint": train.fingerprint, "teacher": workspace.teacher_record(),
                "subset": subset_path, "indices_sha256": _indices_hash(indices), "method": method, "ratio": ratio,
                "student": student, "epochs": epochs, "budget": budget, "seed": seed, "batch_size": batch_size,
-               "learning_rate": learning_rate, "kd": kd.to_dict(), "pool": workspace.pool}
+               "learning_rate": learning_rate, "kd": kd.to_dict(), "pool": workspace.pool,
+               **({"order": order} if order != "subset" else {})}
     finished = _existing(out, request)
     rank, _ = distributed_context()
     if finished is not None:
@@ -89,7 +97,8 @@ def _run_locked(workspace: Workspace, out: Path, train, indices, method, ratio, 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "config.json", request)
-    config = TrainConfig(epochs=run_epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    config = TrainConfig(epochs=run_epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                         order=order)
     torch.manual_seed(seed)  # same seed -> same student initialisation across methods (paired seeds)
     model = models.build(student, num_classes=train.num_classes, in_channels=train.channels)
     progress = _progress_writer(out, run_epochs, on_step, rank)

@@ -77,12 +77,18 @@ def landscape(workspace: Workspace, ratio: float, *, grid: int = 5, policy_confi
 
 
 # ----------------------------------------------------------------------------------------- transfer
+TRANSFER_VERSION = 2  # of the transfer report's key: see ``transfer_settings``
+
+
 def transfer_settings(ratio: float, policies: int, epochs: int, seeds: int, policy_config: PolicyConfig,
                       influence_config: InfluenceConfig, *, student: str | None = None, budget: str = "epochs"
                       ) -> dict:
     """The key settings of a transfer check; ``student`` (None = the dataset's default) and ``budget``
-    enter only when they differ from the defaults, so a check with the defaults keeps one key."""
-    check = {"ratio": float(ratio), "policies": int(policies), "epochs": int(epochs), "seeds": int(seeds)}
+    enter only when they differ from the defaults, so a check with the defaults keeps one key.
+    ``version`` 2: students paired by batch order too, report with bootstrap and t-intervals (a
+    report stored before is computed afresh)."""
+    check = {"ratio": float(ratio), "policies": int(policies), "epochs": int(epochs), "seeds": int(seeds),
+             "version": TRANSFER_VERSION}
     if student is not None:
         check["student"] = student
     if budget != "epochs":
@@ -91,18 +97,21 @@ def transfer_settings(ratio: float, policies: int, epochs: int, seeds: int, poli
 
 
 def transfer_report(workspace: Workspace, ratio: float, *, policies: int = 3, epochs: int | None = None,
-                    seeds: int = 2, student: str | None = None, budget: str = "epochs", out: str | Path | None = None,
+                    seeds: int | None = None, student: str | None = None, budget: str = "epochs",
+                    out: str | Path | None = None,
                     policy_config: PolicyConfig = PolicyConfig(), influence_config: InfluenceConfig = InfluenceConfig(),
                     compute: bool = True, on_step: OnStep | None = None) -> dict | None:
     """The transfer check (``transfer.transfer_check``: short KD students at ``policies`` policies x
     ``seeds`` seeds; resumable), its report cached. Keys: trust, verdict, agreement, policies, ...
 
-    epochs None: ``transfer.default_epochs`` of the dataset. student None (or the dataset's default
-    student, the same key): the default. out: the folder of the runs (default <store>/transfer-check);
+    epochs None: ``transfer.default_epochs`` of the dataset; seeds None: ``transfer.DEFAULT_SEEDS``
+    (the report's trust is ``inconclusive`` when its seeds cannot tell J's ranking from noise).
+    student None (or the dataset's default student, the same key): the default. out: the folder of the runs (default <store>/transfer-check);
     where the runs live does not change the report, so it is not part of the key."""
     from ifbeta.evaluation import transfer
 
     epochs = transfer.default_epochs(workspace.train.name) if epochs is None else epochs
+    seeds = transfer.DEFAULT_SEEDS if seeds is None else seeds
     if student is not None and student == _default_student(workspace):
         student = None
 

@@ -6,12 +6,32 @@ short real KD students on subsets drawn from several policies and compare:
 - policies: ``policies - 1`` points evenly spaced along the trajectory of the J-only optimisation
   (shrinkage 0, so it actually moves away from the uniform start), the final default (shrunk)
   learned policy, and uniform (alpha = beta = 1, stratified random pruning); optional extra points.
-- every policy is trained with the same seeds; seed s draws the policy's subset with seed s and
-  initialises the student with seed s, so policies are compared paired by seed.
+- seeds are paired across policies. Seed s (1) draws every policy's subset with seed s, (2)
+  initialises every policy's student with seed s (bitwise the same weights: ``torch.manual_seed(s)``
+  right before the student is built), and (3) orders its batches by one shuffle of the whole pool
+  per epoch, drawn from (s, epoch) (``distill.run(order="pool")``), so two policies' students visit
+  the samples their subsets share in the same relative order. What is not paired: which samples
+  fill the rest of each batch (the subsets differ), hence batch boundaries, and the augmentation of
+  a given sample (drawn per batch position; digits and small grey images are not augmented).
 - ``spearman`` = Spearman(J, mean student accuracy) over the policies. Lower J is better, so a
   useful proxy gives a strongly NEGATIVE value; ``agreement`` = -spearman (1 = J ranks the policies
-  exactly as the students do, 0 = no relation, < 0 = J points the wrong way).
-- ``learned_minus_uniform`` = mean over seeds of acc(learned) - acc(uniform) (fractions, paired).
+  exactly as the students do, 0 = no relation, < 0 = J points the wrong way). Its 95% interval
+  resamples the seeds (``transfer_statistics.bootstrap_spearman``).
+- ``learned_minus_uniform`` = mean over seeds of acc(learned) - acc(uniform) (fractions, paired),
+  with its 95% t-interval over seeds.
+- the verdict is ``inconclusive`` whenever the agreement interval holds 0: with the seeds trained,
+  J's ranking cannot be told from seed noise.
+
+Default seeds (``DEFAULT_SEEDS`` = 8) and ``MIN_SEEDS`` = 6, from ``benchmarks/results/transfer-power.md``
+(digits, ratio 0.5, 6 policies, 10 epochs, 32 seeds trained, 200 draws of S of them per S). There the
+policies' mean accuracies differ by under 1 point while one student's seed sd is about 3.3 points, so
+no number of seeds below 32 should find an effect. With 2 seeds (the old default) the seed bootstrap
+has 3 distinct resamples, its interval is far too narrow (it held the 32-seed Spearman in 45% of
+draws) and excluded 0 in 48% of the draws (27% with 3 seeds, 15% with 4): false alarms. With 6
+seeds 7% did, with 8 5% (the nominal rate), and at 8 the interval held the 32-seed value in 83% of
+draws. 8 seeds also narrow learned - uniform's t-interval from about 25 points wide (2 seeds) to
+3.4 (16 seeds: 2.2). More seeds did not narrow the Spearman interval there: with no real effect its
+width stays near 1.3 (of 2), which is the honest answer.
 
 Runs are ordinary ``distill`` run directories under ``out`` (default ``<store>/transfer-check``),
 named by their content, so an interrupted check resumes and a repeated one costs nothing.
@@ -33,6 +53,7 @@ import scipy.stats
 from ifbeta import pipeline
 from ifbeta.config import InfluenceConfig, PolicyConfig
 from ifbeta.distill import student as distill
+from ifbeta.evaluation import transfer_statistics as stats
 from ifbeta.models import zoo as models
 from ifbeta.pipeline import Workspace
 from ifbeta.progress import OnStep
@@ -40,11 +61,13 @@ from ifbeta.store import json_ready
 
 log = logging.getLogger(__name__)
 
-__all__ = ["transfer_check", "default_epochs", "trajectory_steps", "policy_effect", "verdict", "TRUST_AGREEMENT",
-           "WEAK_AGREEMENT"]
+__all__ = ["transfer_check", "default_epochs", "trajectory_steps", "policy_effect", "summarise", "verdict",
+           "TRUST_AGREEMENT", "DEFAULT_SEEDS", "ORDER"]
 
-TRUST_AGREEMENT = 0.6  # agreement (= -Spearman) at or above this: trust J to rank policies on this data
-WEAK_AGREEMENT = 0.2  # between the two: J is a weak guide; below: do not trust it
+TRUST_AGREEMENT = 0.6  # agreement (= -Spearman) at or above this, its interval above 0: trust J (below: weak)
+DEFAULT_SEEDS = 8  # paired seeds of a check unless told: see the module docstring and transfer-power.md
+MIN_SEEDS = 6  # fewer seeds: inconclusive whatever the interval (too few distinct resamples; transfer-power.md)
+ORDER = "pool"  # the students' batch order (distill.ORDERS): one pool shuffle per seed and epoch, shared
 DEFAULT_EPOCH_FRACTION = 3  # default student epochs = distill's default for the dataset // this ("short")
 NOISE_P = 0.5  # policy_effect p-value at or above this: the policies' differences look like seed noise
 SAME_POLICY = 1e-6  # |log alpha| and |log beta| differences below this are the same policy
@@ -66,7 +89,7 @@ def trajectory_steps(trace: list[dict], count: int) -> list[int]:
 
 
 def transfer_check(workspace: Workspace, *, ratio: float, policies: int = 5, epochs: int | None = None,
-                   seeds=(0, 1), student: str | None = None, out: str | Path | None = None,
+                   seeds=tuple(range(DEFAULT_SEEDS)), student: str | None = None, out: str | Path | None = None,
                    on_step: OnStep | None = None, budget: str = "epochs", points=(),
                    policy_config: PolicyConfig = PolicyConfig(),
                    influence_config: InfluenceConfig = InfluenceConfig()) -> dict:
@@ -82,11 +105,15 @@ def transfer_check(workspace: Workspace, *, ratio: float, policies: int = 5, epo
     Returns a JSON-ready dict: ``policies`` (list of {label, alpha, beta, J, accuracies (one per
     seed, last-epoch test top-1 in [0, 1]), mean_accuracy, std_accuracy, step, runs}), ``spearman``
     (Spearman(J, mean accuracy) over the policies; negative = J agrees; None when J or the
-    accuracies do not vary), ``agreement`` (= -spearman), ``learned_minus_uniform`` (mean paired
-    difference, fraction; > 0 = the learned policy beat uniform) with ``learned_minus_uniform_std``
-    and ``..._per_seed``, ``policy_effect_p`` (p-value that the policies' students differ at all,
-    seeds as blocks; None with one seed), ``trust`` (yes | weak | no | inconclusive) and a one-line
-    ``verdict``; also ratio, k, epochs, budget, student, seeds, out, seconds.
+    accuracies do not vary) with ``spearman_interval`` ([low, high], 95% seed bootstrap; None with
+    one seed), ``agreement`` (= -spearman) and ``agreement_interval``, ``learned_minus_uniform``
+    (mean paired difference, fraction; > 0 = the learned policy beat uniform) with
+    ``learned_minus_uniform_interval`` (95% t-interval; None with one seed), ``..._std`` and
+    ``..._per_seed``, ``learned_vs_uniform`` (better | worse | inconclusive: where that interval
+    lies), ``policy_effect_p`` (p-value that the policies' students differ at all, seeds as blocks;
+    None with one seed), ``bootstrap`` (resamples, seed, confidence), ``trust`` (yes | weak | no |
+    inconclusive) and a one-line ``verdict``; also ratio, k, epochs, budget, student, seeds, out,
+    seconds.
     """
     seeds = _check(ratio, policies, seeds, epochs, budget)
     began = time.time()
@@ -107,7 +134,7 @@ def transfer_check(workspace: Workspace, *, ratio: float, policies: int = 5, epo
         accuracies = np.asarray(candidate["accuracies"])
         candidate["mean_accuracy"] = float(accuracies.mean())
         candidate["std_accuracy"] = float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0
-    report = _summarise(candidates, seeds)
+    report = summarise(candidates, seeds)
     report.update(dataset=workspace.train.name, ratio=float(ratio), k=candidates[0]["k"], epochs=int(epochs),
                   budget=budget, student=student, seeds=list(seeds), out=str(out.resolve()),
                   seconds=time.time() - began)
@@ -189,7 +216,8 @@ def _evaluate_j(workspace, ratio, alpha, beta, mu, config, influence_config) -> 
 
 def _train(workspace, candidate, seed, *, ratio, epochs, budget, student, out, config, influence_config, on_step,
            position) -> dict:
-    """Draw the candidate's subset with ``seed`` and distil a student initialised with ``seed``."""
+    """Draw the candidate's subset with ``seed`` and distil a student initialised with ``seed`` whose
+    batches follow the pool shuffle of ``seed`` (``ORDER``)."""
     options = {"alpha": candidate["alpha"], "beta": candidate["beta"], "axis": config.axis,
                "stratify": config.stratify}
     chosen = pipeline.choose(workspace, "ifbeta-fixed", ratio, seed=seed, options=options,
@@ -197,7 +225,7 @@ def _train(workspace, candidate, seed, *, ratio, epochs, budget, student, out, c
     request = {"indices": hashlib.sha256(np.ascontiguousarray(chosen.indices, dtype=np.int64).tobytes()).hexdigest(),
                "seed": seed, "student": student, "epochs": epochs, "budget": budget,
                "teacher": workspace.teacher_record(), "fingerprint": workspace.train.fingerprint,
-               "pool": workspace.pool}
+               "pool": workspace.pool, "order": ORDER}
     digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:10]
     directory = out / f"{candidate['label']}-s{seed}-{digest}"
     result, _ = pipeline.scores(workspace, influence_config)
@@ -213,7 +241,7 @@ def _train(workspace, candidate, seed, *, ratio, epochs, budget, student, out, c
             on_step(step, {**info, **where})
 
     metrics = distill.run(workspace, subset=subset, out=directory / "run", student=student, epochs=epochs,
-                          budget=budget, seed=seed, on_step=forward)
+                          budget=budget, seed=seed, on_step=forward, order=ORDER)
     if on_step:
         on_step(number + 1, {"event": "run-finished", **where, "test_top1": metrics["test_top1"]})
     return metrics
@@ -245,52 +273,93 @@ def policy_effect(accuracies) -> float | None:
     return float(scipy.stats.f.sf(policy_ms / residual_ms, policies - 1, residual_dof))
 
 
-def _summarise(candidates: list[dict], seeds: list[int]) -> dict:
+def summarise(candidates: list[dict], seeds: list[int], *, resamples: int = stats.RESAMPLES,
+              bootstrap_seed: int = stats.BOOTSTRAP_SEED) -> dict:
+    """The report's statistics from the candidates (each with ``J`` and ``accuracies``, one per seed in
+    ``seeds`` order; labels ``learned`` and ``uniform`` among them): Spearman and its seed-bootstrap
+    interval, learned - uniform with its t-interval, the policy effect, trust and verdict."""
     by_label = {c["label"]: c for c in candidates}
-    spearman = _spearman([c["J"] for c in candidates], [c["mean_accuracy"] for c in candidates])
-    differences = np.subtract(by_label["learned"]["accuracies"], by_label["uniform"]["accuracies"])  # paired by seed
+    J = [c["J"] for c in candidates]
+    table = np.array([c["accuracies"] for c in candidates], dtype=np.float64)  # (P, S)
+    spearman = _spearman(J, table.mean(axis=1))
+    interval = None if spearman is None else stats.bootstrap_spearman(J, table, resamples=resamples,
+                                                                        seed=bootstrap_seed)
+    agreement_interval = None if interval is None else [-interval[1], -interval[0]]
+    paired = stats.paired_difference(by_label["learned"]["accuracies"], by_label["uniform"]["accuracies"])
+    difference_interval = None if paired.low is None else [paired.low, paired.high]
     report = {
         "policies": candidates,
         "spearman": spearman,
+        "spearman_interval": None if interval is None else list(interval),
         "agreement": None if spearman is None else -spearman,
-        "learned_minus_uniform": float(differences.mean()),
-        "learned_minus_uniform_std": float(differences.std(ddof=1)) if len(differences) > 1 else None,
-        "learned_minus_uniform_per_seed": differences.tolist(),
+        "agreement_interval": agreement_interval,
+        "learned_minus_uniform": paired.mean,
+        "learned_minus_uniform_interval": difference_interval,
+        "learned_minus_uniform_std": paired.std if paired.n > 1 else None,
+        "learned_minus_uniform_per_seed": list(paired.differences),
+        "learned_vs_uniform": {"above": "better", "below": "worse"}.get(stats.direction(difference_interval),
+                                                                         "inconclusive"),
         "learned": {"alpha": by_label["learned"]["alpha"], "beta": by_label["learned"]["beta"]},
-        "policy_effect_p": policy_effect([c["accuracies"] for c in candidates]),
+        "policy_effect_p": policy_effect(table),
+        "bootstrap": {"resamples": int(resamples), "seed": int(bootstrap_seed), "confidence": stats.CONFIDENCE},
     }
-    report["trust"], report["verdict"] = verdict(report["agreement"], report["learned_minus_uniform"],
-                                                 report["learned_minus_uniform_std"], policies=len(candidates),
-                                                 seeds=len(seeds), policy_effect_p=report["policy_effect_p"])
+    report["trust"], report["verdict"] = verdict(report["agreement"], agreement_interval, paired.mean,
+                                                 difference_interval, policies=len(candidates), seeds=len(seeds),
+                                                 policy_effect_p=report["policy_effect_p"])
     return report
 
 
-def verdict(agreement: float | None, difference: float, difference_std: float | None, *, policies: int,
+def _versus(difference: float, interval, seeds: int) -> str:
+    """'learned - uniform +1.2 points (95% interval [-0.4, +2.8] over 8 paired seeds: within seed noise)'."""
+    shown = f"learned - uniform {100 * difference:+.1f} points"
+    if interval is None:
+        return f"{shown} (one seed: no interval)"
+    where = {"above": "the learned policy beat uniform", "below": "the learned policy lost to uniform"}.get(
+        stats.direction(interval), "within seed noise")
+    return (f"{shown} ({100 * stats.CONFIDENCE:.0f}% interval [{100 * interval[0]:+.1f}, {100 * interval[1]:+.1f}] "
+            f"over {seeds} paired seeds: {where})")
+
+
+def verdict(agreement: float | None, agreement_interval, difference: float, difference_interval, *, policies: int,
             seeds: int, policy_effect_p: float | None = None) -> tuple[str, str]:
-    """(trust, one line for the user). agreement = -Spearman(J, accuracy); difference = mean paired
-    acc(learned) - acc(uniform) as a fraction; policy_effect_p: see ``policy_effect`` (at or above
-    ``NOISE_P`` the students differ no more across policies than across seeds: inconclusive)."""
-    spread = f", sd {100 * difference_std:.1f}" if difference_std is not None else ""
-    versus = (f"the learned policy {'beat' if difference > 0 else 'lost to' if difference < 0 else 'tied with'} "
-              f"uniform by {100 * abs(difference):.1f} points ({seeds} paired seed{'s' if seeds > 1 else ''}{spread})")
+    """(trust, one line for the user); trust is yes | weak | no | inconclusive.
+
+    agreement = -Spearman(J, accuracy) (> 0: J agrees) with its seed-bootstrap interval (low, high)
+    (None: fewer than two seeds); difference = mean paired acc(learned) - acc(uniform) (fraction) with
+    its t-interval. Inconclusive whenever the agreement interval holds 0 (J's ranking cannot be told
+    from seed noise), or there is no interval, or ``seeds`` < ``MIN_SEEDS`` (with fewer seeds the
+    bootstrap has too few distinct resamples and its interval is too narrow), or ``policy_effect_p``
+    >= ``NOISE_P``. Otherwise yes
+    (agreement >= ``TRUST_AGREEMENT``), weak (J agrees, less strongly) or no (J points the wrong way).
+    The learned-versus-uniform advice follows the difference only where its interval excludes 0."""
+    versus = _versus(difference, difference_interval, seeds)
     if agreement is None:
         return "inconclusive", (f"Inconclusive: J or the student accuracy did not vary over the {policies} policies; "
                                 f"{versus}. Try more epochs or seeds.")
+    measured = f"agreement {agreement:+.2f} = -Spearman(J, accuracy) over {policies} policies"
+    if agreement_interval is None or seeds < MIN_SEEDS:
+        return "inconclusive", (f"Inconclusive: {seeds} seed{'s' if seeds > 1 else ''} cannot tell J's ranking from "
+                                f"seed noise ({measured}; a verdict needs {MIN_SEEDS} seeds at least); {versus}. "
+                                f"Train {DEFAULT_SEEDS} seeds.")
+    measured += (f", {100 * stats.CONFIDENCE:.0f}% seed-bootstrap interval [{agreement_interval[0]:+.2f}, "
+                 f"{agreement_interval[1]:+.2f}]")
+    if not stats.excludes_zero(agreement_interval):
+        return "inconclusive", (f"Inconclusive: J's ranking cannot be told from seed noise ({measured}, which holds "
+                                f"0; {seeds} seeds); {versus}. Try more seeds.")
     if policy_effect_p is not None and policy_effect_p >= NOISE_P:
         return "inconclusive", (f"Inconclusive: the students differ across the {policies} policies no more than "
-                                f"across seeds (p = {policy_effect_p:.2f}; Spearman {-agreement:+.2f}); {versus}. "
+                                f"across seeds (p = {policy_effect_p:.2f}; {measured}); {versus}. "
                                 f"Try more epochs or seeds.")
-    measured = f"agreement {agreement:+.2f} = -Spearman(J, accuracy) over {policies} policies"
+    side = stats.direction(difference_interval)
+    if agreement_interval[1] < 0:
+        return "no", (f"Do not trust the proxy on this data: J points the wrong way ({measured}); {versus}; "
+                      f"prune uniformly (stratified random) instead.")
     if agreement >= TRUST_AGREEMENT:
-        if difference >= 0:
-            return "yes", (f"Trust the proxy on this data: lower J went with higher student accuracy "
-                           f"({measured}); {versus}.")
-        return "yes", (f"J ranks policies well here ({measured}), but {versus}; "
-                       f"confirm with more seeds before preferring the learned policy.")
-    if agreement >= WEAK_AGREEMENT:
-        advice = "the learned policy is a reasonable choice" if difference > 0 else "prefer uniform (random) pruning"
-        return "weak", f"Trust the proxy only partly: J is a weak guide here ({measured}); {versus}; {advice}."
-    return "no", (f"Do not trust the proxy on this data: J does not predict the student ({measured}); {versus}; "
-                  f"prune uniformly (stratified random) instead.")
-
-
+        if side == "above":
+            return "yes", (f"Trust the proxy on this data: lower J went with higher student accuracy ({measured}); "
+                           f"{versus}.")
+        advice = "prefer uniform" if side == "below" else "confirm with more seeds before preferring the learned policy"
+        return "yes", f"J ranks policies well here ({measured}), but {versus}; {advice}."
+    advice = {"above": "the learned policy is a reasonable choice", "below": "prefer uniform (random) pruning"}.get(
+        side, "uniform (random) pruning is the safe choice")
+    return "weak", f"Trust the proxy only partly: J is a weak guide here ({measured}); {versus}; {advice}."

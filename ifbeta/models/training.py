@@ -46,9 +46,14 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True  # random crop (pad 4) + horizontal flip for >= 16 px colour images
     label_smoothing: float = 0.0
+    order: str = "subset"  # subset: shuffle the subset's positions; pool: a shuffle of the whole pool, restricted
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as a dict; ``order`` only when not the default, so keys of earlier runs stay."""
+        settings = asdict(self)
+        if self.order == "subset":
+            del settings["order"]
+        return settings
 
 
 @dataclass
@@ -195,10 +200,16 @@ def steps_per_epoch(samples: int, batch_size: int) -> int:
     return max(samples // batch_size, 1)
 
 
-def _batches(indices: np.ndarray, config: TrainConfig, epoch: int):
-    """Yield (step, steps, global batch, generator) for one epoch; same order on every rank."""
+def _batches(indices: np.ndarray, config: TrainConfig, epoch: int, pool: int):
+    """Yield (step, steps, global batch, generator) for one epoch; same order on every rank. Order
+    ``pool``: the subset's samples in the order of one permutation of all of ``data`` drawn from (seed,
+    epoch), so two subsets of one pool visit their common samples in the same relative order."""
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    order = indices[torch.randperm(len(indices), generator=generator).numpy()]
+    if config.order == "pool":
+        place = torch.randperm(pool, generator=generator).numpy()  # (pool,) each sample's place this epoch
+        order = indices[np.argsort(place[indices], kind="stable")]
+    else:
+        order = indices[torch.randperm(len(indices), generator=generator).numpy()]
     count = steps_per_epoch(len(order), config.batch_size)
     for b in range(count):
         chunk = order[b * config.batch_size:(b + 1) * config.batch_size]
@@ -300,7 +311,7 @@ def _train_epoch(loop: _Loop, data: DatasetSplit, indices: np.ndarray, config: T
     labels_all = torch.from_numpy(data.labels)
     totals = {"loss": 0.0, "correct": 0, "seen": 0}
     rank, world = loop.rank, loop.world
-    for batch, count, chunk, generator in _batches(indices, config, epoch):
+    for batch, count, chunk, generator in _batches(indices, config, epoch, len(data)):
         # augment the whole global batch, then keep this rank's strided share: every sample gets the
         # same crop as in a single-process run (drawing per share would repeat crops across ranks)
         share = chunk[rank::world]

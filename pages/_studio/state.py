@@ -15,6 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from ifbeta.config import InfluenceConfig, PolicyConfig
+from ifbeta.evaluation.transfer import DEFAULT_SEEDS
 
 POLICY_KEYS = {"policy_estimator": "estimator", "policy_axis": "axis", "policy_steps": "steps",
                "policy_learning_rate": "learning_rate", "policy_shrinkage": "shrinkage",
@@ -48,7 +49,7 @@ FEATURE_MAP = {"map_method": "PCA", "map_colour": "class", "map_show_all": False
                "map_point_size": 5, "map_opacity": 0.6, "map_tag": "exclude", "map_custom_tag": "",
                "map_selection": []}  # map_selection: the selected sample ids (pages/_studio/selection.py)
 
-POLICY = {"landscape_grid": 5, "transfer_ratio": 0.5, "transfer_policies": 3, "transfer_seeds": 2}
+POLICY = {"landscape_grid": 5, "transfer_ratio": 0.5, "transfer_policies": 3, "transfer_seeds": DEFAULT_SEEDS}
 
 SUBSET = {"subset_count": 16, "export_path": "", "export_pruned": False,
           "subset_exclude": True}  # leave out the samples tagged exclude (the checkbox shows when there are some)
