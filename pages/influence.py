@@ -8,7 +8,7 @@ from ifbeta import plots
 from ifbeta.influence import families
 from ifbeta.influence.solvers import SOLVERS
 from ifbeta.subsets import query
-from pages._studio import gallery, state, steps
+from pages._studio import gallery, state, steps, widgets
 
 state.page_guard(__file__)
 
@@ -19,17 +19,14 @@ STATISTICS = {"margin": "teacher logit margin t_y − max other t_c (higher = ea
               "kd_loss": "proxy KD loss at the fold's fit (lower = easier)"}
 # teacher statistic -> axis title with its units and which direction is easy (influence/statistics.py)
 
-PROXY_HELP = ("; ".join(f"{name}: {f.description}" for name, f in families.FAMILIES.items())
-              + ". The Policy page's bilevel loop uses the same proxy.")
-
 st.title("Influence")
 st.caption("s_i = change of the proxy's validation KD loss when sample i is removed: **s > 0 helpful**, "
            "s < 0 harmful. Each sample is scored by a fold that does not contain it (cross-fitting).")
 with st.expander("Scoring settings"):
     proxy, left, right = st.columns(3)
-    proxy.selectbox("Proxy", list(families.FAMILIES), key="proxy_family", help=PROXY_HELP)
+    family = widgets.proxy_family(proxy, role="the proxy whose validation KD loss the scores change")
     left.selectbox("Solver", list(SOLVERS), key="influence_solver", help="direct = dense Cholesky (small heads)",
-                   disabled=not families.family(st.session_state["proxy_family"]).uses_mu)
+                   disabled=not families.family(family).uses_mu)
     right.number_input("Cross-fitting folds", min_value=2, max_value=10, key="influence_folds")
 
 ws = steps.workspace()

@@ -6,7 +6,6 @@ import streamlit as st
 
 from ifbeta import plots
 from ifbeta.evaluation import transfer
-from ifbeta.influence import families
 from ifbeta.policy import axes, estimators
 from ifbeta.policy.beta import STARTS
 from ifbeta.progress import describe as describe_progress
@@ -53,9 +52,7 @@ with st.expander("Optimiser settings"):
     columns[3].selectbox("Start and prior", list(STARTS), key="policy_start",
                          help="uniform: start at and shrink towards random pruning; ratio-adaptive: towards "
                          "keeping hard samples at low ratios and easy ones at high ratios")
-    st.selectbox("Proxy", list(families.FAMILIES), key="proxy_family",
-                 help="the proxy whose validation KD loss J the loop lowers (shared with the Influence page): "
-                 + "; ".join(f"{name}: {f.description}" for name, f in families.FAMILIES.items()))
+    widgets.proxy_family(role="the proxy whose validation KD loss J the loop lowers")
 ratios = sorted(float(r) for r in st.session_state["policy_ratios"])
 if not ratios:
     st.info("Choose at least one pruning ratio.")
