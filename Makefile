@@ -16,6 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m ifbeta.embed --warm  # compiles umap's numba kernels once (~1 min) so the first map is quick
 	@touch $(STAMP)
 
 browser-deps:

@@ -49,3 +49,58 @@ def test_umap_cached_in_store(tmp_path):
     np.testing.assert_array_equal(first.coords, second.coords)
     other = embed.umap_key("other-features", n=150, d=60, neighbours=10, epochs=15, seed=0)
     assert other != first.key
+
+
+def test_numba_cache_dir_is_the_users_cache_unless_numba_is_told(monkeypatch, tmp_path):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert embed.numba_cache_dir() == tmp_path / "xdg" / "ifbeta" / "numba"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "own"))
+    assert embed.numba_cache_dir() == tmp_path / "own"
+
+
+@pytest.mark.slow
+def test_warm_up_command_compiles_the_kernels_into_the_cache(tmp_path):
+    """``python -m ifbeta.embed --warm`` (run by make) fills the cache, including the kernels umap-learn and
+    pynndescent compile without ``cache=True`` (umap's layout epoch, pynndescent's candidate updates)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-m", "ifbeta.embed", "--warm"], cwd=root, env=environment,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert str(tmp_path) in done.stdout
+    cached_functions = {path.stem.split("-")[0].split(".", 1)[1] for path in tmp_path.rglob("*.nbi")}
+    for name in ["_optimize_layout_euclidean_single_epoch", "smooth_knn_dist", "process_candidates",
+                 "squared_euclidean"]:
+        assert name in cached_functions, sorted(cached_functions)
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.data.astype(np.float32), digits.target
+
+
+def _knn_class_agreement(coords, labels, k=15):
+    from sklearn.neighbors import NearestNeighbors
+
+    index = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords, return_distance=False)
+    return float((labels[index[:, 1:]] == labels[:, None]).mean())
+
+
+def test_umap_same_seed_same_map_and_the_pca_init_keeps_the_classes(tmp_path):
+    x, labels = _digits()
+    first = embed.umap(x, store=Store(tmp_path / "a"), input_key="digits", seed=3)
+    again = embed.umap(x, store=Store(tmp_path / "b"), input_key="digits", seed=3)  # recomputed, not a cache hit
+    np.testing.assert_array_equal(first.coords, again.coords)
+    spectral = embed.umap(x, store=Store(tmp_path / "a"), input_key="digits", seed=3, init="spectral")
+    pca = embed.umap(x, store=Store(tmp_path / "a"), input_key="digits", seed=3, init="pca")
+    assert spectral.key != pca.key
+    old, new = _knn_class_agreement(spectral.coords, labels), _knn_class_agreement(pca.coords, labels)
+    assert old > 0.9 and new >= old - 0.02, (old, new)
