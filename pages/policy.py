@@ -14,23 +14,27 @@ from pages._studio import state, steps, widgets
 state.page_guard(__file__)
 
 RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-VERDICT = ("on CIFAR-10 the learned policy stays within noise of random pruning at every ratio; run the transfer "
-           "check below before trusting one on your data.")
+VERDICT = ("on CIFAR-10 (8 paired seeds) the learned policy beats random pruning by 2.1 points at r = 0.7 "
+           "[95% CI +0.6, +3.7] and ties it at r = 0.5 and 0.9; run the transfer check below before trusting one "
+           "on your data.")
 EVIDENCE = (
-    "- **benchmarks/results/cifar10-cpu.md**: the learned policy stayed within noise of random pruning at every "
-    "ratio, and no baseline beat random beyond noise either.\n"
+    "- **benchmarks/results/cifar10-power/results.md** (8 paired seeds, resnet20 teacher, resnet8 student, a 10k "
+    "pool, 15 epochs): IF-Beta minus random, in top-1 points, +0.28 [-0.47, +1.03] at r = 0.5, **+2.11 [+0.57, "
+    "+3.65]** at r = 0.7 (7 of 8 seeds, p = 0.014, below the Holm threshold over its three ratios but not over all "
+    "15 method-ratio tests), +0.84 [-0.44, +2.12] at r = 0.9. The k-NN proxy, k-center and facility location stay "
+    "within noise of random at every ratio; CCS is below it at r = 0.5 (-1.45 [-2.30, -0.60]).\n"
     "- J ranks selection rules much as real students do: it rejects the hard-sample rules that lose 4-6 points "
     "(Spearman about -0.8 over rules at r = 0.7 and 0.9), so the loop never moves towards them.\n"
-    "- **benchmarks/results/proxy-transfer.md**: near uniform J is blind. The teacher's logits are a linear function "
-    "of the features the proxy is fitted on, so no policy on the grid lowers J by more than 0.4% from uniform, "
-    "and the small differences it sees do not predict students.")
+    "- **benchmarks/results/proxy-transfer.md**: near uniform neither proxy's J tells subsets apart with a consistent "
+    "sign, so the loop moves only a little from (1, 1): the learned (alpha, beta) is (1.16, 1.01) at r = 0.7, a "
+    "mild tilt towards the most helpful samples.")
 
 st.title("Policy")
 st.caption("Samples are ranked by influence (u near 1 = most helpful) and kept with probability shaped by "
            "Beta(alpha, beta); the bilevel loop moves (alpha, beta) to lower the proxy's validation KD loss J. "
            "(1, 1) is uniform, i.e. random pruning.")
 st.markdown(f"**Verdict:** {VERDICT}")
-with st.expander("The evidence: benchmarks/results/cifar10-cpu.md, benchmarks/results/proxy-transfer.md"):
+with st.expander("The evidence: benchmarks/results/cifar10-power/results.md, benchmarks/results/proxy-transfer.md"):
     st.markdown(EVIDENCE)
 ws = steps.workspace()
 names = ws.train.class_names

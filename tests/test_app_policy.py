@@ -46,7 +46,7 @@ def test_policy_page_reads_at_a_glance(app):
     assert len(verdicts) == 1 and "\n" not in verdicts[0] and "random" in verdicts[0]
     assert not [i.value for i in at.info if "Where it stands" in i.value]  # the prose paragraph is gone
     evidence = [e for e in at.expander if "proxy-transfer.md" in e.label]
-    assert evidence and "cifar10-cpu.md" in evidence[0].label
+    assert evidence and "cifar10-power/results.md" in evidence[0].label
 
     at.session_state["policy_steps"] = 3
     at.session_state["policy_shrinkage"] = 0.0

@@ -119,5 +119,5 @@ def run(spec: BenchSpec, out: str | Path, *, store: Store | None = None, workers
     if not report_only:
         distill_all(spec, out, store, workers=workers, on_step=on_step)
     rows = collect(spec, out, infos)
-    report.write(rows, spec, out, workspace=workspace, seconds=time.perf_counter() - began)
+    report.write(rows, spec, out, workspace=workspace, seconds=None if report_only else time.perf_counter() - began)
     return rows

@@ -91,14 +91,17 @@ def table(rows: list[dict], budget: str) -> list[str]:
     return lines + ["", excluding_zero(intervals, ratios)]
 
 
-def markdown(rows: list[dict], spec: BenchSpec, *, workspace=None, seconds: float = 0.0) -> str:
+def markdown(rows: list[dict], spec: BenchSpec, *, workspace=None, seconds: float | None = 0.0) -> str:
     full = [r["test_top1"] for r in rows if r["method"] == "full"]
     lines = [f"# Benchmark: {spec.dataset}", "",
              f"Teacher {workspace.teacher.info.arch if workspace else spec.teacher}"
              f"{'' if workspace is None else ' (test top-1 %.2f%%)' % (100 * workspace.teacher.info.metadata.get('test_top1', float('nan')))}"
              f", student {spec.student or 'default'}, pool {spec.pool or 'full training split'}, "
              f"epochs {spec.epochs}, seeds {list(spec.seeds)} (paired across methods), KD tau 4 / lam 0.9.",
-             f"Hardware: {_hardware()}. Wall time {seconds / 60:.1f} min.",
+             f"Hardware: {_hardware()}. Distillation {sum(r['distill_seconds'] for r in rows) / 3600:.1f} h summed "
+             f"over the {len(rows)} runs (a grid may be resumed over several invocations)"
+             + ("; this report was made from the stored runs." if seconds is None else
+                f"; the last invocation took {seconds / 60:.1f} min."),
              f"Full-pool KD ceiling (last epoch): {_mean_std(full)} %.", ""]
     lines += [f"- {note}" for note in spec.notes] + [""]
     for budget in spec.budgets:
@@ -172,7 +175,7 @@ def plot(rows: list[dict], spec: BenchSpec, path: Path) -> None:
     plt.close(figure)
 
 
-def write(rows: list[dict], spec: BenchSpec, out: Path, *, workspace=None, seconds: float = 0.0) -> None:
+def write(rows: list[dict], spec: BenchSpec, out: Path, *, workspace=None, seconds: float | None = 0.0) -> None:
     write_csv(rows, out / "results.csv")
     (out / "results.md").write_text(markdown(rows, spec, workspace=workspace, seconds=seconds))
     if rows:
