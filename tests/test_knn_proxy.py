@@ -229,3 +229,45 @@ def test_cli_score_with_the_knn_proxy_on_digits(tmp_path):
     assert stored["config"]["influence"]["proxy"]["neighbours"] == 10
     refused = ifbeta(cache, "score", "--dataset", "digits", "--teacher", str(cache / TEACHER), "--neighbours", "5")
     assert refused.returncode == 2 and "--proxy knn" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_knn_loo_check_equals_brute_force_deletions():
+    """The closed-form scores against deleting each sample and searching every neighbour again; the
+    deletions themselves against the from-scratch L_V above."""
+    from ifbeta.influence import knn_validation
+
+    features, teacher, labels = small_pool()
+    config = InfluenceConfig(proxy=ProxyConfig(kd=KD, family="knn", neighbour_grid=(3, 6)))
+    report = knn_validation.loo_check(features, teacher, labels, config=config, samples=25, seed=3)
+    predicted, actual = np.array(report["predicted"]), np.array(report["actual"])
+    assert report["solver"] == "knn" and report["n"] == 25 and report["estimator"] == "exact_loo"
+    np.testing.assert_allclose(predicted, actual, rtol=0, atol=1e-12)
+    assert (actual != 0).sum() >= 10 and report["sign_agreement"] == 1.0
+    assert report["slope"] == pytest.approx(1.0, abs=1e-9) and report["spearman"] == pytest.approx(1.0)
+    z, _, _ = standardise(features)
+    fold = linear_scores.cross_fitting_folds(labels, config.folds, config.seed)
+    train, val = np.flatnonzero(fold == 0), np.flatnonzero(fold != 0)
+    k, h = report["neighbours"], report["bandwidth"]
+    base = brute_loss_mean(z[val], teacher[val], labels[val], z[train], teacher[train], np.ones(len(train)), k=k, h=h)
+    assert report["base_val_loss"] == pytest.approx(base, abs=1e-12)
+    for row, change in list(zip(report["indices"], actual))[::6]:
+        weights = np.ones(len(train))
+        weights[np.flatnonzero(train == row)] = 0.0
+        truth = brute_loss_mean(z[val], teacher[val], labels[val], z[train], teacher[train], weights, k=k, h=h)
+        assert change == pytest.approx(truth - base, abs=1e-11)
+    assert report["group_harmful_delta"] < 0 < report["group_helpful_delta"]
+
+
+def test_cli_validate_influence_checks_the_proxy_it_is_given(tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(LEGACY, cache)
+    common = ["validate-influence", "--dataset", "digits", "--teacher", str(cache / TEACHER), "--samples", "30",
+              "--json"]
+    checked = ifbeta(cache, *common, "--proxy", "knn")
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    report = json.loads(checked.stdout.strip().splitlines()[-1])
+    assert report["solver"] == "knn" and report["passed"] and report["n"] == 30
+    assert report["slope"] == pytest.approx(1.0, abs=1e-9) and report["neighbours"] >= 1
+    linear = ifbeta(cache, *common)
+    assert linear.returncode in (0, 1), linear.stderr[-2000:]
+    assert json.loads(linear.stdout.strip().splitlines()[-1])["solver"] == "direct"

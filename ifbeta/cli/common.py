@@ -155,7 +155,7 @@ def add_proxy(parser: argparse.ArgumentParser) -> None:
 
 
 def add_influence(parser: argparse.ArgumentParser, *, proxy: bool = True) -> None:
-    """The influence flags; ``proxy``: with --proxy (validate-influence checks the linear proxy only)."""
+    """The influence flags; ``proxy``: with --proxy and its k-NN settings."""
     if proxy:
         add_proxy(parser)
     parser.add_argument("--solver", default="direct", choices=["direct", "cg", "ekfac"],

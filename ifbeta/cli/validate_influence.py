@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from ifbeta.cli import common
 
-HELP = "check influence scores against true leave-one-out refits of the proxy"
+HELP = "check influence scores against true leave-one-out refits of the proxy (linear or knn)"
 THRESHOLDS = {"spearman": 0.9, "slope": (0.8, 1.25), "sign_agreement": 0.9}
 
 
 def add_arguments(parser) -> None:
     common.add_dataset(parser)
     common.add_teacher(parser)
-    common.add_influence(parser, proxy=False)
+    common.add_influence(parser)
     parser.add_argument("--samples", type=int, default=200, help="training points refitted without (default 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")

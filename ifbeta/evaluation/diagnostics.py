@@ -33,14 +33,14 @@ def loo_settings(config: InfluenceConfig, samples: int, seed: int = 0) -> dict:
 
 def loo_report(workspace: Workspace, config: InfluenceConfig = InfluenceConfig(), *, samples: int = 200,
                seed: int = 0, compute: bool = True, on_step: OnStep | None = None) -> dict | None:
-    """Influence against true refits (``validation.loo_check``) for ``samples`` random pool samples, cached.
+    """Influence against true refits (the proxy family's ``loo_check``) for ``samples`` random pool samples, cached.
     Keys: spearman, slope, sign_agreement, n, predicted, actual, group_*_delta."""
-    from ifbeta.influence import validation
+    from ifbeta.influence import families
 
     def build():
         f = workspace.features
-        return validation.loo_check(f.features, f.logits, f.labels, config=config, samples=samples, seed=seed,
-                                    on_step=on_step)
+        check = families.family(config.proxy.family).loo_check
+        return check(f.features, f.logits, f.labels, config=config, samples=samples, seed=seed, on_step=on_step)
 
     return _cached(workspace, "loo", loo_settings(config, samples, seed), [workspace.features.key], build, compute)
 

@@ -1,9 +1,9 @@
 """Proxy families (docs/METHOD.md sections 2 and 9): the one place that maps ``ProxyConfig.family`` to code.
 
-Each family gives the cross-fitted influence scores of section 3 (``score``, scores > 0 helpful) and
-the weighted fold the bilevel loop of section 5 evaluates J and dJ/dw on (``fold``, an
-``influence.weighted.WeightedFold``). ``uses_mu``: the bilevel loop chooses the ridge mu once for
-the family (``proxy.choose_mu``) and rescales it to each fold.
+Each family gives the cross-fitted influence scores of section 3 (``score``, scores > 0 helpful), their
+check against true leave-one-out refits (``loo_check``), and the weighted fold the bilevel loop of
+section 5 evaluates J and dJ/dw on (``fold``, an ``influence.weighted.WeightedFold``). ``uses_mu``: the
+bilevel loop chooses the ridge mu once for the family (``proxy.choose_mu``) and rescales it to each fold.
 
 - ``linear``: the KD-aligned linear softmax head of section 2 (default).
 - ``knn``: the soft k-nearest-neighbour kernel smoother of the teacher's tempered soft labels of
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ifbeta.config import InfluenceConfig
-from ifbeta.influence import knn_scores, weighted
+from ifbeta.influence import knn_scores, knn_validation, validation, weighted
 from ifbeta.influence import scores as linear_scores
 
 __all__ = ["FAMILIES", "ProxyFamily", "family", "score"]
@@ -27,13 +27,15 @@ class ProxyFamily:
     score: Callable  # (features, teacher_logits, labels, *, config, on_step) -> scores.InfluenceResult
     fold: Callable  # (train (z, t, y), validation (z, t, y), *, settings: ProxyConfig, mu) -> WeightedFold
     uses_mu: bool
+    loo_check: Callable  # (features, teacher_logits, labels, *, config, samples, seed, on_step) -> dict
 
 
 FAMILIES: dict[str, ProxyFamily] = {
     "linear": ProxyFamily("KD-aligned linear softmax head on the teacher's features (Newton fit, implicit "
-                          "influence)", linear_scores.score, weighted.LinearFold.build, True),
+                          "influence)", linear_scores.score, weighted.LinearFold.build, True, validation.loo_check),
     "knn": ProxyFamily("soft k-nearest-neighbour smoother of the teacher's tempered soft labels (exact "
-                       "leave-one-out influence)", knn_scores.score, knn_scores.KnnFold.build, False),
+                       "leave-one-out influence)", knn_scores.score, knn_scores.KnnFold.build, False,
+                       knn_validation.loo_check),
 }
 
 

@@ -22,7 +22,7 @@ from ifbeta.influence.scores import NEWTON_LIMIT, Clock, prepare, removal_scores
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["loo_check"]
+__all__ = ["agreement", "loo_check"]
 
 
 def _refit(theta, factor, problem: dict, weights, scale: float):
@@ -45,7 +45,8 @@ def _refit(theta, factor, problem: dict, weights, scale: float):
     return fitted.theta, fitted.grad_norm
 
 
-def _agreement(predicted, actual) -> dict:
+def agreement(predicted, actual) -> dict:
+    """Predicted against true changes: rank and linear agreement, slope through the origin, signs."""
     predicted, actual = np.asarray(predicted), np.asarray(actual)
     return {
         "spearman": float(scipy.stats.spearmanr(predicted, actual)[0]),
@@ -116,7 +117,7 @@ def loo_check(features, teacher_logits, labels, *, config: InfluenceConfig = Inf
         notify(step, {"stage": "loo", "done": step + 1, "total": len(chosen)})
     clock.lap("loo")
     order, size = np.argsort(predicted_all), max(1, int(round(0.1 * len(train))))
-    report = _agreement(predicted_all[chosen], actual)
+    report = agreement(predicted_all[chosen], actual)
     report.update(indices=train[chosen].tolist(), group_size=size, mu=mu, base_val_loss=refits.base,
                   estimator=config.estimator, solver=config.solver)
     for name, group in (("harmful", order[:size]), ("helpful", order[-size:]),
