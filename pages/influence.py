@@ -5,9 +5,10 @@ import numpy as np
 import streamlit as st
 
 from ifbeta import plots
+from ifbeta.influence import families
 from ifbeta.influence.solvers import SOLVERS
 from ifbeta.subsets import query
-from pages._studio import gallery, state, steps
+from pages._studio import gallery, state, steps, widgets
 
 state.page_guard(__file__)
 
@@ -22,8 +23,10 @@ st.title("Influence")
 st.caption("s_i = change of the proxy's validation KD loss when sample i is removed: **s > 0 helpful**, "
            "s < 0 harmful. Each sample is scored by a fold that does not contain it (cross-fitting).")
 with st.expander("Scoring settings"):
-    left, right = st.columns(2)
-    left.selectbox("Solver", list(SOLVERS), key="influence_solver", help="direct = dense Cholesky (small heads)")
+    proxy, left, right = st.columns(3)
+    family = widgets.proxy_family(proxy, role="the proxy whose validation KD loss the scores change")
+    left.selectbox("Solver", list(SOLVERS), key="influence_solver", help="direct = dense Cholesky (small heads)",
+                   disabled=not families.family(family).uses_mu)
     right.number_input("Cross-fitting folds", min_value=2, max_value=10, key="influence_folds")
 
 ws = steps.workspace()
@@ -32,7 +35,12 @@ s, labels, names = result.scores, ws.train.labels, ws.train.class_names
 columns = st.columns(4)
 columns[0].metric("Samples scored", f"{len(s):,}")
 columns[1].metric("Helpful (s > 0)", f"{np.mean(s > 0):.1%}")
-columns[2].metric("Ridge mu", f"{result.mu:.3g}")
+if result.solver == "knn":  # the k-NN proxy has no ridge: show the (k, bandwidth) validation chose per fold
+    chosen = sorted({(row["neighbours"], row["bandwidth"]) for row in result.mu_table if row.get("chosen")})
+    columns[2].metric("k-NN k, bandwidth", " · ".join(f"{k}, {h:.3g}" for k, h in chosen) or "-",
+                      help="chosen by validation in each cross-fitting fold; bandwidth in standardised feature units")
+else:
+    columns[2].metric("Ridge mu", f"{result.mu:.3g}")
 columns[3].metric("Scoring time", f"{result.seconds.get('total', 0.0):.1f} s")
 
 predictions = np.asarray(ws.features.logits).argmax(1)

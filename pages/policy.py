@@ -7,6 +7,7 @@ import streamlit as st
 from ifbeta import plots
 from ifbeta.evaluation import transfer
 from ifbeta.policy import axes, estimators
+from ifbeta.policy.beta import STARTS
 from ifbeta.progress import describe as describe_progress
 from pages._studio import state, steps, widgets
 
@@ -48,6 +49,10 @@ with st.expander("Optimiser settings"):
                             key="policy_shrinkage", help="pulls the policy towards uniform, more at high ratios")
     columns[1].checkbox("Stratify by class", key="policy_stratify")
     columns[2].number_input("Seed", min_value=0, step=1, key="policy_seed")
+    columns[3].selectbox("Start and prior", list(STARTS), key="policy_start",
+                         help="uniform: start at and shrink towards random pruning; ratio-adaptive: towards "
+                         "keeping hard samples at low ratios and easy ones at high ratios")
+    widgets.proxy_family(role="the proxy whose validation KD loss J the loop lowers")
 ratios = sorted(float(r) for r in st.session_state["policy_ratios"])
 if not ratios:
     st.info("Choose at least one pruning ratio.")

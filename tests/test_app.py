@@ -196,7 +196,9 @@ def test_policy_page_learns_and_teaches(app):
     curves = [trace.get("name") for figure in figures for trace in figure["data"]]
     assert "J r=0.3" in curves and "J r=0.7" in curves  # the outer curves of both ratios
     assert any(figure.get("frames") for figure in figures)  # the Beta pdf animation
-    next(b for b in at.button if b.label.startswith("Compute the landscape")).click().run()  # 5 x 5 grid
+    compute = [b for b in at.button if b.label.startswith("Compute the landscape")]
+    if compute:  # absent when another test file stored this landscape in the session store first
+        compute[0].click().run()  # 5 x 5 grid
     assert not at.exception and not at.error
     path = _figures(at)[0]
     assert path["data"][0]["type"] == "heatmap" and len(path["data"][0]["z"]) == 5

@@ -85,3 +85,34 @@ def test_policy_page_reads_at_a_glance(app):
         assert f"step {frames[-1]['name']}:" in animation["layout"]["title"]["text"]
         button = animation["layout"]["updatemenus"][0]
         assert button["pad"]["t"] + 30 <= slider["pad"]["t"]  # the Play button has its own row above the slider
+
+
+def test_the_proxy_and_the_start_chosen_on_the_pages_are_the_ones_the_engine_uses(app, session_store):
+    from ifbeta import pipeline
+    from ifbeta.config import InfluenceConfig, PolicyConfig, ProxyConfig
+
+    at = app.switch_page("pages/influence.py").run()
+    at.selectbox(key="proxy_family").set_value("knn").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    assert at.selectbox(key="influence_solver").disabled  # the k-NN proxy has no linear solve
+    chosen = next(m for m in at.metric if m.label == "k-NN k, bandwidth").value
+    knn = InfluenceConfig(proxy=ProxyConfig(family="knn"))
+    ws = pipeline.open_workspace("digits", store=session_store)
+    stored, _ = pipeline.scores(ws, knn)  # deterministic: the page's result, read back from the store
+    assert stored.solver == "knn"
+    expected = sorted({(r["neighbours"], r["bandwidth"]) for r in stored.mu_table if r["chosen"]})
+    assert chosen == " · ".join(f"{k}, {h:.3g}" for k, h in expected)
+
+    at = at.switch_page("pages/policy.py").run()
+    assert at.selectbox(key="proxy_family").value == "knn"  # one choice shared by both pages
+    at.selectbox(key="policy_start").set_value("ratio-adaptive")
+    at.session_state["policy_steps"] = 3
+    at.multiselect(key="policy_ratios").set_value([0.5])
+    next(b for b in at.button if b.label == "Learn the policy").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    learned = pipeline.policies(ws, [0.5], PolicyConfig(steps=3, start="ratio-adaptive"), influence_config=knn,
+                                compute=False)
+    assert learned is not None  # stored under the k-NN proxy and the ratio-adaptive start, as chosen
+    shown = [m.value for m in at.markdown if m.value.startswith("**r = 0.5**")]
+    assert shown == [f"**r = 0.5**: keep {learned[0].k:,}, alpha {learned[0].alpha:.3g}, beta {learned[0].beta:.3g}"]
+    assert pipeline.policies(ws, [0.5], PolicyConfig(steps=3), influence_config=knn, compute=False) is None

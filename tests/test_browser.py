@@ -107,7 +107,9 @@ def test_setup_then_influence_render(page):
     expect(page.get_by_text("Ready: go on to")).to_be_visible(timeout=FIRST_LOAD_MS)
     expect(page.locator("h1", has_text="Setup")).to_be_visible()
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
-    assert page.locator('[data-testid="stImage"] img').count() >= 10
+    # the sample gallery below the chart draws image by image after the chart: wait for it
+    page.wait_for_function("""() => document.querySelectorAll('[data-testid="stImage"] img').length >= 10""",
+                           timeout=60_000)
     _open(page, "Influence")
     expect(page.get_by_text("Most helpful", exact=False).first).to_be_visible(timeout=120_000)
     expect(page.locator('[data-testid="stPlotlyChart"] .main-svg').first).to_be_visible()

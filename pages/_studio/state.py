@@ -14,15 +14,18 @@ from pathlib import Path
 
 import streamlit as st
 
-from ifbeta.config import InfluenceConfig, PolicyConfig
+from ifbeta.config import InfluenceConfig, PolicyConfig, ProxyConfig
 from ifbeta.evaluation.transfer import DEFAULT_SEEDS
 
 POLICY_KEYS = {"policy_estimator": "estimator", "policy_axis": "axis", "policy_steps": "steps",
                "policy_learning_rate": "learning_rate", "policy_shrinkage": "shrinkage",
-               "policy_stratify": "stratify", "policy_seed": "seed"}
+               "policy_stratify": "stratify", "policy_seed": "seed", "policy_start": "start"}
 """session_state key -> ``PolicyConfig`` field (the Policy page's optimiser settings)."""
 INFLUENCE_KEYS = {"influence_solver": "solver", "influence_folds": "folds"}
 """session_state key -> ``InfluenceConfig`` field (the Influence page's scoring settings)."""
+PROXY_KEYS = {"proxy_family": "family"}
+"""session_state key -> ``ProxyConfig`` field: the proxy family (linear | knn) that scores and the bilevel
+loop share, chosen on the Influence and the Policy page."""
 
 SHAPE_RANGE = (0.1, 20.0, 0.1)
 """(min, max, step) of the alpha and beta inputs wherever a page lets a person shape the policy."""
@@ -32,6 +35,7 @@ SIDEBAR = {"dataset_choice": "digits", "imagefolder_path": "", "teacher": "auto"
 SETTINGS = {  # scoring and the bilevel loop: the engine's own defaults
     **{key: getattr(InfluenceConfig(), name) for key, name in INFLUENCE_KEYS.items()},
     **{key: getattr(PolicyConfig(), name) for key, name in POLICY_KEYS.items()},
+    **{key: getattr(ProxyConfig(), name) for key, name in PROXY_KEYS.items()},
     "policy_ratios": [0.5],
 }
 SHARED = {  # keys more than one page reads: the policy shape a person plays with, the subset in focus
@@ -145,8 +149,10 @@ def _from_state(config, keys: dict):
 
 
 def influence_config() -> InfluenceConfig:
-    """The scoring settings of the Influence page (engine defaults elsewhere)."""
-    return _from_state(InfluenceConfig(), INFLUENCE_KEYS)
+    """The scoring settings of the Influence page, with the proxy family chosen on the Influence or the
+    Policy page (engine defaults elsewhere)."""
+    config = _from_state(InfluenceConfig(), INFLUENCE_KEYS)
+    return dataclasses.replace(config, proxy=_from_state(config.proxy, PROXY_KEYS))
 
 
 def policy_config() -> PolicyConfig:

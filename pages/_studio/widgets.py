@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ifbeta.influence import families
+
 from .state import SHAPE_RANGE
 
 
@@ -17,3 +19,11 @@ def policy_shape() -> tuple[float, float, float]:
     beta = columns[1].slider("beta", low, high, step=step, key="teach_beta", help="weight on low ranks")
     ratio = columns[2].slider("Pruning ratio (fraction removed)", 0.05, 0.95, step=0.05, key="teach_ratio")
     return float(alpha), float(beta), float(ratio)
+
+
+def proxy_family(where=st, *, role: str) -> str:
+    """The proxy family selectbox (linear | knn) on the session key ``proxy_family``, which the Influence
+    and the Policy page share; ``role`` says in the help what the proxy does on that page -> the family."""
+    described = "; ".join(f"{name}: {f.description}" for name, f in families.FAMILIES.items())
+    return where.selectbox("Proxy", list(families.FAMILIES), key="proxy_family",
+                           help=f"{role} (one choice for both the Influence and the Policy page). {described}")
