@@ -94,8 +94,9 @@ class KnnFold(WeightedFold):
     bandwidth: float = 1.0
 
     @classmethod
-    def build(cls, train: tuple, validation: tuple, *, settings: ProxyConfig, mu: float | None = None) -> "KnnFold":
-        """The fold's proxy; mu is not used (no ridge)."""
+    def build(cls, train: tuple, validation: tuple, *, settings: ProxyConfig, mu: float | None = None,
+              device: str = "cpu") -> "KnnFold":
+        """The fold's proxy; mu is not used (no ridge), nor device (the k-NN math runs in numpy)."""
         targets = knn.tempered(train[1], settings.kd.tau)
         k, h, _ = fit_settings(train[0], targets, train[2], settings)
         return cls(*train, *validation, kd=settings.kd, neighbours=knn.Neighbours(validation[0], train[0]),
