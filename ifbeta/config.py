@@ -66,6 +66,9 @@ class InfluenceConfig:
     # defaults, 1e-10 and no cap). A capped solve is approximate; the log reports its final residual.
     cg_tolerance: float | None = None
     cg_max_iterations: int | None = None
+    # where the proxy's math runs: "cpu" or "cuda" (float32 streams and matmuls, float64 accumulation and dense
+    # solves). Not part of the artefact key: the device changes the scores only at float32 round-off.
+    device: str = "cpu"
 
     def __post_init__(self):
         if self.solver != "cg" and (self.cg_tolerance is not None or self.cg_max_iterations is not None):
@@ -76,9 +79,10 @@ class InfluenceConfig:
             raise ValueError(f"cg_max_iterations must be >= 1, got {self.cg_max_iterations}")
 
     def to_dict(self) -> dict:
-        """The settings as a dict, the artefact key's input; unset cg limits are left out, so the keys of
-        scores computed before they existed stay valid."""
-        settings = {k: v for k, v in asdict(self).items() if not (k.startswith("cg_") and v is None)}
+        """The settings as a dict, the artefact key's input; unset cg limits and the device are left out, so
+        the keys of scores computed before they existed stay valid."""
+        settings = {k: v for k, v in asdict(self).items()
+                    if not (k.startswith("cg_") and v is None) and k != "device"}
         return {**settings, "proxy": self.proxy.to_dict()}
 
 

@@ -185,7 +185,7 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
         bilevel.optimise_policy(pick(features.features), pick(features.logits), pick(features.labels),
                                 ratios=list(asked), axis_values=pick(values),
                                 kd=influence_config.proxy.kd, proxy=influence_config.proxy, on_step=on_step,
-                                checkpoint=progress.write,
+                                checkpoint=progress.write, device=influence_config.device,
                                 resume=progress.read(), on_result=save, **asdict(config))
         progress.remove()
     out = []

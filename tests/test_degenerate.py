@@ -121,7 +121,8 @@ def test_constant_columns_standardise_to_zero_as_if_deleted(solver):
     assert feature_statistics(padded)[1][2] == 1.0 and feature_statistics(padded)[0][2] == 0.1
     expected = influence.score(features, logits, labels, config=config(solver)).scores
     got = influence.score(padded, logits, labels, config=config(solver)).scores
-    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
+    # float32 curvature products: equal to their round-off (the deleted column changes the summation)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 def test_constant_columns_do_not_change_the_chosen_mu():
@@ -129,7 +130,7 @@ def test_constant_columns_do_not_change_the_chosen_mu():
     padded = np.insert(features, 3, 0.1, axis=1)
     expected, got = (influence.score(f, logits, labels, config=config(mu=None)) for f in (features, padded))
     assert got.mu == expected.mu
-    np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(got.scores, expected.scores, rtol=0, atol=1e-5 * np.abs(expected.scores).max())
 
 
 def test_all_constant_features_leave_a_bias_only_proxy_with_finite_scores():
@@ -139,7 +140,7 @@ def test_all_constant_features_leave_a_bias_only_proxy_with_finite_scores():
         constant = influence.score(np.full((len(labels), 4), 3.7), logits, labels, config=config(solver))
         assert np.isfinite(constant.scores).all() and np.all(np.asarray(constant.grad_norms) < 1e-6)
         empty = influence.score(np.zeros((len(labels), 0)), logits, labels, config=config(solver))
-        np.testing.assert_allclose(constant.scores, empty.scores, rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(constant.scores, empty.scores, rtol=0, atol=1e-5 * np.abs(empty.scores).max())
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

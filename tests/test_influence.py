@@ -32,7 +32,7 @@ def split_problem(seed=4, n=60, validation=300, mu=1.0):
     theta = proxy.fit(*train, mu=mu, kd=KD, tolerance=1e-13).theta
     g_val = objective.validation_gradient(theta, *held_out, kd=KD)
     direction = solvers.solve_direct(theta, *train, None, g_val, mu=mu, kd=KD)
-    scores = influence.influence_scores(theta, direction, *train, kd=KD)
+    scores = objective.to_numpy(influence.influence_scores(theta, direction, *train, kd=KD))
     return train, held_out, theta, scores, bad
 
 
@@ -80,7 +80,7 @@ def test_newton_estimator_is_close_to_true_refits():
     for mu in (1.0, 30.0):
         train, held_out, theta, first_order, _ = split_problem(mu=mu)
         actual = true_removals(train, held_out, theta, mu)
-        newton = solvers.newton_removal_scores(theta, *train, *held_out, mu=mu, kd=KD, chunk_size=7)
+        newton = objective.to_numpy(solvers.newton_removal_scores(theta, *train, *held_out, mu=mu, kd=KD, chunk_size=7))
         first_error = np.abs(first_order - actual).sum() / np.abs(actual).sum()
         newton_error = np.abs(newton - actual).sum() / np.abs(actual).sum()
         assert newton_error < 0.05 and newton_error < 0.25 * first_error
@@ -116,8 +116,8 @@ def test_influence_on_weights_matches_finite_difference():
         return theta, objective.validation_loss(theta, *held_out, kd=KD)
 
     theta, _ = validation_at(weights)
-    derivative = influence.influence_on_weights(theta, *train, weights, *held_out, mu=0.5, kd=KD,
-                                                bias_damping=1e-3, solver="direct")
+    derivative = objective.to_numpy(influence.influence_on_weights(theta, *train, weights, *held_out, mu=0.5, kd=KD,
+                                                                   bias_damping=1e-3, solver="direct"))
     assert derivative.shape == (80,) and derivative.dtype == np.float64
     for j in (0, 7, 41):
         step = np.zeros(80)
@@ -133,13 +133,17 @@ def test_solvers_agree():
     train, held_out = (z[:200], teacher[:200], labels[:200]), (z[200:], teacher[200:], labels[200:])
     theta = proxy.fit(*train, mu=0.5, kd=KD).theta
     g_val = objective.validation_gradient(theta, *held_out, kd=KD)
-    scores = {name: influence.influence_scores(theta, solve(theta, *train, None, g_val, mu=0.5, kd=KD), *train, kd=KD)
+    def scores_of(direction):
+        return objective.to_numpy(influence.influence_scores(theta, direction, *train, kd=KD))
+
+    scores = {name: scores_of(solve(theta, *train, None, g_val, mu=0.5, kd=KD))
               for name, solve in influence.SOLVERS.items()}
     assert scipy.stats.spearmanr(scores["cg"], scores["direct"])[0] >= 0.99
-    np.testing.assert_allclose(scores["cg"], scores["direct"], rtol=1e-6, atol=1e-9 * np.abs(scores["direct"]).max())
+    # float32 curvature products: the exact solvers agree to ~1e-5 of the scores' scale (not 1e-10)
+    tolerance = 1e-4 * np.abs(scores["direct"]).max()
+    np.testing.assert_allclose(scores["cg"], scores["direct"], rtol=0, atol=tolerance)
     jacobi = solvers.solve_cg(theta, *train, None, g_val, mu=0.5, kd=KD, preconditioner="jacobi")
-    np.testing.assert_allclose(jacobi, solvers.solve_direct(theta, *train, None, g_val, mu=0.5, kd=KD), rtol=1e-6,
-                               atol=1e-9)
+    np.testing.assert_allclose(scores_of(jacobi), scores["direct"], rtol=0, atol=tolerance)
     assert scipy.stats.spearmanr(scores["ekfac"], scores["direct"])[0] > 0.6  # clustered: approximate
 
 
@@ -171,11 +175,11 @@ def test_ekfac_is_close_on_a_well_conditioned_problem():
     train, held_out = (features[:300], teacher[:300], labels[:300]), (features[300:], teacher[300:], labels[300:])
     theta = proxy.fit(*train, mu=1.0, kd=KD).theta
     g_val = objective.validation_gradient(theta, *held_out, kd=KD)
-    exact = influence.influence_scores(theta, solvers.solve_direct(theta, *train, None, g_val, mu=1.0, kd=KD),
-                                       *train, kd=KD)
+    exact = objective.to_numpy(influence.influence_scores(
+        theta, solvers.solve_direct(theta, *train, None, g_val, mu=1.0, kd=KD), *train, kd=KD))
     for curvature in ("output", "residual"):
         direction = solvers.solve_ekfac(theta, *train, None, g_val, mu=1.0, kd=KD, curvature=curvature)
-        approximate = influence.influence_scores(theta, direction, *train, kd=KD)
+        approximate = objective.to_numpy(influence.influence_scores(theta, direction, *train, kd=KD))
         assert scipy.stats.spearmanr(approximate, exact)[0] > 0.95
         assert approximate @ exact / (exact @ exact) == pytest.approx(1.0, abs=0.1)
 
@@ -193,7 +197,8 @@ def test_score_is_invariant_to_chunk_size_and_memmap_float16(tmp_path):
     for config in (InfluenceConfig(chunk_size=7), InfluenceConfig(chunk_size=50, materialise_fold=False)):
         result = influence.score(memmap, teacher, labels, config=config)
         assert result.mu == reference.mu
-        np.testing.assert_allclose(result.scores, reference.scores, rtol=1e-7, atol=1e-12)
+        # float32 curvature sums depend on the chunking at round-off
+        np.testing.assert_allclose(result.scores, reference.scores, rtol=0, atol=1e-5 * np.abs(reference.scores).max())
     assert reference.mu_table and reference.mu == min(reference.mu_table, key=lambda row: row["val_loss"])["mu"]
 
 

@@ -15,6 +15,7 @@ from ifbeta.config import InfluenceConfig, KDConfig, PolicyConfig, ProxyConfig
 from ifbeta.data.streaming import standardise
 from ifbeta.influence import families, knn
 from ifbeta.influence import scores as linear_scores
+from ifbeta.influence.objective import to_numpy
 from ifbeta.policy import bilevel, hypergradient, inner
 from tests.policy_problems import gaussian_classes
 
@@ -66,7 +67,7 @@ def test_leave_one_out_scores_equal_brute_force_refits(weights_kind):
                "fractional": rng.uniform(0.05, 1.0, 40)}[weights_kind]
     k, h = 4, 1.3
     table, targets, teacher, y = pieces(train_z, train_t, val_z, val_t, val_y)
-    scores = knn.removal_scores(table, weights, targets, teacher, y, kd=KD, mass=k, bandwidth=h)
+    scores = to_numpy(knn.removal_scores(table, weights, targets, teacher, y, kd=KD, mass=k, bandwidth=h))
     base = brute_loss_mean(val_z, val_t, val_y, train_z, train_t, weights, k=k, h=h)
     value, _ = knn.validation_loss(knn.Neighbours(val_z, train_z), weights, targets, teacher, y, kd=KD, mass=k,
                                    bandwidth=h)
@@ -86,7 +87,7 @@ def test_removing_the_only_kept_sample_falls_back_to_uniform():
     weights = np.zeros(6)
     weights[2] = 1.0
     table, targets, teacher, y = pieces(train_z, train_t, val_z, val_t, val_y)
-    scores = knn.removal_scores(table, weights, targets, teacher, y, kd=KD, mass=3, bandwidth=0.7)
+    scores = to_numpy(knn.removal_scores(table, weights, targets, teacher, y, kd=KD, mass=3, bandwidth=0.7))
     truth = (brute_loss_mean(val_z, val_t, val_y, train_z, train_t, np.zeros(6), k=3, h=0.7)
              - brute_loss_mean(val_z, val_t, val_y, train_z, train_t, weights, k=3, h=0.7))
     assert scores[2] == pytest.approx(truth, abs=1e-10)
@@ -98,7 +99,7 @@ def test_weight_gradient_matches_finite_differences(h):
     weights = np.random.default_rng(4).uniform(0.1, 0.9, 40)
     table, targets, teacher, y = pieces(train_z, train_t, val_z, val_t, val_y)
     options = dict(kd=KD, mass=5.5, bandwidth=h)
-    gradient = knn.weight_gradient(table, weights, targets, teacher, y, **options)
+    gradient = to_numpy(knn.weight_gradient(table, weights, targets, teacher, y, **options))
     step = 1e-6
     for i in range(40):
         up, down = weights.copy(), weights.copy()
@@ -134,8 +135,8 @@ def test_settings_by_validation_pick_the_leave_one_out_optimum():
 def test_approximate_search_finds_the_exact_neighbours_on_a_small_problem():
     rng = np.random.default_rng(0)
     reference, query = rng.normal(size=(600, 5)), rng.normal(size=(50, 5))
-    exact_indices, exact_sq = knn.nearest(query, reference, 10)
-    approximate_indices, approximate_sq = knn.nearest(query, reference, 10, exact_limit=100)
+    exact_indices, exact_sq = (t.numpy() for t in knn.nearest(query, reference, 10))
+    approximate_indices, approximate_sq = (t.numpy() for t in knn.nearest(query, reference, 10, exact_limit=100))
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact_indices, approximate_indices)])
     assert recall >= 0.95
     brute = ((query[:, None, :] - reference[None]) ** 2).sum(axis=2)

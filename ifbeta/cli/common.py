@@ -141,7 +141,21 @@ def influence_config(args):
     return InfluenceConfig(proxy=proxy_config(args), solver=getattr(args, "solver", "direct"),
                            estimator=getattr(args, "influence_estimator", "auto"),
                            cg_tolerance=getattr(args, "cg_tolerance", None),
-                           cg_max_iterations=getattr(args, "cg_max_iterations", None))
+                           cg_max_iterations=getattr(args, "cg_max_iterations", None),
+                           device=influence_device(getattr(args, "device", "cpu")))
+
+
+def influence_device(device: str) -> str:
+    """--device, refused in one line (before any work) when it is cuda and CUDA is not available."""
+    from ifbeta.errors import UserError
+
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: CUDA is not available on this machine (torch sees no GPU); "
+                            "use --device cpu")
+    return device
 
 
 def add_proxy(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +181,9 @@ def add_influence(parser: argparse.ArgumentParser, *, proxy: bool = True) -> Non
                         help="cg only: relative residual to stop at (default 1e-10)")
     parser.add_argument("--cg-max-iterations", type=int, default=None, metavar="N",
                         help="cg only: cap the iterations (approximate scores; default: no cap)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the linear proxy's math runs (float32 streams and matmuls, float64 "
+                             "accumulation and dense solves; default cpu)")
 
 
 def check_budget(workspace_or_train, ratio: float, *, stratify: bool = True) -> int:

@@ -70,7 +70,7 @@ def landscape(workspace: Workspace, ratio: float, *, grid: int = 5, policy_confi
                                           alphas=axis, betas=axis, kd=influence_config.proxy.kd,
                                           stratify=policy_config.stratify, seed=policy_config.seed,
                                           folds=policy_config.folds, proxy=influence_config.proxy,
-                                          on_step=on_step)
+                                          on_step=on_step, device=influence_config.device)
 
     settings = landscape_settings(ratio, grid, policy_config, influence_config)
     return _cached(workspace, "landscapes", settings, [workspace.features.key], build, compute)

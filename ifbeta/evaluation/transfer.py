@@ -210,7 +210,8 @@ def _evaluate_j(workspace, ratio, alpha, beta, mu, config, influence_config) -> 
     grid = landscape.landscape(features.features, features.logits, features.labels, ratio=ratio,
                                axis_values=values, alphas=[alpha], betas=[beta], kd=influence_config.proxy.kd,
                                stratify=config.stratify, seed=config.seed, folds=config.folds,
-                               val_fraction=config.val_fraction, mu=mu, proxy=influence_config.proxy)
+                               val_fraction=config.val_fraction, mu=mu, proxy=influence_config.proxy,
+                               device=influence_config.device)
     return float(grid["J"][0][0])
 
 

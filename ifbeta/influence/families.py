@@ -25,7 +25,9 @@ __all__ = ["FAMILIES", "ProxyFamily", "family", "score"]
 class ProxyFamily:
     description: str
     score: Callable  # (features, teacher_logits, labels, *, config, on_step) -> scores.InfluenceResult
-    fold: Callable  # (train (z, t, y), validation (z, t, y), *, settings: ProxyConfig, mu) -> WeightedFold
+    # (train (z, t, y), validation (z, t, y), *, settings: ProxyConfig, mu, device) -> WeightedFold; device: where
+    # the fold's fits and hypergradients run (InfluenceConfig.device)
+    fold: Callable
     uses_mu: bool
     loo_check: Callable  # (features, teacher_logits, labels, *, config, samples, seed, on_step) -> dict
 

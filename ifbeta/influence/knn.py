@@ -37,7 +37,13 @@ training samples and the (k, h) with the lowest mean KD loss over ``neighbour_gr
 validation samples that J and the scores measure on never choose the settings.
 
 Neighbour search (``nearest``): exact blocked matmul up to EXACT_LIMIT reference rows, above it an
-approximate index (pynndescent, NN-descent) whose candidates get exact distances.
+approximate index (pynndescent, NN-descent, on the host) whose candidates get exact distances.
+
+Everything is torch on ``device`` ("cpu", "cuda" or a torch.device; the device of the Neighbours' query
+otherwise), in float64 throughout: the neighbour order decides which samples hold the k units of mass, and
+float32 distances would reorder near-ties and change the exact leave-one-out scores. Inputs may be numpy
+arrays or tensors (converted once); results are float64 / int64 tensors on the device (``objective.to_numpy``
+at the package boundary); the float results of ``validation_loss`` and the settings table are Python floats.
 """
 from __future__ import annotations
 
@@ -45,8 +51,10 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ifbeta.config import KDConfig
+from ifbeta.influence.objective import DOUBLE, as_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -57,57 +65,70 @@ EXACT_LIMIT = 100_000  # reference rows up to which neighbours are exact (blocke
 BLOCK_ELEMENTS = 1 << 22  # query rows x reference rows (or x columns x classes) per block (32 MiB of float64)
 
 
-def tempered(teacher_logits, tau: float) -> np.ndarray:
+def _on(values, device=None, dtype=DOUBLE) -> torch.Tensor:
+    """values as a ``dtype`` tensor; on ``device`` when given, else where a tensor already is (cpu for arrays)."""
+    if device is None and isinstance(values, torch.Tensor):
+        return values.to(dtype=dtype)
+    return as_tensor(values, device, dtype)
+
+
+def tempered(teacher_logits, tau: float, device=None) -> torch.Tensor:
     """softmax(t / tau) (n, C) float64, the tempered teacher distributions."""
-    z = np.asarray(teacher_logits, dtype=np.float64) / tau
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
+    return torch.softmax(_on(teacher_logits, device) / tau, dim=1)
 
 
 # ----------------------------------------------------------------------------- neighbour search
 
 
+def _first_by_distance(sq: torch.Tensor, count: int) -> torch.Tensor:
+    """Column order (m, count) of the smallest entries of each row of sq, ties by column (a stable sort)."""
+    return torch.sort(sq, dim=1, stable=True).indices[:, :count]
+
+
 def _exact(query, reference, count: int, exclude_self: bool):
     """Blocked exact search: (indices, squared distances) (m, count), ascending, ties by index."""
-    norms = (reference * reference).sum(axis=1)
+    norms = (reference * reference).sum(dim=1)
     rows = max(1, BLOCK_ELEMENTS // max(1, len(reference)))
     indices, distances = [], []
     for start in range(0, len(query), rows):
         block = query[start:start + rows]
-        d2 = np.maximum((block * block).sum(axis=1)[:, None] - 2.0 * block @ reference.T + norms[None, :], 0.0)
+        d2 = ((block * block).sum(dim=1)[:, None] - 2.0 * block @ reference.T + norms[None, :]).clamp_min_(0.0)
         if exclude_self:
-            d2[np.arange(len(block)), start + np.arange(len(block))] = np.inf
-        order = np.lexsort((np.broadcast_to(np.arange(d2.shape[1]), d2.shape), d2), axis=1)[:, :count]
+            local = torch.arange(len(block), device=d2.device)
+            d2[local, start + local] = torch.inf
+        order = _first_by_distance(d2, count)
         indices.append(order)
-        distances.append(np.take_along_axis(d2, order, axis=1))
-    return np.concatenate(indices), np.concatenate(distances)
+        distances.append(torch.gather(d2, 1, order))
+    return torch.cat(indices), torch.cat(distances)
 
 
 def _approximate(query, reference, count: int, exclude_self: bool, seed: int):
-    """NN-descent candidates (pynndescent), re-ranked by exact squared distance."""
+    """NN-descent candidates (pynndescent, on the host), re-ranked by exact squared distance on the device."""
     from pynndescent import NNDescent
 
     extra = 1 if exclude_self else 0
-    index = NNDescent(reference, n_neighbors=min(len(reference) - 1, max(15, count + extra)), random_state=seed)
-    candidates, _ = index.query(query, k=min(len(reference), count + extra))
-    candidates = np.asarray(candidates, dtype=np.int64)
-    d2 = ((query[:, None, :] - reference[candidates]) ** 2).sum(axis=2)
+    host = reference.cpu().numpy()
+    index = NNDescent(host, n_neighbors=min(len(host) - 1, max(15, count + extra)), random_state=seed)
+    found, _ = index.query(query.cpu().numpy(), k=min(len(host), count + extra))
+    candidates = torch.as_tensor(np.sort(np.asarray(found, dtype=np.int64), axis=1), device=query.device)
+    d2 = ((query[:, None, :] - reference[candidates]) ** 2).sum(dim=2)  # (m, K), candidates ascending
     if exclude_self:
-        d2[candidates == np.arange(len(query))[:, None]] = np.inf
-    order = np.lexsort((candidates, d2), axis=1)[:, :count]
-    return np.take_along_axis(candidates, order, axis=1), np.take_along_axis(d2, order, axis=1)
+        d2[candidates == torch.arange(len(query), device=query.device)[:, None]] = torch.inf
+    order = _first_by_distance(d2, count)  # ties by candidate index (the columns are sorted by it)
+    return torch.gather(candidates, 1, order), torch.gather(d2, 1, order)
 
 
 def nearest(query, reference, count: int, *, exclude_self: bool = False, exact_limit: int = EXACT_LIMIT,
-            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+            seed: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``count`` nearest reference rows of every query row: (indices (m, count) int64, squared
-    distances (m, count) float64), ascending (ties by index). exclude_self: query IS reference and row
-    i never lists itself. Exact up to ``exact_limit`` reference rows, approximate (pynndescent) above."""
-    query, reference = np.asarray(query, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    distances (m, count) float64) tensors, ascending (ties by index). exclude_self: query IS reference and
+    row i never lists itself. Exact up to ``exact_limit`` reference rows, approximate (pynndescent) above."""
+    query = _on(query, device)
+    reference = _on(reference, query.device)
     count = min(count, len(reference) - (1 if exclude_self else 0))
     if count <= 0 or len(query) == 0:
-        return np.zeros((len(query), 0), np.int64), np.zeros((len(query), 0))
+        return (torch.zeros((len(query), 0), dtype=torch.int64, device=query.device),
+                torch.zeros((len(query), 0), dtype=DOUBLE, device=query.device))
     if len(reference) <= exact_limit:
         return _exact(query, reference, count, exclude_self)
     return _approximate(query, reference, count, exclude_self, seed)
@@ -116,24 +137,32 @@ def nearest(query, reference, count: int, *, exclude_self: bool = False, exact_l
 @dataclass
 class Neighbours:
     """Validation rows' candidates sorted by distance: indices, sq (m, M). Grown (``cover``) until each
-    row's listed weight reaches the mass asked, or M is every candidate."""
+    row's listed weight reaches the mass asked, or M is every candidate. query (m, d) and reference (n, d)
+    are float64 tensors on ``device`` (arrays are converted when built)."""
 
-    query: np.ndarray  # (m, d) standardised validation features
-    reference: np.ndarray  # (n, d) standardised candidates
-    indices: np.ndarray | None = None
-    sq: np.ndarray | None = None
+    query: torch.Tensor  # (m, d) standardised validation features
+    reference: torch.Tensor  # (n, d) standardised candidates
+    indices: torch.Tensor | None = None
+    sq: torch.Tensor | None = None
     exclude_self: bool = False
+    device: str | torch.device | None = None
 
-    def cover(self, weights: np.ndarray, mass: float) -> tuple[np.ndarray, np.ndarray]:
+    def __post_init__(self):
+        self.query = _on(self.query, self.device)
+        self.reference = _on(self.reference, self.query.device)
+        self.device = self.query.device
+
+    def cover(self, weights, mass: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices, sq) whose columns hold at least ``mass`` of ``weights`` (n,) in every row."""
+        weights = _on(weights, self.device)
         total = len(self.reference) - (1 if self.exclude_self else 0)
         columns = 0 if self.indices is None else self.indices.shape[1]
         if columns == 0:
-            columns = min(total, int(np.ceil(1.5 * mass / max(float(np.mean(weights)), 1e-3))) + 1)
+            columns = min(total, int(np.ceil(1.5 * mass / max(float(weights.mean()), 1e-3))) + 1)
         while True:
             if self.indices is None or self.indices.shape[1] < columns:
                 self.indices, self.sq = nearest(self.query, self.reference, columns, exclude_self=self.exclude_self)
-            if columns >= total or weights[self.indices].sum(axis=1).min() >= mass:
+            if columns >= total or float(weights[self.indices].sum(dim=1).min()) >= mass:
                 return self.indices, self.sq
             columns = min(total, 2 * columns)
 
@@ -143,49 +172,49 @@ class Neighbours:
 
 def _effective(weights, mass: float):
     """e = min(w, max(0, k - mass of nearer columns)) (..., M), and the mass still free before each column."""
-    free = mass - (np.cumsum(weights, axis=-1) - weights)
-    return np.minimum(weights, np.maximum(0.0, free)), free
+    free = mass - (torch.cumsum(weights, dim=-1) - weights)
+    return torch.minimum(weights, free.clamp_min(0.0)), free
 
 
 def _kernel(sq, effective, bandwidth: float):
     """exp(-(d^2 - d_min^2) / h^2) (..., M), d_min over the active columns (cancels in q)."""
-    active = effective > 0
-    shift = np.where(active, sq, np.inf).min(axis=-1, keepdims=True)
-    shift = np.where(np.isfinite(shift), shift, 0.0)
-    return np.exp(np.minimum(-(sq - shift) / bandwidth**2, 700.0))
+    shift = torch.where(effective > 0, sq, torch.inf).amin(dim=-1, keepdim=True)
+    shift = torch.where(torch.isfinite(shift), shift, 0.0)
+    return torch.exp(torch.clamp_max(-(sq - shift) / bandwidth**2, 700.0))
 
 
-def predict(sq, weights, targets, *, mass: float, bandwidth: float) -> np.ndarray:
+def predict(sq, weights, targets, *, mass: float, bandwidth: float) -> torch.Tensor:
     """q (..., C): sq (..., M) ascending squared distances, weights (..., M) the listed candidates'
-    sample weights, targets (..., M, C) their tempered teacher distributions. No mass: uniform."""
+    sample weights, targets (..., M, C) their tempered teacher distributions (on sq's device).
+    No mass: uniform."""
+    sq = _on(sq)
+    weights, targets = _on(weights, sq.device), _on(targets, sq.device)
     effective, _ = _effective(weights, mass)
     a = effective * _kernel(sq, effective, bandwidth)  # (..., M)
-    total = a.sum(axis=-1, keepdims=True)
-    q = np.einsum("...m,...mc->...c", a, targets)
+    total = a.sum(dim=-1, keepdim=True)
+    q = torch.einsum("...m,...mc->...c", a, targets)
     empty = total[..., 0] <= 0
-    q = q / np.where(total > 0, total, 1.0)
+    q = q / torch.where(total > 0, total, 1.0)
     q[empty] = 1.0 / targets.shape[-1]
     return q
 
 
-def loss(q, teacher, labels, kd: KDConfig) -> np.ndarray:
+def loss(q, teacher, labels, kd: KDConfig) -> torch.Tensor:
     """l_j (...,) of the proxy's logits tau log q: (1 - lam) CE + lam tau^2 KL(teacher || q); lower is better.
     q, teacher (..., C) tempered distributions, labels (...,) int."""
-    log_q = np.log(q)
-    scaled = kd.tau * log_q
-    top = scaled.max(axis=-1, keepdims=True)
-    log_p = scaled - top - np.log(np.exp(scaled - top).sum(axis=-1, keepdims=True))  # log softmax(tau log q)
-    cross_entropy = -np.take_along_axis(log_p, np.asarray(labels)[..., None], axis=-1)[..., 0]
-    kl = (teacher * (np.log(np.maximum(teacher, 1e-300)) - log_q)).sum(axis=-1)
+    q = _on(q)
+    teacher, labels = _on(teacher, q.device), _on(labels, q.device, torch.int64)
+    log_q = torch.log(q)
+    log_p = torch.log_softmax(kd.tau * log_q, dim=-1)  # log softmax(tau log q)
+    cross_entropy = -torch.gather(log_p, -1, labels[..., None])[..., 0]
+    kl = (teacher * (torch.log(teacher.clamp_min(1e-300)) - log_q)).sum(dim=-1)
     return (1.0 - kd.lam) * cross_entropy + kd.lam * kd.tau**2 * kl
 
 
 def _loss_gradient(q, teacher, labels, kd: KDConfig):
     """dl_j/dq_j (m, C)."""
-    scaled = kd.tau * np.log(q)
-    p = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    p[np.arange(len(labels)), labels] -= 1.0
+    p = torch.softmax(kd.tau * torch.log(q), dim=1)
+    p[torch.arange(len(labels), device=p.device), labels] -= 1.0
     return ((1.0 - kd.lam) * kd.tau * p - kd.lam * kd.tau**2 * teacher) / q
 
 
@@ -194,78 +223,92 @@ def _blocks(count: int, columns: int, classes: int):
     return [slice(start, min(count, start + step)) for start in range(0, count, step)]
 
 
+def _arguments(neighbours: Neighbours, weights, targets, val_teacher, val_labels):
+    """The fold's arrays as tensors on the Neighbours' device: weights, targets, val_teacher (float64), labels."""
+    device = neighbours.device
+    return (_on(weights, device), _on(targets, device), _on(val_teacher, device),
+            _on(val_labels, device, torch.int64))
+
+
 def validation_loss(neighbours: Neighbours, weights, targets, val_teacher, val_labels, *, kd: KDConfig,
                     mass: float, bandwidth: float) -> tuple[float, float]:
     """(L_V, accuracy of argmax q on the validation labels); weights (n,), targets (n, C) of the candidates."""
-    weights = np.asarray(weights, dtype=np.float64)
+    weights, targets, val_teacher, val_labels = _arguments(neighbours, weights, targets, val_teacher, val_labels)
     indices, sq = neighbours.cover(weights, mass)
     total, correct = 0.0, 0
     for rows in _blocks(len(indices), indices.shape[1], targets.shape[1]):
         q = predict(sq[rows], weights[indices[rows]], targets[indices[rows]], mass=mass, bandwidth=bandwidth)
         total += float(loss(q, val_teacher[rows], val_labels[rows], kd).sum())
-        correct += int((q.argmax(axis=1) == val_labels[rows]).sum())
+        correct += int((q.argmax(dim=1) == val_labels[rows]).sum())
     return total / max(1, len(indices)), correct / max(1, len(indices))
 
 
 def weight_gradient(neighbours: Neighbours, weights, targets, val_teacher, val_labels, *, kd: KDConfig,
-                    mass: float, bandwidth: float) -> np.ndarray:
-    """dL_V/dw (n,) float64 for INCREASING each w_i (< 0: more weight on i lowers L_V).
+                    mass: float, bandwidth: float) -> torch.Tensor:
+    """dL_V/dw (n,) float64 tensor for INCREASING each w_i (< 0: more weight on i lowers L_V).
 
     Per validation row, with a = e K, Z = sum a, v_m = K_m g_j . (P_m - q_j) / Z (g = dl/dq): a column
     before the mass boundary gets v_m, and every column nearer than the boundary column b also loses
     v_b (its mass comes out of b's share)."""
-    weights = np.asarray(weights, dtype=np.float64)
+    weights, targets, val_teacher, val_labels = _arguments(neighbours, weights, targets, val_teacher, val_labels)
     indices, sq = neighbours.cover(weights, mass)
-    gradient = np.zeros(len(weights))
+    gradient = torch.zeros(len(weights), dtype=DOUBLE, device=weights.device)
     for rows in _blocks(len(indices), indices.shape[1], targets.shape[1]):
         index, w, P = indices[rows], weights[indices[rows]], targets[indices[rows]]  # (b, M), (b, M), (b, M, C)
         effective, free = _effective(w, mass)
         kernel = _kernel(sq[rows], effective, bandwidth)
         a = effective * kernel
-        total = a.sum(axis=1, keepdims=True)
-        q = np.einsum("bm,bmc->bc", a, P) / np.where(total > 0, total, 1.0)
+        total = a.sum(dim=1, keepdim=True)
+        q = torch.einsum("bm,bmc->bc", a, P) / torch.where(total > 0, total, 1.0)
         q[total[:, 0] <= 0] = 1.0 / P.shape[-1]  # no mass: uniform, and no gradient (v = 0 below)
         g = _loss_gradient(q, val_teacher[rows], val_labels[rows], kd)  # (b, C)
-        v = kernel * np.einsum("bc,bmc->bm", g, P - q[:, None, :]) / np.where(total > 0, total, np.inf)
+        v = kernel * torch.einsum("bc,bmc->bm", g, P - q[:, None, :]) / torch.where(total > 0, total, torch.inf)
         full = (free >= w) & (free > 0)  # e = w (w = 0 included while mass is free)
         boundary = (free > 0) & (free < w)  # at most one column per row
-        v_boundary = (v * boundary).sum(axis=1, keepdims=True)
-        before = np.cumsum(boundary[:, ::-1], axis=1)[:, ::-1] > boundary  # columns nearer than the boundary
-        contribution = v * full - v_boundary * before
-        np.add.at(gradient, index.reshape(-1), contribution.reshape(-1))
+        v_boundary = (v * boundary).sum(dim=1, keepdim=True)
+        before = torch.flip(torch.cumsum(torch.flip(boundary.long(), [1]), dim=1), [1]) > boundary.long()
+        contribution = v * full - v_boundary * before  # columns nearer than the boundary give up v_b
+        gradient.index_add_(0, index.reshape(-1), contribution.reshape(-1))
     return gradient / max(1, len(indices))
 
 
 def removal_scores(neighbours: Neighbours, weights, targets, val_teacher, val_labels, *, kd: KDConfig,
-                   mass: float, bandwidth: float) -> np.ndarray:
-    """Exact leave-one-out s_i = L_V(w_i = 0) - L_V(w), (n,) float64, > 0 helpful.
+                   mass: float, bandwidth: float) -> torch.Tensor:
+    """Exact leave-one-out s_i = L_V(w_i = 0) - L_V(w), (n,) float64 tensor, > 0 helpful.
 
     Only rows holding i in their mass change: for each active column p (e > 0) the row is predicted
     again with that column's weight 0, the next listed candidates filling the mass (the list covers
     mass k + 1 >= k + w_i)."""
-    weights = np.asarray(weights, dtype=np.float64)
+    weights, targets, val_teacher, val_labels = _arguments(neighbours, weights, targets, val_teacher, val_labels)
     indices, sq = neighbours.cover(weights, mass + 1.0)
-    scores = np.zeros(len(weights))
+    scores = torch.zeros(len(weights), dtype=DOUBLE, device=weights.device)
     for rows in _blocks(len(indices), indices.shape[1], targets.shape[1]):
         index, w, P, d2 = indices[rows], weights[indices[rows]], targets[indices[rows]], sq[rows]
         y, teacher = val_labels[rows], val_teacher[rows]
         base = loss(predict(d2, w, P, mass=mass, bandwidth=bandwidth), teacher, y, kd)  # (b,)
         active = _effective(w, mass)[0] > 0
-        for column in np.flatnonzero(active.any(axis=0)):
-            members = np.flatnonzero(active[:, column])
-            removed = w[members].copy()
+        for column in torch.nonzero(active.any(dim=0))[:, 0].tolist():
+            members = torch.nonzero(active[:, column])[:, 0]
+            removed = w[members].clone()
             removed[:, column] = 0.0
             q = predict(d2[members], removed, P[members], mass=mass, bandwidth=bandwidth)
-            np.add.at(scores, index[members, column], loss(q, teacher[members], y[members], kd) - base[members])
+            scores.index_add_(0, index[members, column], loss(q, teacher[members], y[members], kd) - base[members])
     return scores / max(1, len(indices))
 
 
 # ----------------------------------------------------------------------------- settings by validation
 
 
+def _median(values: torch.Tensor) -> float:
+    """numpy's median (the mean of the two middle values for an even count)."""
+    ordered = torch.sort(values).values
+    middle = len(ordered) // 2
+    return float(ordered[middle]) if len(ordered) % 2 else float(0.5 * (ordered[middle - 1] + ordered[middle]))
+
+
 def choose_settings(features, targets, labels, *, kd: KDConfig, neighbour_grid=(5, 10, 20, 50),
                     bandwidth_grid=(0.25, 0.5, 1.0, 2.0, 4.0), neighbours: int | None = None,
-                    bandwidth: float | None = None) -> tuple[int, float, list[dict]]:
+                    bandwidth: float | None = None, device=None) -> tuple[int, float, list[dict]]:
     """(k, h, table) by leave-one-out on the fitting side: each training sample (features (n, d)
     standardised, targets (n, C) tempered, labels (n,)) predicted from the other training samples;
     lowest mean KD loss wins. A given ``neighbours`` / ``bandwidth`` fixes that setting. h = grid value
@@ -276,11 +319,12 @@ def choose_settings(features, targets, labels, *, kd: KDConfig, neighbour_grid=(
     ks = sorted({min(int(k), n - 1) for k in ((neighbours,) if neighbours is not None else neighbour_grid)})
     if min(ks) < 1:
         raise ValueError(f"neighbours must be >= 1, got {min(ks)}")
-    table = Neighbours(features, features, exclude_self=True)
-    indices, sq = table.cover(np.ones(n), float(max(ks)))
-    ones, P, rows = np.ones(indices.shape), targets[indices], []
+    table = Neighbours(features, features, exclude_self=True, device=device)
+    targets, labels = _on(targets, table.device), _on(labels, table.device, torch.int64)
+    indices, sq = table.cover(torch.ones(n, dtype=DOUBLE, device=table.device), float(max(ks)))
+    ones, P, rows = torch.ones(indices.shape, dtype=DOUBLE, device=table.device), targets[indices], []
     for k in ks:
-        median = float(np.sqrt(np.median(sq[:, k - 1])))
+        median = float(np.sqrt(_median(sq[:, k - 1])))
         scales = (None,) if bandwidth is not None else bandwidth_grid
         for scale in scales:
             h = float(bandwidth) if scale is None else float(scale) * max(median, 1e-12)

@@ -7,7 +7,8 @@ are chosen on fold f alone (leave-one-out inside it, ``knn.choose_settings``) an
 KD loss on all other folds. s_i = L_V without i - L_V (exact leave-one-out, > 0 helpful), the same
 sign convention as the linear proxy. ``teacher_scores["kd_loss"]`` is the proxy's leave-one-out KD
 loss of each sample within its fold (higher = harder). The standardised pool is held in memory as
-float64 (N x d).
+float64 (N x d); each fold's math runs in torch on ``InfluenceConfig.device`` (``KnnFold``: its ``device``),
+float64 throughout (knn.py), and leaves it as numpy (scores, kd_loss, dJ/dw) and floats (J, accuracy).
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ifbeta.config import InfluenceConfig, ProxyConfig
 from ifbeta.data.streaming import FeatureView
 from ifbeta.influence import knn
 from ifbeta.influence import scores as influence
+from ifbeta.influence.objective import as_tensor, resolve_device, to_numpy
 from ifbeta.influence.statistics import teacher_statistics
 from ifbeta.influence.weighted import WeightedFold
 
@@ -28,25 +31,29 @@ logger = logging.getLogger(__name__)
 __all__ = ["KnnFold", "fit_settings", "score"]
 
 
-def fit_settings(features, targets, labels, settings: ProxyConfig) -> tuple[int, float, list[dict]]:
+def fit_settings(features, targets, labels, settings: ProxyConfig, device=None) -> tuple[int, float, list[dict]]:
     """(k, h, table) for a training set: ``knn.choose_settings`` over the config's grids (fixed values win)."""
     return knn.choose_settings(features, targets, labels, kd=settings.kd, neighbour_grid=settings.neighbour_grid,
                                bandwidth_grid=settings.bandwidth_grid, neighbours=settings.neighbours,
-                               bandwidth=settings.bandwidth)
+                               bandwidth=settings.bandwidth, device=device)
 
 
-def _score_fold(z, logits, labels, train, held_out, settings: ProxyConfig):
-    """(scores, leave-one-out KD loss) of fold ``train`` (indices) validated on ``held_out``, and its table."""
+def _score_fold(z, logits, labels, train, held_out, settings: ProxyConfig, device):
+    """(scores, leave-one-out KD loss) (n_f,) numpy of fold ``train`` (indices) validated on ``held_out``, its
+    table and the chosen (k, h); the math on ``device``."""
     kd = settings.kd
-    targets = knn.tempered(logits[train], kd.tau)  # (n_f, C)
-    k, h, table = fit_settings(z[train], targets, labels[train], settings)
-    neighbours = knn.Neighbours(z[held_out], z[train])
-    scores = knn.removal_scores(neighbours, np.ones(len(train)), targets, knn.tempered(logits[held_out], kd.tau),
+    targets = knn.tempered(logits[train], kd.tau, device)  # (n_f, C)
+    own_labels = as_tensor(labels[train], device, torch.int64)
+    k, h, table = fit_settings(z[train], targets, own_labels, settings, device)
+    neighbours = knn.Neighbours(z[held_out], z[train], device=device)
+    ones = torch.ones(len(train), dtype=torch.float64, device=device)
+    scores = knn.removal_scores(neighbours, ones, targets, knn.tempered(logits[held_out], kd.tau, device),
                                 labels[held_out], kd=kd, mass=float(k), bandwidth=h)
-    own = knn.Neighbours(z[train], z[train], exclude_self=True)
-    indices, sq = own.cover(np.ones(len(train)), float(k))
-    q = knn.predict(sq, np.ones(indices.shape), targets[indices], mass=float(k), bandwidth=h)
-    return scores, knn.loss(q, targets, labels[train], kd), table, (k, h)
+    own = knn.Neighbours(z[train], z[train], exclude_self=True, device=device)
+    indices, sq = own.cover(ones, float(k))
+    q = knn.predict(sq, torch.ones(indices.shape, dtype=torch.float64, device=device), targets[indices],
+                    mass=float(k), bandwidth=h)
+    return to_numpy(scores), to_numpy(knn.loss(q, targets, own_labels, kd)), table, (k, h)
 
 
 def score(features, teacher_logits, labels, *, config: InfluenceConfig = InfluenceConfig(),
@@ -56,7 +63,9 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
     features (N, d) any float dtype (memmap OK), teacher_logits (N, C), labels (N,) int in [0, C).
     Returns an InfluenceResult (scores > 0 helpful; solver "knn", estimator "exact_loo", mu 0: no
     ridge; mu_table: the (k, h) validation rows of every fold with their fold and whether chosen).
-    Refuses the degenerate input ``scores.score`` refuses (NaN/Inf, bad labels, an empty fold)."""
+    Refuses the degenerate input ``scores.score`` refuses (NaN/Inf, bad labels, an empty fold). The math runs on
+    ``config.device`` ("cpu" or "cuda"; a ValueError before any work when CUDA is not available)."""
+    device = resolve_device(config.device)
     clock, labels = influence.Clock(), influence.validated_labels(labels, features, teacher_logits)
     notify = on_step or (lambda step, info: None)
     mean, std = influence.pool_statistics(features, teacher_logits, config.chunk_size)
@@ -68,7 +77,8 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
     scores, kd_loss, rows = np.zeros(len(labels)), np.zeros(len(labels)), []
     for f in range(config.folds):
         train, held_out = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-        scores[train], kd_loss[train], table, chosen = _score_fold(z, logits, labels, train, held_out, config.proxy)
+        scores[train], kd_loss[train], table, chosen = _score_fold(z, logits, labels, train, held_out, config.proxy,
+                                                                         device)
         rows += [{**row, "fold": f, "chosen": (row["neighbours"], row["bandwidth"]) == chosen} for row in table]
         clock.lap("fold")
         notify(f + 1, {"stage": "fold", "fold": f, "folds": config.folds, "neighbours": chosen[0],
@@ -85,21 +95,25 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
 
 @dataclass
 class KnnFold(WeightedFold):
-    """The k-NN proxy on one fold of the bilevel split; (k, h) chosen once on the candidates (w = 1)."""
+    """The k-NN proxy on one fold of the bilevel split; (k, h) chosen once on the candidates (w = 1). Its math
+    runs on ``device``: the neighbour lists and the tempered distributions stay there as float64 tensors."""
 
     neighbours: knn.Neighbours | None = None
-    targets: np.ndarray | None = None  # (n_f, C) tempered teacher distributions of the candidates
-    val_targets: np.ndarray | None = None  # (m, C) of V
+    targets: torch.Tensor | None = None  # (n_f, C) tempered teacher distributions of the candidates
+    val_targets: torch.Tensor | None = None  # (m, C) of V
     k: int = 0
     bandwidth: float = 1.0
+    device: str = "cpu"
 
     @classmethod
-    def build(cls, train: tuple, validation: tuple, *, settings: ProxyConfig, mu: float | None = None) -> "KnnFold":
-        """The fold's proxy; mu is not used (no ridge)."""
-        targets = knn.tempered(train[1], settings.kd.tau)
-        k, h, _ = fit_settings(train[0], targets, train[2], settings)
-        return cls(*train, *validation, kd=settings.kd, neighbours=knn.Neighbours(validation[0], train[0]),
-                   targets=targets, val_targets=knn.tempered(validation[1], settings.kd.tau), k=k, bandwidth=h)
+    def build(cls, train: tuple, validation: tuple, *, settings: ProxyConfig, mu: float | None = None,
+              device: str = "cpu") -> "KnnFold":
+        """The fold's proxy on ``device``; mu is not used (no ridge)."""
+        targets = knn.tempered(train[1], settings.kd.tau, device)
+        k, h, _ = fit_settings(train[0], targets, train[2], settings, device)
+        return cls(*train, *validation, kd=settings.kd,
+                   neighbours=knn.Neighbours(validation[0], train[0], device=device), targets=targets,
+                   val_targets=knn.tempered(validation[1], settings.kd.tau, device), k=k, bandwidth=h, device=device)
 
     def reset(self) -> None:
         """Nothing to reset: a k-NN fit has no warm start."""
@@ -111,8 +125,9 @@ class KnnFold(WeightedFold):
         """Nothing to restore (``warm_state`` is empty)."""
 
     def evaluate(self, weights: np.ndarray, with_gradient: bool = True):
-        """(J, accuracy on V, dJ/dw (n_f,) or None) of the k-NN proxy with sample weights (n_f,)."""
+        """(J, accuracy on V, dJ/dw (n_f,) float64 numpy or None) of the k-NN proxy with sample weights (n_f,)."""
         options = dict(kd=self.kd, mass=float(self.k), bandwidth=self.bandwidth)
-        data = (self.neighbours, weights, self.targets, self.val_targets, self.val_labels)
+        data = (self.neighbours, as_tensor(weights, self.device), self.targets, self.val_targets,
+                as_tensor(self.val_labels, self.device, torch.int64))
         loss, accuracy = knn.validation_loss(*data, **options)
-        return loss, accuracy, knn.weight_gradient(*data, **options) if with_gradient else None
+        return loss, accuracy, to_numpy(knn.weight_gradient(*data, **options)) if with_gradient else None

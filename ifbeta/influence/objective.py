@@ -1,12 +1,17 @@
 """The objective of the KD-aligned linear proxy (docs/METHOD.md, section 2): loss, gradient, curvature.
 
-    f_theta(phi) = W phi + b,   theta = [W | b]  (C, d+1) float64,  x = [phi; 1]  (d+1,)
+    f_theta(phi) = W phi + b,   theta = [W | b]  (C, d+1) float64 tensor,  x = [phi; 1]  (d+1,)
     l_i(theta)   = (1 - lam) CE(f(phi_i), y_i) + lam tau^2 KL(softmax(t_i/tau) || softmax(f(phi_i)/tau))
     L_in(theta)  = sum_i w_i l_i(theta) + mu/2 (||W||_F^2 + eps ||b||^2)          (SUM form, w_i in [0, 1])
 
-Everything is a pure function over arrays. ``features`` may be any float dtype (a float16
-np.memmap included) or a :class:`FeatureView`; they are read ``chunk_size`` rows at a time and cast
-to float64 per chunk, so no function here holds more than one float64 chunk of features.
+Everything is a pure function in torch. ``features`` may be any float array (a float16 np.memmap
+included), a :class:`FeatureView` or a tensor; they are read ``chunk_size`` rows at a time and sent to
+``device`` ("cpu", "cuda" or a torch.device) as float32 (from pinned memory, non-blocking, on CUDA), so no
+function here holds more than one chunk of features. Precision: products that only shape a step or a solve
+(the Hessian, Hessian-vector products, EKFAC factors, scores) are float32 matmuls accumulated in float64;
+the outputs x theta^T, the softmax heads, the loss and the gradient, whose zero defines theta*, are
+float64, so fits converge to a float64 tolerance and leave-one-out refits resolve 1/n^2 changes. theta,
+vectors and results are float64 tensors on ``device`` (numpy inputs are converted once).
 Lower loss / objective is better. The flat parameter order (Hessian rows) is ``theta.reshape(-1)``:
 index ``c * (d + 1) + j``.
 
@@ -20,92 +25,143 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg.blas
+import torch
 
 from ifbeta.config import KDConfig
 from ifbeta.data.streaming import FeatureView, feature_statistics, standardise  # noqa: F401  (standardise: bilevel)
 
-CHUNK_SIZE = 8192  # rows of features cast to float64 at a time
+CHUNK_SIZE = 8192  # rows of features sent to the device at a time
 OPERATOR_CACHE_BYTES = 1 << 30  # HessianOperator keeps x, p, q in memory up to this size
-_HESSIAN_BLOCK_ELEMENTS = 1 << 22  # rows x C(d+1) per Hessian outer-product block (32 MiB)
+_HESSIAN_BLOCK_ELEMENTS = 1 << 22  # rows x C(d+1) per Hessian outer-product block (16 MiB in float32)
+DOUBLE, SINGLE = torch.float64, torch.float32
 
 
-def regulariser(shape, *, mu: float, bias_damping: float = 1e-3) -> np.ndarray:
+def resolve_device(device=None) -> torch.device:
+    """torch.device of "cpu", "cuda", "cuda:1", a torch.device or None (= cpu); a one-line ValueError
+    when CUDA is asked for and not available."""
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available here; use device 'cpu'")
+    return device
+
+
+def as_tensor(values, device=None, dtype=DOUBLE) -> torch.Tensor:
+    """values (array, tensor or number) as a ``dtype`` tensor on ``device`` (no copy when already there)."""
+    if isinstance(values, torch.Tensor):
+        return values.to(device=resolve_device(device), dtype=dtype)
+    return torch.as_tensor(np.asarray(values), dtype=dtype, device=resolve_device(device))
+
+
+def to_numpy(values) -> np.ndarray:
+    """A float64 tensor (any device) or array as a CPU float64 numpy array: the package boundary."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", DOUBLE).numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def device_of(theta, device=None) -> torch.device:
+    """``device`` if given, else theta's device when theta is a tensor, else cpu."""
+    if device is not None:
+        return resolve_device(device)
+    return theta.device if isinstance(theta, torch.Tensor) else torch.device("cpu")
+
+
+def regulariser(shape, *, mu: float, bias_damping: float = 1e-3, device=None) -> torch.Tensor:
     """Per-parameter ridge (C, d+1) float64: mu on W, mu * bias_damping on b."""
     classes, width = shape
-    row = np.full(width, float(mu))
+    row = torch.full((width,), float(mu), dtype=DOUBLE, device=resolve_device(device))
     row[-1] = float(mu) * float(bias_damping)
-    return np.broadcast_to(row, (classes, width)).copy()
+    return row.expand(classes, width).clone()
 
 
 # ----------------------------------------------------------------------------- chunked KD math
 
 
-def chunks(features, teacher_logits, labels, weights, chunk_size):
-    """Yield (x (m, d+1), t (m, C), y (m,) int64, w (m,) or None) float64 chunks.
+def send(array, device: torch.device, dtype=SINGLE) -> torch.Tensor:
+    """Rows read from an array / memmap / FeatureView / tensor as a ``dtype`` tensor on ``device``;
+    through pinned memory with a non-blocking copy when the device is CUDA."""
+    if isinstance(array, torch.Tensor):
+        return array.to(device=device, dtype=dtype)
+    host = torch.from_numpy(np.ascontiguousarray(array, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host
 
-    Raises ValueError for a label outside [0, C): numpy would otherwise read label -1 as class C - 1."""
-    labels = np.asarray(labels)
+
+def chunks(features, teacher_logits, labels, weights, chunk_size, device=None):
+    """Yield (x (m, d+1) float32, t (m, C) float64, y (m,) int64, w (m,) float64 or None) on ``device``.
+
+    Raises ValueError for a label outside [0, C): indexing would otherwise read label -1 as class C - 1."""
+    device = resolve_device(device)
+    labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     for start in range(0, len(labels), chunk_size):
         stop = min(len(labels), start + chunk_size)
-        phi = np.asarray(features[start:stop], dtype=np.float64)
-        x = np.empty((stop - start, phi.shape[1] + 1))  # (m, d+1)
-        x[:, :-1] = phi
-        x[:, -1] = 1.0
-        t = np.asarray(teacher_logits[start:stop], dtype=np.float64)
-        y = labels[start:stop].astype(np.int64)
-        if len(y) and (y.min() < 0 or y.max() >= t.shape[1]):
-            bad = start + int(np.flatnonzero((y < 0) | (y >= t.shape[1]))[0])
+        phi = send(features[start:stop], device)
+        x = torch.cat([phi, torch.ones((stop - start, 1), dtype=SINGLE, device=device)], dim=1)  # (m, d+1)
+        t = send(teacher_logits[start:stop], device, DOUBLE)
+        y_host = labels[start:stop].astype(np.int64)
+        if len(y_host) and (y_host.min() < 0 or y_host.max() >= t.shape[1]):
+            bad = start + int(np.flatnonzero((y_host < 0) | (y_host >= t.shape[1]))[0])
             raise ValueError(f"label {int(labels[bad])} of sample {bad} is outside [0, {t.shape[1]}): "
                              f"labels must be class indices of the teacher's {t.shape[1]} logits")
-        w = None if weights is None else np.asarray(weights[start:stop], dtype=np.float64)
+        y = torch.from_numpy(y_host).to(device)
+        w = None if weights is None else send(weights[start:stop], device, DOUBLE)
         yield x, t, y, w
 
 
-def log_softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+def log_softmax(z: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(z, dim=1)
 
 
 @dataclass
 class Heads:
-    """Softmax quantities of one chunk, all (m, C) float64."""
+    """Softmax quantities of one chunk, all (m, C) float64 tensors."""
 
-    log_p: np.ndarray  # log softmax(f)
-    log_q: np.ndarray  # log softmax(f / tau)
-    log_pt: np.ndarray  # log softmax(t / tau)
+    log_p: torch.Tensor  # log softmax(f)
+    log_q: torch.Tensor  # log softmax(f / tau)
+    log_pt: torch.Tensor  # log softmax(t / tau)
 
     @property
     def p(self):
-        return np.exp(self.log_p)
+        return torch.exp(self.log_p)
 
     @property
     def q(self):
-        return np.exp(self.log_q)
+        return torch.exp(self.log_q)
+
+
+def outputs_of(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """f = x theta^T (m, C) float64 (x float32 is exact in float64)."""
+    return x.to(DOUBLE) @ theta.T
 
 
 def output_heads(theta, x, t, kd: KDConfig) -> Heads:
-    outputs = x @ theta.T  # (m, C)
-    return Heads(log_softmax(outputs), log_softmax(outputs / kd.tau), log_softmax(t / kd.tau))
+    outputs = outputs_of(theta, x)  # (m, C)
+    return Heads(log_softmax(outputs), log_softmax(outputs / kd.tau), log_softmax(t.to(DOUBLE) / kd.tau))
+
+
+def _at_labels(values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return values.gather(1, y[:, None])[:, 0]
 
 
 def chunk_loss(heads: Heads, y, kd: KDConfig):
-    cross_entropy = -heads.log_p[np.arange(len(y)), y]
-    kl = (np.exp(heads.log_pt) * (heads.log_pt - heads.log_q)).sum(axis=1)
+    cross_entropy = -_at_labels(heads.log_p, y)
+    kl = (torch.exp(heads.log_pt) * (heads.log_pt - heads.log_q)).sum(dim=1)
     return (1.0 - kd.lam) * cross_entropy + kd.lam * kd.tau**2 * kl  # (m,)
 
 
 def chunk_residual(heads: Heads, y, kd: KDConfig):
     residual = (1.0 - kd.lam) * heads.p
-    residual[np.arange(len(y)), y] -= 1.0 - kd.lam
-    residual += kd.lam * kd.tau * (heads.q - np.exp(heads.log_pt))
+    residual.scatter_add_(1, y[:, None], torch.full((len(y), 1), -(1.0 - kd.lam), dtype=residual.dtype,
+                                                     device=residual.device))
+    residual += kd.lam * kd.tau * (heads.q - torch.exp(heads.log_pt))
     return residual  # (m, C)
 
 
 def curvature_times(p, q, u, kd: KDConfig):
     """B_i u_i for every row: (m, C); p = softmax(f), q = softmax(f / tau), u (m, C)."""
-    cross = p * u - p * (p * u).sum(axis=1, keepdims=True)
-    distil = q * u - q * (q * u).sum(axis=1, keepdims=True)
+    cross = p * u - p * (p * u).sum(dim=1, keepdim=True)
+    distil = q * u - q * (q * u).sum(dim=1, keepdim=True)
     return (1.0 - kd.lam) * cross + kd.lam * distil
 
 
@@ -113,118 +169,149 @@ def weighted(values, w):
     return values if w is None else values * (w[:, None] if values.ndim == 2 else w)
 
 
+def single_matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """left @ right as a float32 matmul, returned in float64 (the accumulation precision)."""
+    return (left.to(SINGLE) @ right.to(SINGLE)).to(DOUBLE)
+
+
 # ----------------------------------------------------------------------------- public math
 
 
-def per_sample_loss(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE):
+def per_sample_loss(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE,
+                    device=None) -> torch.Tensor:
     """l_i (N,) float64, the KD loss of each sample under the proxy; lower = better fitted."""
-    theta = np.asarray(theta, np.float64)
+    device = device_of(theta, device)
+    theta = as_tensor(theta, device)
     parts = [chunk_loss(output_heads(theta, x, t, kd), y, kd)
-             for x, t, y, _ in chunks(features, teacher_logits, labels, None, chunk_size)]
-    return np.concatenate(parts) if parts else np.zeros(0)
+             for x, t, y, _ in chunks(features, teacher_logits, labels, None, chunk_size, device)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=DOUBLE, device=device)
 
 
-def residuals(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE):
+def residuals(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE,
+              device=None) -> torch.Tensor:
     """r (N, C) float64 with grad_theta l_i = outer(r_i, [phi_i, 1])."""
-    theta = np.asarray(theta, np.float64)
+    device = device_of(theta, device)
+    theta = as_tensor(theta, device)
     parts = [chunk_residual(output_heads(theta, x, t, kd), y, kd)
-             for x, t, y, _ in chunks(features, teacher_logits, labels, None, chunk_size)]
-    return np.concatenate(parts) if parts else np.zeros((0, theta.shape[0]))
+             for x, t, y, _ in chunks(features, teacher_logits, labels, None, chunk_size, device)]
+    return torch.cat(parts) if parts else torch.zeros((0, theta.shape[0]), dtype=DOUBLE, device=device)
 
 
 def value_and_gradient(theta, features, teacher_logits, labels, weights, *, mu, bias_damping, kd,
-                        chunk_size, with_gradient=True):
-    """(L_in, its gradient) at theta in one streamed pass (the gradient is skipped when not wanted)."""
-    theta = np.asarray(theta, np.float64)
-    rows = Rows(features, teacher_logits, labels, weights, kd=kd, chunk_size=chunk_size, cache_bytes=0)
-    point = evaluate(theta, rows, regulariser(theta.shape, mu=mu, bias_damping=bias_damping),
-                      with_gradient=with_gradient)
-    return point.value, point.grad
+                       chunk_size, with_gradient=True, device=None):
+    """(L_in, its gradient (C, d+1) float64) at theta in one streamed pass (gradient None when not wanted)."""
+    device = device_of(theta, device)
+    theta = as_tensor(theta, device)
+    rows = Rows(features, teacher_logits, labels, weights, kd=kd, chunk_size=chunk_size, cache_bytes=0,
+                device=device)
+    point = evaluate(theta, rows, regulariser(theta.shape, mu=mu, bias_damping=bias_damping, device=device),
+                     with_gradient=with_gradient)
+    return point.value, point.grad if with_gradient else None
 
 
 def objective(theta, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,
-              kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> float:
+              kd: KDConfig, chunk_size: int = CHUNK_SIZE, device=None) -> float:
     """L_in = sum_i w_i l_i + mu/2 (||W||^2 + eps ||b||^2), a float (SUM form, not mean); lower is better."""
     return value_and_gradient(theta, features, teacher_logits, labels, weights, mu=mu, bias_damping=bias_damping,
-                               kd=kd, chunk_size=chunk_size, with_gradient=False)[0]
+                              kd=kd, chunk_size=chunk_size, with_gradient=False, device=device)[0]
 
 
 def gradient(theta, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,
-             kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+             kd: KDConfig, chunk_size: int = CHUNK_SIZE, device=None) -> torch.Tensor:
     """grad L_in (C, d+1) float64."""
     return value_and_gradient(theta, features, teacher_logits, labels, weights, mu=mu, bias_damping=bias_damping,
-                               kd=kd, chunk_size=chunk_size)[1]
+                              kd=kd, chunk_size=chunk_size, device=device)[1]
 
 
 def hessian(theta, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,
-            kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+            kd: KDConfig, chunk_size: int = CHUNK_SIZE, device=None) -> torch.Tensor:
     """Exact dense Hessian of L_in, (C(d+1), C(d+1)) float64, rows in ``theta.reshape(-1)`` order.
 
-    Cost O(N C^2 (d+1)^2). Memory: the result (C(d+1))^2 floats and one block of rows: the rank-one
-    parts accumulate in place in its lower triangle (BLAS syrk), which is mirrored at the end.
+    Cost O(N C^2 (d+1)^2) in float32 matmuls, summed in float32 within a chunk and in float64 across
+    chunks. Memory: the result (C(d+1))^2 float64, one float32 chunk sum of that size, one block of rows.
     """
-    theta = np.asarray(theta, np.float64)
+    device = device_of(theta, device)
+    theta = as_tensor(theta, device)
     classes, width = theta.shape
     size = classes * width
     block = max(1, _HESSIAN_BLOCK_ELEMENTS // (2 * size))
-    matrix = np.zeros((size, size), order="F")  # lower triangle valid until the mirror below
-    matrix[np.diag_indices(size)] = regulariser(theta.shape, mu=mu, bias_damping=bias_damping).reshape(-1)
-    for x, t, y, w in chunks(features, teacher_logits, labels, weights, chunk_size):
-        w = np.ones(len(y)) if w is None else w
+    matrix = torch.zeros((size, size), dtype=DOUBLE, device=device)
+    partial = torch.zeros((size, size), dtype=SINGLE, device=device)  # one chunk's float32 sum
+    for x, t, y, w in chunks(features, teacher_logits, labels, weights, chunk_size, device):
+        w = torch.ones(len(y), dtype=DOUBLE, device=device) if w is None else w
+        partial.zero_()
         for start in range(0, len(y), block):
-            rows = slice(start, start + block)
-            heads = output_heads(theta, x[rows], t[rows], kd)
-            xs, ws = x[rows], w[rows]
-            diagonal = ws[:, None] * ((1.0 - kd.lam) * heads.p + kd.lam * heads.q)  # (m, C)
+            xs, ts, ws = x[start:start + block], t[start:start + block], w[start:start + block]
+            heads = output_heads(theta, xs, ts, kd)
+            diagonal = (ws[:, None] * ((1.0 - kd.lam) * heads.p + kd.lam * heads.q)).to(SINGLE)  # (m, C)
             for c in range(classes):
                 span = slice(c * width, (c + 1) * width)
-                matrix[span, span] += (xs * diagonal[:, c:c + 1]).T @ xs
-            scaled = np.concatenate([np.sqrt((1.0 - kd.lam) * ws)[:, None] * heads.p,
-                                     np.sqrt(kd.lam * ws)[:, None] * heads.q])  # (2m, C)
-            outer = (scaled[:, :, None] * np.concatenate([xs, xs])[:, None, :]).reshape(-1, size)  # (2m, C(d+1))
-            # matrix -= outer^T outer, lower triangle, in place (Fortran order lets syrk write into it)
-            matrix = scipy.linalg.blas.dsyrk(-1.0, outer, beta=1.0, c=matrix, trans=1, lower=1, overwrite_c=1)
-    _mirror_lower(matrix)
+                partial[span, span].addmm_((xs * diagonal[:, c:c + 1]).T, xs)
+            scaled = torch.cat([torch.sqrt((1.0 - kd.lam) * ws)[:, None] * heads.p,
+                                torch.sqrt(kd.lam * ws)[:, None] * heads.q]).to(SINGLE)  # (2m, C)
+            outer = (scaled[:, :, None] * torch.cat([xs, xs])[:, None, :]).reshape(-1, size)  # (2m, C(d+1))
+            partial.addmm_(outer.T, outer, alpha=-1.0)
+        matrix += partial  # float64 accumulation across chunks
+    del partial
+    view = matrix.view(classes, width, classes, width)  # data part P D P: exact math, drops float32 leakage
+    view -= view.mean(dim=0, keepdim=True)
+    view -= view.mean(dim=2, keepdim=True)
+    _symmetrise(matrix)
+    matrix.diagonal().add_(regulariser(theta.shape, mu=mu, bias_damping=bias_damping, device=device).reshape(-1))
     return matrix
 
 
-def _mirror_lower(matrix: np.ndarray, block: int = 1024) -> None:
-    """Copy the strict lower triangle of a square matrix onto its upper triangle, in place, one
-    block of columns at a time (no size^2 temporaries)."""
+def centred(values: torch.Tensor) -> torch.Tensor:
+    """values (C, d+1) minus their mean over classes: the projection P onto the complement of the
+    class-constant directions (theta[c, j] = v_j for every c). Every B_i annihilates those directions
+    (B_i 1 = 0), so the data part of H is P D P exactly and there H is its ridge alone. Applying P around
+    the float32 data products is exact math that keeps their round-off out of those weakly curved
+    directions (curvature mu, mu * eps for the bias)."""
+    return values - values.mean(dim=0, keepdim=True)
+
+
+def _symmetrise(matrix: torch.Tensor, block: int = 1024) -> None:
+    """matrix <- (matrix + matrix^T) / 2 in place, one block pair at a time (no size^2 temporaries)."""
     size = len(matrix)
-    for start in range(0, size, block):
-        stop = min(size, start + block)
-        corner = matrix[start:stop, start:stop]
-        matrix[start:stop, start:stop] = np.tril(corner) + np.tril(corner, -1).T
-        matrix[start:stop, stop:] = matrix[stop:, start:stop].T
+    for row in range(0, size, block):
+        for column in range(row, size, block):
+            upper = matrix[row:row + block, column:column + block]
+            lower = matrix[column:column + block, row:row + block]
+            average = 0.5 * (upper + lower.T)
+            upper.copy_(average)
+            lower.copy_(average.T)
 
 
 def hessian_diagonal(theta, features, teacher_logits, labels, *, weights=None, mu: float,
-                     bias_damping: float = 1e-3, kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+                     bias_damping: float = 1e-3, kd: KDConfig, chunk_size: int = CHUNK_SIZE,
+                     device=None) -> torch.Tensor:
     """diag(H) as (C, d+1) float64, O(N C d); used as a preconditioner."""
-    theta = np.asarray(theta, np.float64)
-    result = regulariser(theta.shape, mu=mu, bias_damping=bias_damping)
-    for x, t, y, w in chunks(features, teacher_logits, labels, weights, chunk_size):
+    device = device_of(theta, device)
+    theta = as_tensor(theta, device)
+    result = regulariser(theta.shape, mu=mu, bias_damping=bias_damping, device=device)
+    for x, t, y, w in chunks(features, teacher_logits, labels, weights, chunk_size, device):
         heads = output_heads(theta, x, t, kd)
         p, q = heads.p, heads.q
         curvature = (1.0 - kd.lam) * (p - p * p) + kd.lam * (q - q * q)  # (m, C) = diag B_i
-        result += weighted(curvature, w).T @ (x * x)
+        result += single_matmul(weighted(curvature, w).T, x * x)
     return result
 
 
 class Rows:
-    """One problem's rows as float64 chunks (x = [phi, 1] (m, d+1), log softmax(t / tau) (m, C), y, w).
+    """One problem's rows on the device as chunks (x = [phi, 1] (m, d+1) float32, log softmax(t / tau)
+    (m, C) float64, y, w).
 
-    Kept in memory when they (and the softmax heads of one theta) fit in ``cache_bytes``: every pass
-    of fit() then skips the cast and the teacher's softmax, and Hessian products reuse the heads of
-    the current iterate. Larger problems are re-read from ``features`` on every pass."""
+    Kept in (device) memory when they (and the softmax heads of one theta) fit in ``cache_bytes``: every
+    pass of fit() then skips the transfer and the teacher's softmax, and Hessian products reuse the heads
+    of the current iterate. Larger problems are re-read from ``features`` on every pass."""
 
     def __init__(self, features, teacher_logits, labels, weights, *, kd: KDConfig, chunk_size: int,
-                 cache_bytes: int = OPERATOR_CACHE_BYTES):
-        self.source, self.kd = (features, teacher_logits, labels, weights, chunk_size), kd
+                 cache_bytes: int = OPERATOR_CACHE_BYTES, device=None):
+        self.device = resolve_device(device)
+        self.source, self.kd = (features, teacher_logits, labels, weights, chunk_size, self.device), kd
         classes = np.asarray(teacher_logits[:1]).shape[1]
-        per_row = (features.shape[1] + 1 + 3 * classes + 2) * 8
-        self.cached = list(self._read()) if len(np.asarray(labels)) * per_row <= cache_bytes else None
+        per_row = (features.shape[1] + 1) * 4 + (3 * classes + 2) * 8
+        self.cached = list(self._read()) if len(labels) * per_row <= cache_bytes else None
 
     def _read(self):
         for x, t, y, w in chunks(*self.source):
@@ -236,29 +323,31 @@ class Rows:
 
 @dataclass
 class Point:
-    """An iterate of fit(): theta (C, d+1), L_in, its gradient, and the softmax heads [(p, q)] per
-    chunk when the rows are cached (None otherwise)."""
+    """An iterate of fit(): theta (C, d+1), L_in, its gradient (C, d+1), and the softmax heads [(p, q)]
+    per chunk when the rows are cached (None otherwise); tensors float64 on the rows' device."""
 
-    theta: np.ndarray
+    theta: torch.Tensor
     value: float
-    grad: np.ndarray
+    grad: torch.Tensor
     heads: list | None
 
 
-def evaluate(theta, rows: Rows, ridge: np.ndarray, *, with_gradient: bool = True) -> Point:
-    """L_in and its gradient at theta in one pass over the rows (SUM form, ridge (C, d+1))."""
+def evaluate(theta, rows: Rows, ridge: torch.Tensor, *, with_gradient: bool = True) -> Point:
+    """L_in and its gradient at theta in one pass over the rows (SUM form, ridge (C, d+1)); float64."""
     kd = rows.kd
-    value, grad = 0.5 * float((ridge * theta * theta).sum()), ridge * theta
+    theta = as_tensor(theta, rows.device)
+    value = 0.5 * (ridge * theta * theta).sum()
+    grad = ridge * theta
     heads = [] if rows.cached is not None else None
     for x, log_pt, y, w in rows:
-        outputs = x @ theta.T  # (m, C)
+        outputs = outputs_of(theta, x)  # (m, C)
         chunk = Heads(log_softmax(outputs), log_softmax(outputs / kd.tau), log_pt)
-        value += float(weighted(chunk_loss(chunk, y, kd), w).sum())
+        value = value + weighted(chunk_loss(chunk, y, kd), w).sum()
         if with_gradient:
-            grad += weighted(chunk_residual(chunk, y, kd), w).T @ x  # (C, d+1)
+            grad += weighted(chunk_residual(chunk, y, kd), w).T @ x.to(DOUBLE)  # (C, d+1)
         if heads is not None:
             heads.append((chunk.p, chunk.q))
-    return Point(theta, value, grad, heads)
+    return Point(theta, float(value), grad, heads)
 
 
 class HessianOperator:
@@ -268,92 +357,89 @@ class HessianOperator:
 
         a_i * u - P_i (p_i . u) - Q_i (q_i . u),   a = w ((1-lam) p + lam q),  P = w (1-lam) p,  Q = w lam q,
 
-    so the terms (x, p, q, a, P, Q) are computed once at construction. When they fit in
-    ``cache_bytes`` they stay in memory and every product is two matmuls and a few row operations
-    per chunk; otherwise (features larger than RAM) each product streams the features and
-    recomputes them. ``products`` counts the calls. Call with a (C, d+1) or flat vector; returns (C, d+1).
+    so the terms (x, p, q, a, P, Q) are computed once at construction (float32, on the device). When
+    they fit in ``cache_bytes`` they stay in memory and every product is two float32 matmuls and a few row
+    operations per chunk, accumulated in float64; otherwise (features larger than memory) each product
+    streams the features and recomputes them. ``products`` counts the calls. Call with a (C, d+1) or flat
+    vector (tensor or array); returns (C, d+1) float64.
     """
 
     def __init__(self, theta, features, teacher_logits, labels, *, weights=None, mu: float,
                  bias_damping: float = 1e-3, kd: KDConfig, chunk_size: int = CHUNK_SIZE,
-                 cache_bytes: int = OPERATOR_CACHE_BYTES):
-        self.theta = np.asarray(theta, np.float64)
-        self.ridge = regulariser(self.theta.shape, mu=mu, bias_damping=bias_damping)
+                 cache_bytes: int = OPERATOR_CACHE_BYTES, device=None):
+        self.device = device_of(theta, device)
+        self.theta = as_tensor(theta, self.device)
+        self.ridge = regulariser(self.theta.shape, mu=mu, bias_damping=bias_damping, device=self.device)
         self.kd, self.products = kd, 0
-        self._source = (features, teacher_logits, labels, weights, chunk_size)
+        self._source = (features, teacher_logits, labels, weights, chunk_size, self.device)
         classes, width = self.theta.shape
-        rows = len(np.asarray(labels))
         self._cache = None
-        if rows * (width + 5 * classes) * 8 <= cache_bytes:
-            self._cache = [self._chunk_terms(x, t, w) for x, t, _, w in self._chunks()]
+        if len(labels) * (width + 5 * classes) * 4 <= cache_bytes:
+            self._cache = [self._chunk_terms(x, t, w) for x, t, _, w in chunks(*self._source)]
 
     @classmethod
-    def at_point(cls, point: Point, rows: Rows, ridge: np.ndarray) -> "HessianOperator":
+    def at_point(cls, point: Point, rows: Rows, ridge: torch.Tensor) -> "HessianOperator":
         """The operator at a fit() iterate whose rows and heads are cached: no pass over the data."""
         operator = cls.__new__(cls)
         operator.theta, operator.ridge, operator.kd, operator.products = point.theta, ridge, rows.kd, 0
-        operator._source = None
+        operator.device, operator._source = rows.device, None
         operator._cache = [operator._terms(x, p, q, w) for (x, _, _, w), (p, q) in zip(rows.cached, point.heads)]
         return operator
-
-    def _chunks(self):
-        features, teacher_logits, labels, weights, chunk_size = self._source
-        return chunks(features, teacher_logits, labels, weights, chunk_size)
 
     def _terms(self, x, p, q, w):
         lam = self.kd.lam
         big_p, big_q = weighted((1.0 - lam) * p, w), weighted(lam * q, w)
-        return x, p, q, big_p + big_q, big_p, big_q
+        return tuple(value.to(SINGLE) for value in (p, q, big_p + big_q, big_p, big_q)) + (x,)
 
     def _chunk_terms(self, x, t, w):
         heads = output_heads(self.theta, x, t, self.kd)
         return self._terms(x, heads.p, heads.q, w)
 
-    def __call__(self, vector) -> np.ndarray:
-        vector = np.asarray(vector, np.float64).reshape(self.theta.shape)
+    def __call__(self, vector) -> torch.Tensor:
+        vector = as_tensor(vector, self.device).reshape(self.theta.shape)
         self.products += 1
-        result = self.ridge * vector
-        terms = self._cache if self._cache is not None else (self._chunk_terms(x, t, w) for x, t, _, w in self._chunks())
-        for x, p, q, a, big_p, big_q in terms:
-            u = x @ vector.T  # (m, C): change of the outputs along `vector`
-            image = a * u
-            image -= big_p * np.einsum("mc,mc->m", p, u)[:, None]
-            image -= big_q * np.einsum("mc,mc->m", q, u)[:, None]
-            result += image.T @ x
-        return result
+        data = torch.zeros_like(vector)
+        single = centred(vector).to(SINGLE)
+        terms = self._cache if self._cache is not None else (
+            self._chunk_terms(x, t, w) for x, t, _, w in chunks(*self._source))
+        for p, q, a, big_p, big_q, x in terms:
+            u = x @ single.T  # (m, C): change of the outputs along `vector`
+            image = a * u - big_p * (p * u).sum(dim=1, keepdim=True) - big_q * (q * u).sum(dim=1, keepdim=True)
+            data += (image.T @ x).to(DOUBLE)
+        return self.ridge * vector + centred(data)  # P D P v + R v (see centred)
 
 
 def hvp(theta, vector, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,
-        kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
-    """Matrix-free H @ vector, O(N C d). vector (C, d+1) or flat; returns theta's shape (C, d+1).
+        kd: KDConfig, chunk_size: int = CHUNK_SIZE, device=None) -> torch.Tensor:
+    """Matrix-free H @ vector, O(N C d). vector (C, d+1) or flat; returns theta's shape (C, d+1) float64.
 
     For many products at one theta build a :class:`HessianOperator` once instead."""
     return HessianOperator(theta, features, teacher_logits, labels, weights=weights, mu=mu, bias_damping=bias_damping,
-                           kd=kd, chunk_size=chunk_size, cache_bytes=0)(vector)
+                           kd=kd, chunk_size=chunk_size, cache_bytes=0, device=device)(vector)
 
 
-def validation_loss(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE) -> float:
+def validation_loss(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE,
+                    device=None) -> float:
     """L_V = mean_j l_j(theta) over the given (validation) samples, a float; lower is better."""
-    count = len(np.asarray(labels))
     value, _ = value_and_gradient(theta, features, teacher_logits, labels, None, mu=0.0, bias_damping=0.0, kd=kd,
-                                   chunk_size=chunk_size, with_gradient=False)
-    return value / count
+                                  chunk_size=chunk_size, with_gradient=False, device=device)
+    return value / len(labels)
 
 
 def validation_gradient(theta, features, teacher_logits, labels, *, kd: KDConfig,
-                        chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+                        chunk_size: int = CHUNK_SIZE, device=None) -> torch.Tensor:
     """grad L_V (C, d+1) float64 (mean over the given samples, no regulariser)."""
-    count = len(np.asarray(labels))
     _, grad = value_and_gradient(theta, features, teacher_logits, labels, None, mu=0.0, bias_damping=0.0, kd=kd,
-                                  chunk_size=chunk_size)
-    return grad / count
+                                 chunk_size=chunk_size, device=device)
+    return grad / len(labels)
 
 
-def predict_proba(theta, features, *, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+def predict_proba(theta, features, *, chunk_size: int = CHUNK_SIZE, device=None) -> torch.Tensor:
     """softmax(W phi + b): (N, C) float64, rows sum to 1."""
-    theta = np.asarray(theta, np.float64)
+    device = device_of(theta, device)
+    theta = as_tensor(theta, device)
     parts = []
     for start in range(0, len(features), chunk_size):
-        phi = np.asarray(features[start:start + chunk_size], dtype=np.float64)
-        parts.append(np.exp(log_softmax(phi @ theta[:, :-1].T + theta[:, -1])))
-    return np.concatenate(parts) if parts else np.zeros((0, theta.shape[0]))
+        phi = send(features[start:start + chunk_size], device).to(DOUBLE)  # the float32 stream, as everywhere
+        parts.append(torch.softmax(phi @ theta[:, :-1].T + theta[:, -1], dim=1))
+    return torch.cat(parts) if parts else torch.zeros((0, theta.shape[0]), dtype=DOUBLE, device=device)

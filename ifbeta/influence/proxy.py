@@ -2,8 +2,8 @@
 the teacher-head start, stratified folds and the choice of mu by validation.
 
 The objective itself (loss, gradient, Hessian, Hessian-vector products) lives in ``objective.py``;
-the linear solvers and preconditioners in ``solvers.py``. theta is (C, d+1) float64; lower
-objective is better.
+the linear solvers and preconditioners in ``solvers.py``. theta is a (C, d+1) float64 tensor on the
+fit's ``device`` (numpy inputs are converted once); lower objective is better.
 """
 from __future__ import annotations
 
@@ -11,23 +11,27 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
+import torch
 
 from ifbeta.config import KDConfig
 from ifbeta.data.streaming import row_view, take_rows
 from ifbeta.influence import solvers
 from ifbeta.influence.objective import (
     CHUNK_SIZE,
+    SINGLE,
     HessianOperator,
     Point,
     Rows,
+    as_tensor,
     chunks,
     evaluate,
     hessian,
-    objective,
     regulariser,
+    resolve_device,
+    single_matmul,
     validation_loss,
 )
+from ifbeta.influence.solvers import cholesky_apply, cholesky_factor
 from ifbeta.threads import thread_map
 
 logger = logging.getLogger(__name__)
@@ -47,9 +51,9 @@ def use_dense(rows: int, size: int) -> bool:
 
 @dataclass(frozen=True)
 class ProxyFit:
-    """Result of :func:`fit`. theta (C, d+1) float64; grad_norm = ||grad L_in|| at theta (lower is better)."""
+    """Result of :func:`fit`. theta (C, d+1) float64 tensor; grad_norm = ||grad L_in|| at theta (lower is better)."""
 
-    theta: np.ndarray
+    theta: torch.Tensor
     grad_norm: float
     iterations: int
     objective: float
@@ -82,27 +86,26 @@ class _NewtonSystem:
         self.problem, self.dense, self.factor, self.preconditioner = problem, dense, None, preconditioner
         self.products = 0
 
-    def direction(self, point: Point, rows: Rows, ridge: np.ndarray, *, forcing: float, refresh: bool):
+    def direction(self, point: Point, rows: Rows, ridge: torch.Tensor, *, forcing: float, refresh: bool):
         theta, flat = point.theta, point.grad.reshape(-1)
         if not self.dense:
             operator = (HessianOperator.at_point(point, rows, ridge) if point.heads is not None
                         else HessianOperator(theta, **self.problem))
             preconditioner = self.preconditioner or solvers.ekfac_preconditioner(theta, **self.problem)
             step, _, _ = solvers.conjugate_gradient(lambda v: operator(v).reshape(-1), flat, tolerance=forcing,
-                                            max_iterations=max(50, flat.size // 10), preconditioner=preconditioner)
+                                            max_iterations=max(50, flat.numel() // 10), preconditioner=preconditioner)
             self.products += operator.products
             return -step.reshape(theta.shape)
         if refresh or self.factor is None:
-            matrix = hessian(theta, **self.problem)
-            try:
-                self.factor = scipy.linalg.cho_factor(matrix)
-            except np.linalg.LinAlgError:  # not numerically PD (mu ~ 0): lift the spectrum slightly
-                shift = 1e-10 * float(np.abs(np.diag(matrix)).max())
-                self.factor = scipy.linalg.cho_factor(matrix + shift * np.eye(len(matrix)))
-        return -scipy.linalg.cho_solve(self.factor, flat).reshape(theta.shape)
+            self.factor = cholesky_factor(hessian(theta, **self.problem))  # lifted slightly when not PD (mu ~ 0)
+        return -cholesky_apply(self.factor, flat).reshape(theta.shape)
 
 
-def _line_search(point: Point, direction, rows: Rows, ridge: np.ndarray) -> Point | None:
+def _norm(tensor: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(tensor))
+
+
+def _line_search(point: Point, direction, rows: Rows, ridge: torch.Tensor) -> Point | None:
     """Backtracking Armijo; full step when the predicted decrease is below round-off. Each trial is
     evaluated with its gradient (one pass), so the accepted point needs no second pass."""
     grad, value = point.grad, point.value
@@ -120,24 +123,28 @@ def _line_search(point: Point, direction, rows: Rows, ridge: np.ndarray) -> Poin
     return None
 
 
-def teacher_head(features, teacher_logits, *, ridge: float = 1e-6, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
-    """Least-squares head (C, d+1) with [phi, 1] theta^T ~ teacher logits (relative ridge); fit()'s cold start.
+def teacher_head(features, teacher_logits, *, ridge: float = 1e-6, chunk_size: int = CHUNK_SIZE,
+                 device=None) -> torch.Tensor:
+    """Least-squares head (C, d+1) float64 with [phi, 1] theta^T ~ teacher logits (relative ridge); fit()'s
+    cold start. Gram and cross products in float32 matmuls accumulated in float64, the solve in float64.
 
     The teacher's logits are (nearly) a linear function of its own penultimate features, so this
     lands next to the KD optimum and Newton needs a few steps instead of a few dozen.
     """
+    device = resolve_device(device)
     width = features.shape[1] + 1
-    gram, cross = np.zeros((width, width)), None
-    for x, t, _, _ in chunks(features, teacher_logits, np.zeros(len(features), np.int64), None, chunk_size):
-        gram += x.T @ x
-        cross = x.T @ t if cross is None else cross + x.T @ t  # (d+1, C)
-    gram[np.diag_indices(width)] += ridge * (np.trace(gram) / width + 1.0)
-    return scipy.linalg.solve(gram, cross, assume_a="pos").T
+    gram, cross = torch.zeros((width, width), dtype=torch.float64, device=device), None
+    for x, t, _, _ in chunks(features, teacher_logits, np.zeros(len(features), np.int64), None, chunk_size, device):
+        gram += single_matmul(x.T, x)
+        product = single_matmul(x.T, t.to(SINGLE))  # (d+1, C)
+        cross = product if cross is None else cross + product
+    gram.diagonal().add_(ridge * (float(gram.trace()) / width + 1.0))
+    return cholesky_apply(cholesky_factor(gram), cross).T.contiguous()
 
 
 def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConfig, bias_damping: float = 1e-3,
         init=None, tolerance: float = 1e-8, max_iterations: int = 100, chunk_size: int = CHUNK_SIZE,
-        method: str = "auto", preconditioner=None) -> ProxyFit:
+        method: str = "auto", preconditioner=None, device=None) -> ProxyFit:
     """theta*(w) = argmin L_in by damped Newton (exact, to round-off).
 
     Stops when ||grad|| <= tolerance * (1 + ||grad at the start||) (ProxyConfig.tolerance), so a
@@ -145,29 +152,32 @@ def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConf
     Cholesky), "newton-cg" (matrix-free, EKFAC-preconditioned CG on hvp, any size) or "auto" (dense
     when C(d+1) <= DENSE_NEWTON_LIMIT). init (C, d+1) warm-starts; weights (N,) in [0, 1] or None.
     preconditioner: flat v -> M^-1 v for Newton-CG (implies it), e.g. the Hessian factor of a nearby
-    fit; ProxyFit.products counts the Hessian-vector products spent.
+    fit; ProxyFit.products counts the Hessian-vector products spent. device: where the math runs ("cpu",
+    "cuda" or a torch.device; default cpu); features stream there in float32 chunks.
     """
+    device = resolve_device(device)
     labels = np.asarray(labels)
     classes = np.asarray(teacher_logits[:1]).shape[1]
     width = features.shape[1] + 1
     dense = use_dense(len(labels), classes * width) if method == "auto" else method == "newton"
     dense = dense and preconditioner is None
     problem = dict(features=features, teacher_logits=teacher_logits, labels=labels, weights=weights, mu=mu,
-                   bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
+                   bias_damping=bias_damping, kd=kd, chunk_size=chunk_size, device=device)
+    rows = Rows(features, teacher_logits, labels, weights, kd=kd, chunk_size=chunk_size, device=device)
+    ridge = regulariser((classes, width), mu=mu, bias_damping=bias_damping, device=device)
     if init is None:  # cold start: the better of zero and the teacher's least-squares head
-        candidates = [np.zeros((classes, width)), teacher_head(features, teacher_logits, chunk_size=chunk_size)]
-        theta = min(candidates, key=lambda candidate: objective(candidate, **problem))
+        candidates = [torch.zeros((classes, width), dtype=torch.float64, device=device),
+                      teacher_head(features, teacher_logits, chunk_size=chunk_size, device=device)]
+        theta = min(candidates, key=lambda candidate: evaluate(candidate, rows, ridge, with_gradient=False).value)
     else:
-        theta = np.array(init, dtype=np.float64)
-    rows = Rows(features, teacher_logits, labels, weights, kd=kd, chunk_size=chunk_size)
-    ridge = regulariser(theta.shape, mu=mu, bias_damping=bias_damping)
+        theta = as_tensor(init, device).clone()
     point = evaluate(theta, rows, ridge)
-    threshold = tolerance * (1.0 + float(np.linalg.norm(point.grad)))
+    threshold = tolerance * (1.0 + _norm(point.grad))
     # Newton-CG forcing term (Eisenstat-Walker), relative to the problem's scale, not the warm start's
-    scale = 1.0 if dense else 1.0 + float(np.linalg.norm(evaluate(np.zeros_like(theta), rows, ridge).grad))
+    scale = 1.0 if dense else 1.0 + _norm(evaluate(torch.zeros_like(theta), rows, ridge).grad)
     iterations, previous_norm, system = 0, np.inf, _NewtonSystem(problem, dense, preconditioner)
-    while np.linalg.norm(point.grad) > threshold and iterations < max_iterations:
-        norm = float(np.linalg.norm(point.grad))
+    while _norm(point.grad) > threshold and iterations < max_iterations:
+        norm = _norm(point.grad)
         direction = system.direction(point, rows, ridge, forcing=min(0.5, np.sqrt(norm / scale)),
                                      refresh=norm > 0.2 * previous_norm)
         trial, previous_norm = _line_search(point, direction, rows, ridge), norm
@@ -176,9 +186,9 @@ def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConf
             break
         point, iterations = trial, iterations + 1
         logger.debug("proxy fit: iteration %d objective %.12g ||grad|| %.3g", iterations, point.value,
-                     np.linalg.norm(point.grad))
+                     _norm(point.grad))
     theta, value, grad = point.theta, point.value, point.grad
-    norm = float(np.linalg.norm(grad))
+    norm = _norm(grad)
     return ProxyFit(theta=theta, grad_norm=norm, iterations=iterations, objective=value, converged=norm <= threshold,
                     products=system.products)
 
@@ -190,20 +200,20 @@ class _DataCurvature:
     the unregularised Hessian is built once at a fitted theta and each fit gets the Cholesky factor
     of it plus its own ridge; rebuilt when a fit needed many products. Elsewhere: None (fit's default)."""
 
-    def __init__(self, features, teacher_logits, labels, *, kd, bias_damping, chunk_size):
+    def __init__(self, features, teacher_logits, labels, *, kd, bias_damping, chunk_size, device):
         classes = np.asarray(teacher_logits[:1]).shape[1]
         self.size = classes * (features.shape[1] + 1)
         self.enabled = self.size <= DENSE_NEWTON_LIMIT and not use_dense(len(labels), self.size)
         self.problem = dict(features=features, teacher_logits=teacher_logits, labels=labels, kd=kd,
-                            chunk_size=chunk_size)
+                            chunk_size=chunk_size, device=device)
         self.bias_damping, self.matrix, self.shape = bias_damping, None, (classes, features.shape[1] + 1)
 
     def preconditioner(self, mu: float):
         if self.matrix is None:
             return None
-        ridge = regulariser(self.shape, mu=mu, bias_damping=self.bias_damping).reshape(-1)
-        factor = scipy.linalg.cho_factor(self.matrix + np.diag(ridge))
-        return lambda vector: scipy.linalg.cho_solve(factor, vector)
+        ridge = regulariser(self.shape, mu=mu, bias_damping=self.bias_damping, device=self.matrix.device).reshape(-1)
+        factor = cholesky_factor(self.matrix + torch.diag(ridge))
+        return lambda vector: cholesky_apply(factor, vector)
 
     def update(self, theta, result: ProxyFit) -> None:
         if self.enabled and (self.matrix is None or result.products > REFRESH_PRODUCTS * max(1, result.iterations)):
@@ -212,8 +222,8 @@ class _DataCurvature:
 
 def choose_mu(features, teacher_logits, labels, *, kd: KDConfig, grid=(1e-3, 1e-2, 1e-1, 1.0, 10.0), folds: int = 2,
               seed: int = 0, bias_damping: float = 1e-3, tolerance: float = 1e-8, max_iterations: int = 100,
-              chunk_size: int = CHUNK_SIZE):
-    """Pick the ridge by held-out L_V (lower is better).
+              chunk_size: int = CHUNK_SIZE, device=None):
+    """Pick the ridge by held-out L_V (lower is better); the fits run on ``device`` (default cpu).
 
     Grid units: a grid value g is the ridge per 1000 training samples, i.e. a fit on n samples uses
     mu = g * n / 1000 (mean-form ridge g / 1000), so the grid means the same at every dataset size.
@@ -230,9 +240,9 @@ def choose_mu(features, teacher_logits, labels, *, kd: KDConfig, grid=(1e-3, 1e-
         train, held_out = np.flatnonzero(assignment == k), np.flatnonzero(assignment != k)
         x_train, t_train = take_rows(features, train), take_rows(teacher_logits, train)
         problem = dict(kd=kd, bias_damping=bias_damping, tolerance=tolerance, max_iterations=max_iterations,
-                       chunk_size=chunk_size)
+                       chunk_size=chunk_size, device=device)
         theta, curvature = None, _DataCurvature(x_train, t_train, labels[train], kd=kd, bias_damping=bias_damping,
-                                                chunk_size=chunk_size)
+                                                chunk_size=chunk_size, device=device)
         values = np.zeros(len(grid))
         for g_index in order:
             mu = grid[g_index] * len(train) / 1000.0
@@ -241,7 +251,7 @@ def choose_mu(features, teacher_logits, labels, *, kd: KDConfig, grid=(1e-3, 1e-
             theta = result.theta
             curvature.update(theta, result)
             values[g_index] = validation_loss(theta, row_view(features, held_out), row_view(teacher_logits, held_out),
-                                              labels[held_out], kd=kd, chunk_size=chunk_size)
+                                              labels[held_out], kd=kd, chunk_size=chunk_size, device=device)
         return values
 
     losses = sum(thread_map(fold_losses, range(folds))) / folds

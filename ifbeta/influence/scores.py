@@ -20,7 +20,8 @@ every i in one O(N C d) pass.
 
 Memory model: features (N, d) may be a float16 np.memmap larger than RAM. Pool statistics,
 validation gradients, teacher statistics (statistics.py) and scores stream ``config.chunk_size`` rows at a time
-(one float64 chunk). The only full float64 copy is the standardised training fold (N/K x d) and its
+(one float32 chunk on ``config.device``; the fit keeps its fold there in float32 up to
+objective.OPERATOR_CACHE_BYTES). The only full float64 host copy is the standardised training fold (N/K x d) and its
 teacher logits (N/K x C) used by the fit, unless ``config.materialise_fold`` is False, in which case
 the fit re-reads the fold from disk at every pass (choose_mu and validation.loo_check always copy one
 fold).
@@ -51,6 +52,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ifbeta.config import InfluenceConfig, KDConfig
 from ifbeta.data.streaming import FeatureView, feature_statistics
@@ -92,31 +94,35 @@ class InfluenceResult:
 
 
 def influence_scores(theta, direction, features, teacher_logits, labels, *, kd: KDConfig,
-                     chunk_size: int = objective.CHUNK_SIZE) -> np.ndarray:
-    """<direction, grad l_i(theta)> for every sample, (N,) float64; direction (C, d+1), O(N C d)."""
-    theta, direction = np.asarray(theta, np.float64), np.asarray(direction, np.float64)
+                     chunk_size: int = objective.CHUNK_SIZE, device=None) -> torch.Tensor:
+    """<direction, grad l_i(theta)> for every sample, (N,) float64 tensor; direction (C, d+1), O(N C d)."""
+    device = objective.device_of(theta, device)
+    theta, direction = objective.as_tensor(theta, device), objective.as_tensor(direction, device)
     parts = []
-    for x, t, y, _ in objective.chunks(features, teacher_logits, labels, None, chunk_size):
+    for x, t, y, _ in objective.chunks(features, teacher_logits, labels, None, chunk_size, device):
         residual = objective.chunk_residual(objective.output_heads(theta, x, t, kd), y, kd)  # (m, C)
-        parts.append((residual * (x @ direction.T)).sum(axis=1))
-    return np.concatenate(parts) if parts else np.zeros(0)
+        parts.append((residual * objective.single_matmul(x, direction.T)).sum(dim=1))
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=device)
 
 
 def influence_on_weights(theta, features, teacher_logits, labels, weights, val_features, val_teacher_logits,
                          val_labels, *, mu: float, kd: KDConfig, bias_damping: float = 1e-3, solver="direct",
-                         chunk_size: int = objective.CHUNK_SIZE) -> np.ndarray:
-    """dL_V/dw_i at the weighted solution theta = theta*(w): (N,) float64.
+                         chunk_size: int = objective.CHUNK_SIZE, device=None) -> torch.Tensor:
+    """dL_V/dw_i at the weighted solution theta = theta*(w): (N,) float64 tensor.
 
     = -g_V^T H_w^{-1} grad l_i(theta). SIGN: this is the derivative for INCREASING w_i, so it is the
     negative of the removal score s_i; < 0 means more weight on i lowers L_V (i helps). theta must be
     the converged weighted fit (gradient ~ 0); solver is a SOLVERS key or a solve function.
     """
     solve = SOLVERS[solver] if isinstance(solver, str) else solver
+    device = objective.device_of(theta, device)
+    theta = objective.as_tensor(theta, device)
     g_val = objective.validation_gradient(theta, val_features, val_teacher_logits, val_labels, kd=kd,
-                                      chunk_size=chunk_size)
+                                          chunk_size=chunk_size, device=device)
     direction = solve(theta, features, teacher_logits, labels, weights, g_val, mu=mu, kd=kd,
-                      bias_damping=bias_damping, chunk_size=chunk_size)
-    return -influence_scores(theta, direction, features, teacher_logits, labels, kd=kd, chunk_size=chunk_size)
+                      bias_damping=bias_damping, chunk_size=chunk_size, device=device)
+    return -influence_scores(theta, direction, features, teacher_logits, labels, kd=kd, chunk_size=chunk_size,
+                             device=device)
 
 
 # ----------------------------------------------------------------------------- cross-fitting
@@ -215,7 +221,8 @@ def prepare(features, teacher_logits, labels, config: InfluenceConfig, clock: Cl
         return config, pool, logits, fold, float(settings.mu), []
     mu, table = proxy.choose_mu(pool, logits, labels, kd=settings.kd, grid=settings.mu_grid, folds=config.folds,
                                 seed=config.seed, bias_damping=settings.bias_damping, tolerance=settings.tolerance,
-                                max_iterations=settings.max_iterations, chunk_size=config.chunk_size)
+                                max_iterations=settings.max_iterations, chunk_size=config.chunk_size,
+                                device=config.device)
     clock.lap("choose_mu")
     return config, pool, logits, fold, mu, table
 
@@ -245,17 +252,21 @@ def resolve_estimator(config: InfluenceConfig, parameters: int, rows: int | None
 
 
 def removal_scores(theta, train: tuple, validation: tuple, mu: float, config: InfluenceConfig) -> np.ndarray:
-    """Scores of the training samples, (n,) float64, > 0 helpful, by config.estimator (see ESTIMATORS)."""
-    settings, chunk = config.proxy, config.chunk_size
-    options = dict(mu=mu, kd=settings.kd, bias_damping=settings.bias_damping, chunk_size=chunk)
-    if resolve_estimator(config, theta.size, len(train[2])) == "newton":  # resolved by prepare; re-checked
-        return solvers.newton_removal_scores(theta, *train, *validation, **options)
-    g_val = objective.validation_gradient(theta, *validation, kd=settings.kd, chunk_size=chunk)  # (C, d+1)
+    """Scores of the training samples, (n,) float64 numpy, > 0 helpful, by config.estimator (see ESTIMATORS).
+    The math runs on config.device; theta (C, d+1) tensor or array."""
+    settings, chunk, device = config.proxy, config.chunk_size, objective.resolve_device(config.device)
+    theta = objective.as_tensor(theta, device)
+    options = dict(mu=mu, kd=settings.kd, bias_damping=settings.bias_damping, chunk_size=chunk, device=device)
+    if resolve_estimator(config, theta.numel(), len(train[2])) == "newton":  # resolved by prepare; re-checked
+        return objective.to_numpy(solvers.newton_removal_scores(theta, *train, *validation, **options))
+    g_val = objective.validation_gradient(theta, *validation, kd=settings.kd, chunk_size=chunk,
+                                          device=device)  # (C, d+1)
     if config.solver == "cg":
         limits = {"tolerance": config.cg_tolerance, "max_iterations": config.cg_max_iterations}
         options.update({k: v for k, v in limits.items() if v is not None})
     direction = SOLVERS[config.solver](theta, *train, None, g_val, **options)  # v = H^{-1} g_V
-    return influence_scores(theta, direction, *train, kd=settings.kd, chunk_size=chunk)
+    return objective.to_numpy(influence_scores(theta, direction, *train, kd=settings.kd, chunk_size=chunk,
+                                               device=device))
 
 
 def _score_fold(pool, logits, labels, fold, k, mu, config: InfluenceConfig, clock: Clock):
@@ -263,14 +274,16 @@ def _score_fold(pool, logits, labels, fold, k, mu, config: InfluenceConfig, cloc
     train, held_out = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
     x, t = _training_fold(pool, logits, train, config)
     fitted = proxy.fit(x, t, labels[train], mu=mu, kd=settings.kd, bias_damping=settings.bias_damping,
-                       tolerance=settings.tolerance, max_iterations=settings.max_iterations, chunk_size=chunk)
+                       tolerance=settings.tolerance, max_iterations=settings.max_iterations, chunk_size=chunk,
+                       device=config.device)
     if not fitted.converged:
         logger.warning("fold %d: proxy fit stopped at ||grad|| = %.3g", k, fitted.grad_norm)
     clock.lap("fit")
     validation = (pool.subset(held_out), logits.subset(held_out), labels[held_out])
     scores = removal_scores(fitted.theta, (x, t, labels[train]), validation, mu, config)
     clock.lap("solve")
-    kd_loss = objective.per_sample_loss(fitted.theta, x, t, labels[train], kd=settings.kd, chunk_size=chunk)
+    kd_loss = objective.to_numpy(objective.per_sample_loss(fitted.theta, x, t, labels[train], kd=settings.kd,
+                                                           chunk_size=chunk))
     clock.lap("scores")
     return train, scores, kd_loss, fitted
 
@@ -280,7 +293,8 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
     """Cross-fitted influence scores for every sample of the pool.
 
     features (N, d) any float dtype (memmap OK), teacher_logits (N, C), labels (N,) int in [0, C).
-    Returns an :class:`InfluenceResult`; scores > 0 = helpful. on_step(step, info) after each stage.
+    Returns an :class:`InfluenceResult` (numpy); scores > 0 = helpful. on_step(step, info) after each stage.
+    The proxy's math runs on ``config.device`` ("cpu" or "cuda"; a ValueError when CUDA is not available).
     Raises ValueError on NaN/Inf features or logits, labels outside [0, C) or of the wrong shape, and
     an empty cross-fitting fold. Constant feature columns standardise to 0 (as if deleted); a class
     with one sample is scored like any other sample (see the module docstring).
@@ -288,6 +302,7 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
     if config.proxy.family != "linear":
         raise ValueError(f"scores.score computes the linear proxy's scores; the {config.proxy.family!r} family is "
                          "scored by influence.families.score")
+    objective.resolve_device(config.device)  # refuse an unavailable device before any work
     clock, labels = Clock(), validated_labels(labels, features, teacher_logits)
     notify = on_step or (lambda step, info: None)
     config, pool, logits, fold, mu, table = prepare(features, teacher_logits, labels, config, clock)

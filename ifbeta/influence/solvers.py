@@ -2,11 +2,13 @@
 
 Every solver has one signature::
 
-    solve(theta, features, teacher_logits, labels, weights, rhs, *, mu, kd, bias_damping, chunk_size=...)
-        -> (C, d+1) float64
+    solve(theta, features, teacher_logits, labels, weights, rhs, *, mu, kd, bias_damping, chunk_size=...,
+          device=None) -> (C, d+1) float64 tensor
 
-theta, rhs (C, d+1) float64; features (N, d) (array, memmap or FeatureView, read in chunks);
-weights (N,) in [0, 1] or None (= all ones).
+theta, rhs (C, d+1) float64 (tensors, or arrays converted once); features (N, d) (array, memmap or
+FeatureView, streamed to ``device`` in float32 chunks); weights (N,) in [0, 1] or None (= all ones).
+Dense factorisations (Cholesky of H, eigendecompositions of the (C x C) and (d+1 x d+1) EKFAC factors)
+are float64; the passes over the data follow objective.py (float32 matmuls, float64 accumulation).
 
 - ``direct``: exact; dense Hessian + Cholesky. Memory (C(d+1))^2 floats, so C(d+1) up to ~8k.
 - ``cg``: exact to a relative residual of 1e-10; matrix-free conjugate gradient on Hessian-vector
@@ -30,43 +32,45 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-import scipy.linalg
+import torch
 
 from ifbeta.config import KDConfig
 from ifbeta.influence import objective
+from ifbeta.influence.objective import DOUBLE, as_tensor, device_of, single_matmul
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SOLVERS", "cholesky_preconditioner", "conjugate_gradient", "ekfac_factors", "ekfac_preconditioner", "newton_removal_scores",
-           "solve_cg", "solve_direct", "solve_ekfac"]
+__all__ = ["SOLVERS", "cholesky_factor", "cholesky_preconditioner", "conjugate_gradient", "ekfac_factors",
+           "ekfac_preconditioner", "newton_removal_scores", "solve_cg", "solve_direct", "solve_ekfac"]
 
 
 def conjugate_gradient(apply, rhs, *, tolerance: float = 1e-10, max_iterations: int | None = None,
                        preconditioner=None, initial=None):
-    """Solve A x = rhs for symmetric positive definite A given as ``apply(v) -> A v`` (flat float64).
+    """Solve A x = rhs for symmetric positive definite A given as ``apply(v) -> A v`` (flat float64 tensors).
 
     Stops when ||A x - rhs|| <= tolerance * ||rhs||; preconditioner: None, the flat diagonal of M^{-1},
     or a function v -> M^{-1} v (M symmetric positive definite); initial: a flat starting guess (a
     warm start costs one extra product). Returns (x, iterations, relative residual).
     """
-    rhs = np.asarray(rhs, np.float64)
-    scale = float(np.linalg.norm(rhs)) or 1.0
+    rhs = as_tensor(rhs, rhs.device if isinstance(rhs, torch.Tensor) else None)
+    scale = float(torch.linalg.vector_norm(rhs)) or 1.0
     if initial is None:
-        x, residual = np.zeros_like(rhs), rhs.copy()
+        x, residual = torch.zeros_like(rhs), rhs.clone()
     else:
-        x = np.array(initial, dtype=np.float64).reshape(rhs.shape)
+        x = as_tensor(initial, rhs.device).reshape(rhs.shape).clone()
         residual = rhs - apply(x)
     if preconditioner is None:
-        preconditioner = np.ones_like(rhs)
+        preconditioner = torch.ones_like(rhs)
     if not callable(preconditioner):
-        preconditioner = preconditioner.__mul__
+        diagonal = as_tensor(preconditioner, rhs.device)
+        preconditioner = diagonal.__mul__
     z = preconditioner(residual)
-    direction, rz = z.copy(), float(residual @ z)
-    max_iterations = max_iterations or 10 * rhs.size
+    direction, rz = z.clone(), float(residual @ z)
+    max_iterations = max_iterations or 10 * rhs.numel()
     for iteration in range(1, max_iterations + 1):
-        if np.linalg.norm(residual) <= tolerance * scale:
-            return x, iteration - 1, float(np.linalg.norm(residual)) / scale
+        norm = float(torch.linalg.vector_norm(residual))
+        if norm <= tolerance * scale:
+            return x, iteration - 1, norm / scale
         image = apply(direction)
         step = rz / float(direction @ image)
         x += step * direction
@@ -74,31 +78,58 @@ def conjugate_gradient(apply, rhs, *, tolerance: float = 1e-10, max_iterations: 
         z = preconditioner(residual)
         rz, previous = float(residual @ z), rz
         direction = z + (rz / previous) * direction
-    return x, max_iterations, float(np.linalg.norm(residual)) / scale
+    return x, max_iterations, float(torch.linalg.vector_norm(residual)) / scale
+
+
+def cholesky_factor(matrix: torch.Tensor) -> torch.Tensor:
+    """Lower Cholesky factor of a symmetric positive definite float64 matrix. When it is not numerically PD
+    (mu ~ 0, where the float32 products of the Hessian blur curvatures below ~1e-7 max|diag|) the spectrum is
+    lifted by the smallest of 1e-10, 1e-8, 1e-6 (x max|diag|) that makes it so."""
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    scale = float(matrix.diagonal().abs().max()) if len(matrix) else 0.0
+    for relative in (1e-10, 1e-8, 1e-6):
+        if int(info) == 0:
+            break
+        logger.debug("cholesky: not positive definite; lifting the spectrum by %.0e max|diag|", relative)
+        factor, info = torch.linalg.cholesky_ex(matrix + relative * scale * torch.eye(
+            len(matrix), dtype=matrix.dtype, device=matrix.device))
+    if int(info) != 0:
+        raise ValueError("the Hessian is not positive definite even after lifting its spectrum by 1e-6 max|diag|; "
+                         "increase mu")
+    return factor
+
+
+def cholesky_apply(factor: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """M^-1 v for the Cholesky factor of M; v flat (n,) or (n, k)."""
+    column = vector.reshape(len(factor), -1).to(factor.dtype)
+    return torch.cholesky_solve(column, factor).reshape(vector.shape)
 
 
 def solve_direct(theta, features, teacher_logits, labels, weights, rhs, *, mu: float, kd: KDConfig,
-                 bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE) -> np.ndarray:
+                 bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, device=None) -> torch.Tensor:
     """Exact H^{-1} rhs by Cholesky of the dense Hessian; (C, d+1) float64."""
+    device = device_of(theta, device)
     matrix = objective.hessian(theta, features, teacher_logits, labels, weights=weights, mu=mu,
-                           bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
-    factor = scipy.linalg.cho_factor(matrix, overwrite_a=True)  # fresh matrix: factor in place
-    return scipy.linalg.cho_solve(factor, np.asarray(rhs, np.float64).reshape(-1)).reshape(np.shape(theta))
+                               bias_damping=bias_damping, kd=kd, chunk_size=chunk_size, device=device)
+    factor = cholesky_factor(matrix)
+    del matrix
+    return cholesky_apply(factor, as_tensor(rhs, device).reshape(-1)).reshape(tuple(theta.shape))
 
 
 def solve_cg(theta, features, teacher_logits, labels, weights, rhs, *, mu: float, kd: KDConfig,
              bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, tolerance: float = 1e-10,
-             max_iterations: int | None = None, preconditioner="ekfac", initial=None) -> np.ndarray:
-    """H^{-1} rhs by conjugate gradient on matrix-free Hessian-vector products; (C, d+1).
+             max_iterations: int | None = None, preconditioner="ekfac", initial=None, device=None) -> torch.Tensor:
+    """H^{-1} rhs by conjugate gradient on matrix-free Hessian-vector products; (C, d+1) float64.
 
     preconditioner: "ekfac" (default; 2-5x fewer iterations on clustered teacher features), "jacobi",
     or a function flat v -> M^-1 v (e.g. the Hessian factor of a nearby problem, as the bilevel loop
     reuses). initial (C, d+1): a warm start. Converges to ``tolerance`` relative residual whatever
-    the preconditioner: it is exact, not approximate.
+    the preconditioner (the recursive residual: the float32 products bound the true one near 1e-6).
     """
+    device = device_of(theta, device)
     problem = dict(features=features, teacher_logits=teacher_logits, labels=labels, weights=weights, mu=mu,
-                   bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
-    theta = np.asarray(theta, np.float64)
+                   bias_damping=bias_damping, kd=kd, chunk_size=chunk_size, device=device)
+    theta = as_tensor(theta, device)
     if callable(preconditioner):
         inverse = preconditioner
     elif preconditioner == "ekfac":
@@ -109,9 +140,9 @@ def solve_cg(theta, features, teacher_logits, labels, weights, rhs, *, mu: float
         raise ValueError(f"unknown preconditioner {preconditioner!r}; use 'ekfac', 'jacobi' or a function")
     operator = objective.HessianOperator(theta, **problem)
     solution, iterations, residual = conjugate_gradient(
-        lambda v: operator(v).reshape(-1), np.asarray(rhs, np.float64).reshape(-1), tolerance=tolerance,
+        lambda v: operator(v).reshape(-1), as_tensor(rhs, device).reshape(-1), tolerance=tolerance,
         max_iterations=max_iterations, preconditioner=inverse,
-        initial=None if initial is None else np.asarray(initial, np.float64).reshape(-1))
+        initial=None if initial is None else as_tensor(initial, device).reshape(-1))
     logger.info("cg solver: %d iterations, relative residual %.2e", iterations, residual)
     if residual > 1e3 * tolerance:
         logger.warning("cg solver did not converge: relative residual %.2e", residual)
@@ -119,64 +150,70 @@ def solve_cg(theta, features, teacher_logits, labels, weights, rhs, *, mu: float
 
 
 def cholesky_preconditioner(theta, features, teacher_logits, labels, weights=None, *, mu: float, kd: KDConfig,
-                            bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE):
+                            bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, device=None):
     """Flat v -> H^-1 v from the Cholesky factor of the dense Hessian at (theta, weights).
 
     Exact at that point; at a nearby point (the next outer step of the bilevel loop) it leaves CG a
     handful of iterations. Memory (C(d+1))^2 floats, cost O(N C^2 (d+1)^2) once."""
+    device = device_of(theta, device)
     matrix = objective.hessian(theta, features, teacher_logits, labels, weights=weights, mu=mu,
-                           bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
-    factor = scipy.linalg.cho_factor(matrix, overwrite_a=True)
-    return lambda vector: scipy.linalg.cho_solve(factor, vector)
+                               bias_damping=bias_damping, kd=kd, chunk_size=chunk_size, device=device)
+    factor = cholesky_factor(matrix)
+    return lambda vector: cholesky_apply(factor, as_tensor(vector, device))
 
 
 def _curvature_in_basis(heads_p, heads_q, basis, kd: KDConfig):
     """diag(E^T B_i E) for every row: (m, C); B_i = (1-lam)(diag p - pp^T) + lam (diag q - qq^T)."""
     squared = basis * basis
-    cross = heads_p @ squared - (heads_p @ basis) ** 2
-    distil = heads_q @ squared - (heads_q @ basis) ** 2
+    cross = single_matmul(heads_p, squared) - single_matmul(heads_p, basis) ** 2
+    distil = single_matmul(heads_q, squared) - single_matmul(heads_q, basis) ** 2
     return (1.0 - kd.lam) * cross + kd.lam * distil
 
 
-def _kronecker_factors(theta, features, teacher_logits, labels, weights, *, kd, chunk_size, curvature):
+def _kronecker_factors(theta, features, teacher_logits, labels, weights, *, kd, chunk_size, curvature, device):
     classes, width = theta.shape
-    input_factor, output_factor, total = np.zeros((width, width)), np.zeros((classes, classes)), 0.0
-    for x, t, y, w in objective.chunks(features, teacher_logits, labels, weights, chunk_size):
-        w = np.ones(len(y)) if w is None else w
+    input_factor = torch.zeros((width, width), dtype=DOUBLE, device=device)
+    output_factor = torch.zeros((classes, classes), dtype=DOUBLE, device=device)
+    total = 0.0
+    if curvature not in ("output", "residual"):
+        raise ValueError(f"unknown ekfac curvature {curvature!r}; use 'output' or 'residual'")
+    for x, t, y, w in objective.chunks(features, teacher_logits, labels, weights, chunk_size, device):
+        w = torch.ones(len(y), dtype=DOUBLE, device=device) if w is None else w
         heads = objective.output_heads(theta, x, t, kd)
-        input_factor += (x * w[:, None]).T @ x
+        input_factor += single_matmul((x * w[:, None].to(x.dtype)).T, x)
         if curvature == "output":
             p, q = heads.p, heads.q
-            output_factor += np.diag(w @ ((1.0 - kd.lam) * p + kd.lam * q))
-            output_factor -= (1.0 - kd.lam) * (p * w[:, None]).T @ p + kd.lam * (q * w[:, None]).T @ q
-        elif curvature == "residual":
-            residual = objective.chunk_residual(heads, y, kd)
-            output_factor += (residual * w[:, None]).T @ residual
+            output_factor += torch.diag(w @ ((1.0 - kd.lam) * p + kd.lam * q))
+            output_factor -= (1.0 - kd.lam) * single_matmul((p * w[:, None]).T, p)
+            output_factor -= kd.lam * single_matmul((q * w[:, None]).T, q)
         else:
-            raise ValueError(f"unknown ekfac curvature {curvature!r}; use 'output' or 'residual'")
+            residual = objective.chunk_residual(heads, y, kd)
+            output_factor += single_matmul((residual * w[:, None]).T, residual)
         total += float(w.sum())
     return input_factor, output_factor / max(total, 1e-300)
 
 
 def ekfac_factors(theta, features, teacher_logits, labels, weights, *, mu: float, kd: KDConfig,
-                  bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, curvature: str = "output"):
+                  bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, curvature: str = "output",
+                  device=None):
     """(Q_G (C, C), Q_A (d+1, d+1), eigenvalues (C, d+1)): H ~ (Q_G kron Q_A) diag(eig) (Q_G kron Q_A)^T.
 
     eig[a, b] = (q_a kron u_b)^T H (q_a kron u_b), the exact curvature along each Kronecker eigenvector,
-    ridge included (two chunked passes).
+    ridge included (two chunked passes). Factors accumulate in float64; eigh in float64.
     """
-    theta = np.asarray(theta, np.float64)
+    device = device_of(theta, device)
+    theta = as_tensor(theta, device)
     input_factor, output_factor = _kronecker_factors(theta, features, teacher_logits, labels, weights, kd=kd,
-                                                     chunk_size=chunk_size, curvature=curvature)
-    _, input_basis = np.linalg.eigh(input_factor)
-    _, output_basis = np.linalg.eigh(output_factor)
-    ridge = objective.regulariser((1, theta.shape[1]), mu=mu, bias_damping=bias_damping)[0]
-    eigenvalues = np.broadcast_to((input_basis**2).T @ ridge, theta.shape).copy()  # diag(U^T R U)
-    for x, t, y, w in objective.chunks(features, teacher_logits, labels, weights, chunk_size):
+                                                     chunk_size=chunk_size, curvature=curvature, device=device)
+    _, input_basis = torch.linalg.eigh(input_factor)
+    _, output_basis = torch.linalg.eigh(output_factor)
+    ridge = objective.regulariser((1, theta.shape[1]), mu=mu, bias_damping=bias_damping, device=device)[0]
+    eigenvalues = ((input_basis**2).T @ ridge).expand(theta.shape).clone()  # diag(U^T R U)
+    for x, t, y, w in objective.chunks(features, teacher_logits, labels, weights, chunk_size, device):
         heads = objective.output_heads(theta, x, t, kd)
         along_outputs = _curvature_in_basis(heads.p, heads.q, output_basis, kd)  # (m, C)
-        along_inputs = (x @ input_basis) ** 2  # (m, d+1)
-        eigenvalues += objective.weighted(along_outputs, w).T @ along_inputs
+        along_inputs = single_matmul(x, input_basis) ** 2  # (m, d+1)
+        eigenvalues += single_matmul(objective.weighted(along_outputs, w).T, along_inputs)
     return output_basis, input_basis, eigenvalues
 
 
@@ -186,21 +223,23 @@ def _ekfac_inverse(output_basis, input_basis, eigenvalues, rhs):
 
 
 def ekfac_preconditioner(theta, features, teacher_logits, labels, weights=None, *, mu: float, kd: KDConfig,
-                         bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE):
+                         bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, device=None):
     """Flat v -> EKFAC^{-1} v (symmetric positive definite), for conjugate_gradient."""
+    device = device_of(theta, device)
     factors = ekfac_factors(theta, features, teacher_logits, labels, weights, mu=mu, kd=kd,
-                            bias_damping=bias_damping, chunk_size=chunk_size)
-    shape = np.shape(theta)
-    return lambda vector: _ekfac_inverse(*factors, vector.reshape(shape)).reshape(-1)
+                            bias_damping=bias_damping, chunk_size=chunk_size, device=device)
+    shape = tuple(theta.shape)
+    return lambda vector: _ekfac_inverse(*factors, as_tensor(vector, device).reshape(shape)).reshape(-1)
 
 
 def solve_ekfac(theta, features, teacher_logits, labels, weights, rhs, *, mu: float, kd: KDConfig,
                 bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE,
-                curvature: str = "output") -> np.ndarray:
+                curvature: str = "output", device=None) -> torch.Tensor:
     """APPROXIMATE H^{-1} rhs by eigenvalue-corrected K-FAC; (C, d+1) float64."""
+    device = device_of(theta, device)
     factors = ekfac_factors(theta, features, teacher_logits, labels, weights, mu=mu, kd=kd,
-                            bias_damping=bias_damping, chunk_size=chunk_size, curvature=curvature)
-    return _ekfac_inverse(*factors, np.asarray(rhs, np.float64))
+                            bias_damping=bias_damping, chunk_size=chunk_size, curvature=curvature, device=device)
+    return _ekfac_inverse(*factors, as_tensor(rhs, device))
 
 
 SOLVERS = {"direct": solve_direct, "cg": solve_cg, "ekfac": solve_ekfac}
@@ -212,13 +251,13 @@ SOLVERS = {"direct": solve_direct, "cg": solve_cg, "ekfac": solve_ekfac}
 def _blocks_at_inputs(matrix, x, classes):
     """(I_C kron x_i)^T matrix (I_C kron x_i) for every row of x: (m, C, C); matrix (C(d+1), C(d+1))."""
     width = x.shape[1]
-    rows = np.einsum("nj,cjk->nck", x, matrix.reshape(classes, width, classes * width))  # (m, C, C(d+1))
-    return np.einsum("nced,nd->nce", rows.reshape(len(x), classes, classes, width), x)
+    rows = torch.einsum("nj,cjk->nck", x, matrix.reshape(classes, width, classes * width))  # (m, C, C(d+1))
+    return torch.einsum("nced,nd->nce", rows.reshape(len(x), classes, classes, width), x)
 
 
 def newton_removal_scores(theta, features, teacher_logits, labels, val_features, val_teacher_logits, val_labels, *,
                           mu: float, kd: KDConfig, bias_damping: float = 1e-3,
-                          chunk_size: int = objective.CHUNK_SIZE) -> np.ndarray:
+                          chunk_size: int = objective.CHUNK_SIZE, device=None) -> torch.Tensor:
     """Removal scores beyond first order, (N,) float64, same sign convention as s_i (> 0 = helpful).
 
     With J_i = I_C kron x_i^T, M = H^{-1}, K_i = J_i M J_i^T and B_i the output curvature, the removal
@@ -226,32 +265,35 @@ def newton_removal_scores(theta, features, teacher_logits, labels, val_features,
         dtheta_i = (H - J_i^T B_i J_i)^{-1} grad l_i = M J_i^T z_i,   z_i = (I - B_i K_i)^{-1} r_i
     and the change of L_V is taken to second order along it:
         s_i = g_V^T dtheta_i + 1/2 dtheta_i^T H_V dtheta_i = (J_i M g_V)^T z_i + 1/2 z_i^T J_i M H_V M J_i^T z_i.
-    With z_i = r_i and no curvature term this is the first-order s_i. Dense: memory 4 (C(d+1))^2
-    floats and O((N + N_V) C^2 (d+1)^2) time, so only where ``direct`` fits.
+    With z_i = r_i and no curvature term this is the first-order s_i. Dense, float64 past the Hessians:
+    memory 4 (C(d+1))^2 floats and O((N + N_V) C^2 (d+1)^2) time, so only where ``direct`` fits.
     """
-    theta = np.asarray(theta, np.float64)
+    device = device_of(theta, device)
+    theta = as_tensor(theta, device)
     classes, width = theta.shape
     hessian = objective.hessian(theta, features, teacher_logits, labels, mu=mu, bias_damping=bias_damping, kd=kd,
-                            chunk_size=chunk_size)
-    inverse = scipy.linalg.cho_solve(scipy.linalg.cho_factor(hessian), np.eye(len(hessian)))
+                                chunk_size=chunk_size, device=device)
+    inverse = cholesky_apply(cholesky_factor(hessian), torch.eye(len(hessian), dtype=DOUBLE, device=device))
     inverse = 0.5 * (inverse + inverse.T)
     validation = dict(features=val_features, teacher_logits=val_teacher_logits, labels=val_labels, kd=kd,
-                      chunk_size=chunk_size)
-    curvature = objective.hessian(theta, mu=0.0, bias_damping=0.0, **validation) / len(np.asarray(val_labels))
+                      chunk_size=chunk_size, device=device)
+    curvature = objective.hessian(theta, mu=0.0, bias_damping=0.0, **validation) / len(val_labels)
     sandwich = inverse @ curvature @ inverse  # M H_V M
     direction = (inverse @ objective.validation_gradient(theta, **validation).reshape(-1)).reshape(theta.shape)
     block = max(1, (1 << 22) // (classes * classes * width))
+    identity = torch.eye(classes, dtype=DOUBLE, device=device)
     parts = []
-    for x_chunk, t_chunk, y_chunk, _ in objective.chunks(features, teacher_logits, labels, None, chunk_size):
+    for x_chunk, t_chunk, y_chunk, _ in objective.chunks(features, teacher_logits, labels, None, chunk_size, device):
         for start in range(0, len(y_chunk), block):
-            x, t, y = (a[start:start + block] for a in (x_chunk, t_chunk, y_chunk))
-            heads = objective.output_heads(theta, x, t, kd)
+            x32, t, y = (a[start:start + block] for a in (x_chunk, t_chunk, y_chunk))
+            heads = objective.output_heads(theta, x32, t, kd)
+            x = x32.to(DOUBLE)
             residual = objective.chunk_residual(heads, y, kd)  # (m, C)
             p, q = heads.p, heads.q
             leverage = _blocks_at_inputs(inverse, x, classes)  # K_i (m, C, C)
-            curvature_columns = np.stack([objective.curvature_times(p, q, leverage[:, :, c], kd)
-                                          for c in range(classes)], axis=2)  # B_i K_i (m, C, C)
-            z = np.linalg.solve(np.eye(classes) - curvature_columns, residual[:, :, None])[:, :, 0]
-            quadratic = np.einsum("nc,nce,ne->n", z, _blocks_at_inputs(sandwich, x, classes), z)
-            parts.append(((x @ direction.T) * z).sum(axis=1) + 0.5 * quadratic)
-    return np.concatenate(parts) if parts else np.zeros(0)
+            curvature_columns = torch.stack([objective.curvature_times(p, q, leverage[:, :, c], kd)
+                                             for c in range(classes)], dim=2)  # B_i K_i (m, C, C)
+            z = torch.linalg.solve(identity - curvature_columns, residual[:, :, None])[:, :, 0]
+            quadratic = torch.einsum("nc,nce,ne->n", z, _blocks_at_inputs(sandwich, x, classes), z)
+            parts.append(((x @ direction.T) * z).sum(dim=1) + 0.5 * quadratic)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=DOUBLE, device=device)

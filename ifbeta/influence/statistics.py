@@ -8,13 +8,14 @@ both routes give the same numbers.
 from __future__ import annotations
 
 import numpy as np
+import scipy.special
 
-from ifbeta.influence import objective
+from ifbeta.influence.objective import CHUNK_SIZE
 
 __all__ = ["teacher_statistics"]
 
 
-def teacher_statistics(teacher_logits, labels, *, chunk_size: int = objective.CHUNK_SIZE) -> dict:
+def teacher_statistics(teacher_logits, labels, *, chunk_size: int = CHUNK_SIZE) -> dict:
     """Teacher-only scores (temperature 1), each (N,) float64: el2n = ||softmax(t) - onehot(y)||_2
     (higher = harder), entropy of softmax(t) (higher = less certain), margin = t_y - max_{c != y} t_c
     (higher = easier)."""
@@ -23,7 +24,7 @@ def teacher_statistics(teacher_logits, labels, *, chunk_size: int = objective.CH
     for start in range(0, len(labels), chunk_size):
         logits = np.asarray(teacher_logits[start:start + chunk_size], dtype=np.float64)  # (m, C)
         y, rows = labels[start:start + chunk_size], np.arange(len(logits))
-        log_p = objective.log_softmax(logits)
+        log_p = scipy.special.log_softmax(logits, axis=1)
         probs = np.exp(log_p)
         probs_minus = probs.copy()
         probs_minus[rows, y] -= 1.0

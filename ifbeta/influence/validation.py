@@ -6,19 +6,21 @@ without the 10% most harmful / most helpful / a random 10%) to round-off and com
 change of L_V with the predicted scores s_i (same sign convention: > 0 = helpful). The refits are
 warm-started chord iterations on the Cholesky factor of the unweighted Hessian where it fits
 (C(d+1) <= scores.NEWTON_LIMIT), else Newton(-CG). Inputs are checked like :func:`score`'s
-(tests/test_degenerate.py); the training fold is always materialised in float64.
+(tests/test_degenerate.py); the training fold is always materialised in float64 on the host, and the
+math runs on ``config.device`` like score()'s.
 """
 from __future__ import annotations
 
 import logging
 
 import numpy as np
-import scipy.linalg
 import scipy.stats
+import torch
 
 from ifbeta.config import InfluenceConfig
 from ifbeta.influence import objective, proxy
 from ifbeta.influence.scores import NEWTON_LIMIT, Clock, prepare, removal_scores, validated_labels
+from ifbeta.influence.solvers import cholesky_apply, cholesky_factor
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +39,10 @@ def _refit(theta, factor, problem: dict, weights, scale: float):
     if factor is not None:
         for _ in range(100):
             grad = objective.gradient(theta, weights=weights, **problem)
-            norm = float(np.linalg.norm(grad))
+            norm = float(torch.linalg.vector_norm(grad))
             if norm <= 1e-11 * scale or (norm > 0.5 * previous and norm <= 1e-8 * scale):
                 return theta, norm
-            theta, previous = theta - scipy.linalg.cho_solve(factor, grad.reshape(-1)).reshape(theta.shape), norm
+            theta, previous = theta - cholesky_apply(factor, grad.reshape(-1)).reshape(theta.shape), norm
     fitted = proxy.fit(init=theta, weights=weights, tolerance=1e-12, max_iterations=200, **problem)
     return fitted.theta, fitted.grad_norm
 
@@ -67,18 +69,19 @@ class _Refits:
         self.train = (pool.subset(train).materialise(chunk), logits.subset(train).materialise(chunk), labels[train])
         self.validation = (pool.subset(held_out), logits.subset(held_out), labels[held_out])
         self.problem = dict(features=self.train[0], teacher_logits=self.train[1], labels=self.train[2], mu=mu,
-                            kd=settings.kd, bias_damping=settings.bias_damping, chunk_size=chunk)
+                            kd=settings.kd, bias_damping=settings.bias_damping, chunk_size=chunk,
+                            device=objective.resolve_device(config.device))
         theta = proxy.fit(tolerance=settings.tolerance, max_iterations=settings.max_iterations, **self.problem).theta
         self.factor = None
-        if theta.size <= NEWTON_LIMIT:
-            self.factor = scipy.linalg.cho_factor(objective.hessian(theta, **self.problem), overwrite_a=True)
-        self.scale = 1.0 + float(np.linalg.norm(objective.gradient(np.zeros_like(theta), **self.problem)))
+        if theta.numel() <= NEWTON_LIMIT:
+            self.factor = cholesky_factor(objective.hessian(theta, **self.problem))
+        self.scale = 1.0 + float(torch.linalg.vector_norm(objective.gradient(torch.zeros_like(theta), **self.problem)))
         self.theta, _ = _refit(theta, self.factor, self.problem, None, self.scale)
         self.base = self.validation_loss(self.theta)
 
     def validation_loss(self, theta) -> float:
         return objective.validation_loss(theta, *self.validation, kd=self.problem["kd"],
-                                     chunk_size=self.problem["chunk_size"])
+                                         chunk_size=self.problem["chunk_size"], device=self.problem["device"])
 
     def removal_delta(self, removed) -> float:
         """True change of L_V when training rows ``removed`` get weight 0 (refit to round-off)."""

@@ -27,24 +27,26 @@ def easier_first(entropy) -> np.ndarray:
     return -np.asarray(entropy, dtype=np.float64)
 
 
-def influence_axis(features, teacher_logits, labels, *, kd: KDConfig = KDConfig(), seed: int = 0) -> np.ndarray:
-    """(N,) float64: cross-fitted influence scores, > 0 helpful (u near 1 = most helpful)."""
+def influence_axis(features, teacher_logits, labels, *, kd: KDConfig = KDConfig(), seed: int = 0,
+                   device: str = "cpu") -> np.ndarray:
+    """(N,) float64: cross-fitted influence scores, > 0 helpful (u near 1 = most helpful), computed on device."""
     from ifbeta.influence import families
 
-    config = InfluenceConfig(proxy=ProxyConfig(kd=kd), seed=seed)
+    config = InfluenceConfig(proxy=ProxyConfig(kd=kd), seed=seed, device=device)
     return np.asarray(families.score(features, teacher_logits, labels, config=config).scores, dtype=np.float64)
 
 
-def entropy_axis(features, teacher_logits, labels, *, kd: KDConfig = KDConfig(), seed: int = 0) -> np.ndarray:
+def entropy_axis(features, teacher_logits, labels, *, kd: KDConfig = KDConfig(), seed: int = 0,
+                 device: str = "cpu") -> np.ndarray:
     """(N,) float64: minus the teacher's predictive entropy (tau = 1), so u near 1 = easiest sample.
-    Needs only teacher_logits (N, C) and labels (N,); the features, kd and seed are not read."""
+    Needs only teacher_logits (N, C) and labels (N,); the features, kd, seed and device are not read."""
     from ifbeta.influence.statistics import teacher_statistics
 
     return easier_first(teacher_statistics(teacher_logits, labels)["entropy"])
 
 
 AXES: dict[str, Callable] = {"influence": influence_axis, "entropy": entropy_axis}
-"""Axis name -> ``axis(features, teacher_logits, labels, *, kd, seed) -> (N,) float64``, larger = keep first."""
+"""Axis name -> ``axis(features, teacher_logits, labels, *, kd, seed, device) -> (N,) float64``, larger = keep first."""
 
 
 def axis_values(result, axis: str) -> np.ndarray:

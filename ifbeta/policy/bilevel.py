@@ -84,7 +84,7 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
                     patience: int = 5, reinforce_samples: int = 4, grid_size: int = 7, start: str = "uniform",
                     mu: float | None = None,
                     bias_damping: float = 1e-3, proxy: ProxyConfig | None = None, on_step=None, checkpoint=None,
-                    resume: dict | None = None, on_result=None) -> list[PolicyResult]:
+                    resume: dict | None = None, on_result=None, device: str = "cpu") -> list[PolicyResult]:
     """Learn (alpha, beta) for each pruning ratio in ``ratios``; one PolicyResult per ratio.
 
     features (N, d), teacher_logits (N, C), labels (N,) int. axis_values (N,): what the Beta ranks,
@@ -92,7 +92,9 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
     ``proxy.choose_mu``. proxy: the proxy family J is measured with and its settings
     (``influence.families``; None = the linear proxy with kd and bias_damping). All ratios share the standardised features, split, mu and full fits (warm
     start). ``on_step(step, info)`` gets each trace record plus ``ratio``; ``on_result(result)`` each
-    finished ratio's PolicyResult at once.
+    finished ratio's PolicyResult at once. device: where the proxy's math runs ("cpu" or "cuda",
+    ``InfluenceConfig.device``): the choice of mu, every inner fit and hypergradient, and the axis values when
+    they are computed here; the result is the same up to float32 round-off.
 
     Survives a kill: ``checkpoint(state)`` receives a JSON-able dict after the setup and after every
     outer step (the chosen mu, the scale of J, the current ratio and its optimiser state); calling
@@ -101,7 +103,7 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
     uninterrupted run up to the inner solver's tolerance.
     """
     axis_values = _axis_values(features, teacher_logits, labels, axis_values, estimator=estimator, axis=axis, kd=kd,
-                               seed=seed)
+                               seed=seed, device=device)
     config = PolicyConfig(estimator=estimator, axis=axis, steps=steps, learning_rate=learning_rate,
                           shrinkage=shrinkage, stratify=stratify, seed=seed, folds=folds, val_fraction=val_fraction,
                           init=tuple(init), tolerance=tolerance, patience=patience,
@@ -112,7 +114,7 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
         policy.policy_prior(start, ratio)  # and the start
     resume = resume or {}
     problem = inner.prepare(features, teacher_logits, labels, axis_values, kd=kd, mu=mu, bias_damping=bias_damping,
-                            config=config, per_sample_mu=resume.get("per_sample_mu"), proxy=proxy)
+                            config=config, per_sample_mu=resume.get("per_sample_mu"), proxy=proxy, device=device)
     setup = _setup(problem, resume, checkpoint)
     results = []
     for ratio in ratios:
@@ -123,7 +125,7 @@ def optimise_policy(features, teacher_logits, labels, *, ratios, axis_values=Non
 
 
 def _axis_values(features, teacher_logits, labels, axis_values, *, estimator: str, axis: str, kd: KDConfig,
-                 seed: int):
+                 seed: int, device: str = "cpu"):
     """The given axis values, or ``axes.AXES[axis]`` computed; refuses an unknown estimator or axis."""
     if estimator not in estimators.ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(estimators.ESTIMATORS)}")
@@ -131,7 +133,7 @@ def _axis_values(features, teacher_logits, labels, axis_values, *, estimator: st
         return axis_values
     if axis not in axes.AXES:
         raise ValueError(f"unknown axis {axis!r}; choose one of {sorted(axes.AXES)}")
-    return axes.AXES[axis](features, teacher_logits, labels, kd=kd, seed=seed)
+    return axes.AXES[axis](features, teacher_logits, labels, kd=kd, seed=seed, device=device)
 
 
 def _setup(problem: inner.Problem, resume: dict, checkpoint) -> dict:

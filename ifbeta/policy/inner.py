@@ -76,13 +76,16 @@ def _splits(labels: np.ndarray, folds: int, val_fraction: float, seed: int) -> l
 
 
 def prepare(features, teacher_logits, labels, axis_values, *, kd, mu, bias_damping, config,
-            per_sample_mu: float | None = None, proxy: ProxyConfig | None = None) -> Problem:
+            per_sample_mu: float | None = None, proxy: ProxyConfig | None = None, device="cpu") -> Problem:
     """The split, mu and full fits for features (N, d), teacher_logits (N, C), labels (N,) int and
     axis_values (N,) (larger = keep first). proxy: the family and settings (None: the linear proxy with
     kd and bias_damping; else its kd wins). mu None, for a family that uses it: ``proxy.choose_mu`` once
-    (or ``per_sample_mu`` * N / 2 when resuming), rescaled to each fold's size."""
+    (or ``per_sample_mu`` * N / 2 when resuming), rescaled to each fold's size. device: where the choice of mu,
+    the folds' fits and their hypergradients run ("cpu", "cuda"; InfluenceConfig.device); a ValueError
+    before any work when CUDA is asked for and not available."""
     settings = proxy if proxy is not None else ProxyConfig(kd=kd, bias_damping=bias_damping)
     kd, bias_damping, family = settings.kd, settings.bias_damping, families.family(settings.family)
+    objective.resolve_device(device)  # refuse an unavailable device before any work
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     values = np.asarray(axis_values, dtype=np.float64).reshape(-1)
     if len(values) != len(labels) or len(features) != len(labels) or len(teacher_logits) != len(labels):
@@ -93,7 +96,8 @@ def prepare(features, teacher_logits, labels, axis_values, *, kd, mu, bias_dampi
     splits = _splits(labels, config.folds, config.val_fraction, config.seed)
     per_sample = per_sample_mu
     if family.uses_mu and mu is None and per_sample is None:
-        mu, _ = proxy_fit.choose_mu(z, t, labels, kd=kd, folds=2, seed=config.seed, bias_damping=bias_damping)
+        mu, _ = proxy_fit.choose_mu(z, t, labels, kd=kd, folds=2, seed=config.seed, bias_damping=bias_damping,
+                                    device=device)
         per_sample = mu / (len(labels) / 2)  # choose_mu's mu is for n = N / 2; rescale to each fold
     elif family.uses_mu and mu is None:
         mu = per_sample * len(labels) / 2
@@ -101,7 +105,7 @@ def prepare(features, teacher_logits, labels, axis_values, *, kd, mu, bias_dampi
     def make_fold(train: np.ndarray, val: np.ndarray) -> Fold:
         fold_mu = mu if per_sample is None else per_sample * len(train)
         fold = family.fold((z[train], t[train], labels[train]), (z[val], t[val], labels[val]), settings=settings,
-                           mu=fold_mu)
+                           mu=fold_mu, device=device)
         fold.u = policy.rank_normalise(values[train], groups=None if groups is None else labels[train])
         return fold
 

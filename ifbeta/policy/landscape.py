@@ -71,7 +71,7 @@ def grid_search(problem: inner.Problem, ratio: float, rho: float, on_step, resum
 def landscape(features, teacher_logits, labels, *, ratio: float, axis_values, alphas=None, betas=None,
               kd: KDConfig = KDConfig(), stratify: bool = True, seed: int = 0, folds: int = 2,
               val_fraction: float = 0.5, mu: float | None = None, bias_damping: float = 1e-3,
-              proxy: ProxyConfig | None = None, on_step=None) -> dict:
+              proxy: ProxyConfig | None = None, on_step=None, device: str = "cpu") -> dict:
     """J on an (alpha, beta) grid, for the app's heatmap.
 
     features (N, d), teacher_logits (N, C), labels (N,) int, axis_values (N,) (larger = keep first).
@@ -80,7 +80,7 @@ def landscape(features, teacher_logits, labels, *, ratio: float, axis_values, al
     """
     config = PolicyConfig(stratify=stratify, seed=seed, folds=folds, val_fraction=val_fraction)
     problem = inner.prepare(features, teacher_logits, labels, axis_values, kd=kd, mu=mu, bias_damping=bias_damping,
-                            config=config, proxy=proxy)
+                            config=config, proxy=proxy, device=device)
     alphas = grid_values(7) if alphas is None else np.asarray(alphas, dtype=np.float64)
     betas = grid_values(7) if betas is None else np.asarray(betas, dtype=np.float64)
     values, _ = evaluate_grid(problem, ratio, alphas, betas, 0.0, on_step)

@@ -88,7 +88,7 @@ def ifbeta_learned(inputs, k, *, ratio, seed, axis="influence", stratify=True, k
     result = bilevel.optimise_policy(inputs.features, inputs.teacher_logits, inputs.labels, ratios=[ratio],
                                      axis_values=values, axis=axis, kd=kd, stratify=stratify, seed=seed,
                                      proxy=dataclasses.replace(config.proxy, kd=kd), on_step=on_step,
-                                     **policy_options)[0]
+                                     **{"device": config.device, **policy_options})[0]
     alpha, beta = float(result.alpha), float(result.beta)
     indices = _sample_policy(inputs, k, values, alpha, beta, seed, stratify)
     info = {"alpha": alpha, "beta": beta, "axis": axis, "estimator": result.estimator, "stratified": stratify,

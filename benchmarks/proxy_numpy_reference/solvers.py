@@ -1,0 +1,258 @@
+"""Inverse-Hessian solvers for influence: x = H^{-1} rhs with H the Hessian of the SUM objective.
+
+Every solver has one signature::
+
+    solve(theta, features, teacher_logits, labels, weights, rhs, *, mu, kd, bias_damping, chunk_size=...)
+        -> (C, d+1) float64
+
+theta, rhs (C, d+1) float64; features (N, d) (array, memmap or FeatureView, read in chunks);
+weights (N,) in [0, 1] or None (= all ones).
+
+- ``direct``: exact; dense Hessian + Cholesky. Memory (C(d+1))^2 floats, so C(d+1) up to ~8k.
+- ``cg``: exact to a relative residual of 1e-10; matrix-free conjugate gradient on Hessian-vector
+  products, preconditioned by ``ekfac`` below (or Jacobi). Memory O(C (C + d) + d^2); O(N C d) per iteration.
+- ``ekfac``: APPROXIMATE. Eigenvalue-corrected Kronecker factors (George et al. 2018):
+  A = sum_i w_i x_i x_i^T (x = [phi; 1]) and G = output curvature averaged over samples
+  (``curvature="output"``, default: G = sum_i w_i B_i / sum_i w_i, the Gauss-Newton factor, which is the
+  exact Hessian factor for this linear model) or the residual covariance (``curvature="residual"``:
+  G = sum_i w_i r_i r_i^T / sum_i w_i, the empirical Fisher). H is then replaced by
+  (Q_G kron Q_A) diag(lambda) (Q_G kron Q_A)^T, where lambda is the exact diagonal of H (ridge included)
+  in that Kronecker eigenbasis, so the approximation only drops the off-diagonal couplings of H
+  in the eigenbasis. Cost O(N (C^2 + d^2)) plus two eigendecompositions, any size. Measured
+  Spearman of first-order scores against ``direct``: 1.00 on isotropic features, 0.98-0.99 with a
+  linear teacher on isotropic features, 0.72-0.97 on clustered (Gaussian-mixture) features, higher
+  with a larger ridge; 0.968 at N = 10000, d = 64, C = 10 (mixture). Use it for ranking at scale.
+
+Also here: ``conjugate_gradient`` (the engine of ``cg`` and of fit's Newton-CG) and
+``newton_removal_scores`` (the "newton" estimator of influence.py: removal scores beyond first order).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.linalg
+
+from ifbeta.config import KDConfig
+
+from . import objective
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SOLVERS", "cholesky_preconditioner", "conjugate_gradient", "ekfac_factors", "ekfac_preconditioner", "newton_removal_scores",
+           "solve_cg", "solve_direct", "solve_ekfac"]
+
+
+def conjugate_gradient(apply, rhs, *, tolerance: float = 1e-10, max_iterations: int | None = None,
+                       preconditioner=None, initial=None):
+    """Solve A x = rhs for symmetric positive definite A given as ``apply(v) -> A v`` (flat float64).
+
+    Stops when ||A x - rhs|| <= tolerance * ||rhs||; preconditioner: None, the flat diagonal of M^{-1},
+    or a function v -> M^{-1} v (M symmetric positive definite); initial: a flat starting guess (a
+    warm start costs one extra product). Returns (x, iterations, relative residual).
+    """
+    rhs = np.asarray(rhs, np.float64)
+    scale = float(np.linalg.norm(rhs)) or 1.0
+    if initial is None:
+        x, residual = np.zeros_like(rhs), rhs.copy()
+    else:
+        x = np.array(initial, dtype=np.float64).reshape(rhs.shape)
+        residual = rhs - apply(x)
+    if preconditioner is None:
+        preconditioner = np.ones_like(rhs)
+    if not callable(preconditioner):
+        preconditioner = preconditioner.__mul__
+    z = preconditioner(residual)
+    direction, rz = z.copy(), float(residual @ z)
+    max_iterations = max_iterations or 10 * rhs.size
+    for iteration in range(1, max_iterations + 1):
+        if np.linalg.norm(residual) <= tolerance * scale:
+            return x, iteration - 1, float(np.linalg.norm(residual)) / scale
+        image = apply(direction)
+        step = rz / float(direction @ image)
+        x += step * direction
+        residual -= step * image
+        z = preconditioner(residual)
+        rz, previous = float(residual @ z), rz
+        direction = z + (rz / previous) * direction
+    return x, max_iterations, float(np.linalg.norm(residual)) / scale
+
+
+def solve_direct(theta, features, teacher_logits, labels, weights, rhs, *, mu: float, kd: KDConfig,
+                 bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE) -> np.ndarray:
+    """Exact H^{-1} rhs by Cholesky of the dense Hessian; (C, d+1) float64."""
+    matrix = objective.hessian(theta, features, teacher_logits, labels, weights=weights, mu=mu,
+                           bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
+    factor = scipy.linalg.cho_factor(matrix, overwrite_a=True)  # fresh matrix: factor in place
+    return scipy.linalg.cho_solve(factor, np.asarray(rhs, np.float64).reshape(-1)).reshape(np.shape(theta))
+
+
+def solve_cg(theta, features, teacher_logits, labels, weights, rhs, *, mu: float, kd: KDConfig,
+             bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, tolerance: float = 1e-10,
+             max_iterations: int | None = None, preconditioner="ekfac", initial=None) -> np.ndarray:
+    """H^{-1} rhs by conjugate gradient on matrix-free Hessian-vector products; (C, d+1).
+
+    preconditioner: "ekfac" (default; 2-5x fewer iterations on clustered teacher features), "jacobi",
+    or a function flat v -> M^-1 v (e.g. the Hessian factor of a nearby problem, as the bilevel loop
+    reuses). initial (C, d+1): a warm start. Converges to ``tolerance`` relative residual whatever
+    the preconditioner: it is exact, not approximate.
+    """
+    problem = dict(features=features, teacher_logits=teacher_logits, labels=labels, weights=weights, mu=mu,
+                   bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
+    theta = np.asarray(theta, np.float64)
+    if callable(preconditioner):
+        inverse = preconditioner
+    elif preconditioner == "ekfac":
+        inverse = ekfac_preconditioner(theta, **problem)
+    elif preconditioner == "jacobi":
+        inverse = 1.0 / objective.hessian_diagonal(theta, **problem).reshape(-1)
+    else:
+        raise ValueError(f"unknown preconditioner {preconditioner!r}; use 'ekfac', 'jacobi' or a function")
+    operator = objective.HessianOperator(theta, **problem)
+    solution, iterations, residual = conjugate_gradient(
+        lambda v: operator(v).reshape(-1), np.asarray(rhs, np.float64).reshape(-1), tolerance=tolerance,
+        max_iterations=max_iterations, preconditioner=inverse,
+        initial=None if initial is None else np.asarray(initial, np.float64).reshape(-1))
+    logger.info("cg solver: %d iterations, relative residual %.2e", iterations, residual)
+    if residual > 1e3 * tolerance:
+        logger.warning("cg solver did not converge: relative residual %.2e", residual)
+    return solution.reshape(theta.shape)
+
+
+def cholesky_preconditioner(theta, features, teacher_logits, labels, weights=None, *, mu: float, kd: KDConfig,
+                            bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE):
+    """Flat v -> H^-1 v from the Cholesky factor of the dense Hessian at (theta, weights).
+
+    Exact at that point; at a nearby point (the next outer step of the bilevel loop) it leaves CG a
+    handful of iterations. Memory (C(d+1))^2 floats, cost O(N C^2 (d+1)^2) once."""
+    matrix = objective.hessian(theta, features, teacher_logits, labels, weights=weights, mu=mu,
+                           bias_damping=bias_damping, kd=kd, chunk_size=chunk_size)
+    factor = scipy.linalg.cho_factor(matrix, overwrite_a=True)
+    return lambda vector: scipy.linalg.cho_solve(factor, vector)
+
+
+def _curvature_in_basis(heads_p, heads_q, basis, kd: KDConfig):
+    """diag(E^T B_i E) for every row: (m, C); B_i = (1-lam)(diag p - pp^T) + lam (diag q - qq^T)."""
+    squared = basis * basis
+    cross = heads_p @ squared - (heads_p @ basis) ** 2
+    distil = heads_q @ squared - (heads_q @ basis) ** 2
+    return (1.0 - kd.lam) * cross + kd.lam * distil
+
+
+def _kronecker_factors(theta, features, teacher_logits, labels, weights, *, kd, chunk_size, curvature):
+    classes, width = theta.shape
+    input_factor, output_factor, total = np.zeros((width, width)), np.zeros((classes, classes)), 0.0
+    for x, t, y, w in objective.chunks(features, teacher_logits, labels, weights, chunk_size):
+        w = np.ones(len(y)) if w is None else w
+        heads = objective.output_heads(theta, x, t, kd)
+        input_factor += (x * w[:, None]).T @ x
+        if curvature == "output":
+            p, q = heads.p, heads.q
+            output_factor += np.diag(w @ ((1.0 - kd.lam) * p + kd.lam * q))
+            output_factor -= (1.0 - kd.lam) * (p * w[:, None]).T @ p + kd.lam * (q * w[:, None]).T @ q
+        elif curvature == "residual":
+            residual = objective.chunk_residual(heads, y, kd)
+            output_factor += (residual * w[:, None]).T @ residual
+        else:
+            raise ValueError(f"unknown ekfac curvature {curvature!r}; use 'output' or 'residual'")
+        total += float(w.sum())
+    return input_factor, output_factor / max(total, 1e-300)
+
+
+def ekfac_factors(theta, features, teacher_logits, labels, weights, *, mu: float, kd: KDConfig,
+                  bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, curvature: str = "output"):
+    """(Q_G (C, C), Q_A (d+1, d+1), eigenvalues (C, d+1)): H ~ (Q_G kron Q_A) diag(eig) (Q_G kron Q_A)^T.
+
+    eig[a, b] = (q_a kron u_b)^T H (q_a kron u_b), the exact curvature along each Kronecker eigenvector,
+    ridge included (two chunked passes).
+    """
+    theta = np.asarray(theta, np.float64)
+    input_factor, output_factor = _kronecker_factors(theta, features, teacher_logits, labels, weights, kd=kd,
+                                                     chunk_size=chunk_size, curvature=curvature)
+    _, input_basis = np.linalg.eigh(input_factor)
+    _, output_basis = np.linalg.eigh(output_factor)
+    ridge = objective.regulariser((1, theta.shape[1]), mu=mu, bias_damping=bias_damping)[0]
+    eigenvalues = np.broadcast_to((input_basis**2).T @ ridge, theta.shape).copy()  # diag(U^T R U)
+    for x, t, y, w in objective.chunks(features, teacher_logits, labels, weights, chunk_size):
+        heads = objective.output_heads(theta, x, t, kd)
+        along_outputs = _curvature_in_basis(heads.p, heads.q, output_basis, kd)  # (m, C)
+        along_inputs = (x @ input_basis) ** 2  # (m, d+1)
+        eigenvalues += objective.weighted(along_outputs, w).T @ along_inputs
+    return output_basis, input_basis, eigenvalues
+
+
+def _ekfac_inverse(output_basis, input_basis, eigenvalues, rhs):
+    rotated = output_basis.T @ rhs @ input_basis  # (C, d+1) in the Kronecker eigenbasis
+    return output_basis @ (rotated / eigenvalues) @ input_basis.T
+
+
+def ekfac_preconditioner(theta, features, teacher_logits, labels, weights=None, *, mu: float, kd: KDConfig,
+                         bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE):
+    """Flat v -> EKFAC^{-1} v (symmetric positive definite), for conjugate_gradient."""
+    factors = ekfac_factors(theta, features, teacher_logits, labels, weights, mu=mu, kd=kd,
+                            bias_damping=bias_damping, chunk_size=chunk_size)
+    shape = np.shape(theta)
+    return lambda vector: _ekfac_inverse(*factors, vector.reshape(shape)).reshape(-1)
+
+
+def solve_ekfac(theta, features, teacher_logits, labels, weights, rhs, *, mu: float, kd: KDConfig,
+                bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE,
+                curvature: str = "output") -> np.ndarray:
+    """APPROXIMATE H^{-1} rhs by eigenvalue-corrected K-FAC; (C, d+1) float64."""
+    factors = ekfac_factors(theta, features, teacher_logits, labels, weights, mu=mu, kd=kd,
+                            bias_damping=bias_damping, chunk_size=chunk_size, curvature=curvature)
+    return _ekfac_inverse(*factors, np.asarray(rhs, np.float64))
+
+
+SOLVERS = {"direct": solve_direct, "cg": solve_cg, "ekfac": solve_ekfac}
+
+
+# ----------------------------------------------------------------------------- beyond first order
+
+
+def _blocks_at_inputs(matrix, x, classes):
+    """(I_C kron x_i)^T matrix (I_C kron x_i) for every row of x: (m, C, C); matrix (C(d+1), C(d+1))."""
+    width = x.shape[1]
+    rows = np.einsum("nj,cjk->nck", x, matrix.reshape(classes, width, classes * width))  # (m, C, C(d+1))
+    return np.einsum("nced,nd->nce", rows.reshape(len(x), classes, classes, width), x)
+
+
+def newton_removal_scores(theta, features, teacher_logits, labels, val_features, val_teacher_logits, val_labels, *,
+                          mu: float, kd: KDConfig, bias_damping: float = 1e-3,
+                          chunk_size: int = objective.CHUNK_SIZE) -> np.ndarray:
+    """Removal scores beyond first order, (N,) float64, same sign convention as s_i (> 0 = helpful).
+
+    With J_i = I_C kron x_i^T, M = H^{-1}, K_i = J_i M J_i^T and B_i the output curvature, the removal
+    step of the (locally quadratic) inner problem is exact by the push-through identity:
+        dtheta_i = (H - J_i^T B_i J_i)^{-1} grad l_i = M J_i^T z_i,   z_i = (I - B_i K_i)^{-1} r_i
+    and the change of L_V is taken to second order along it:
+        s_i = g_V^T dtheta_i + 1/2 dtheta_i^T H_V dtheta_i = (J_i M g_V)^T z_i + 1/2 z_i^T J_i M H_V M J_i^T z_i.
+    With z_i = r_i and no curvature term this is the first-order s_i. Dense: memory 4 (C(d+1))^2
+    floats and O((N + N_V) C^2 (d+1)^2) time, so only where ``direct`` fits.
+    """
+    theta = np.asarray(theta, np.float64)
+    classes, width = theta.shape
+    hessian = objective.hessian(theta, features, teacher_logits, labels, mu=mu, bias_damping=bias_damping, kd=kd,
+                            chunk_size=chunk_size)
+    inverse = scipy.linalg.cho_solve(scipy.linalg.cho_factor(hessian), np.eye(len(hessian)))
+    inverse = 0.5 * (inverse + inverse.T)
+    validation = dict(features=val_features, teacher_logits=val_teacher_logits, labels=val_labels, kd=kd,
+                      chunk_size=chunk_size)
+    curvature = objective.hessian(theta, mu=0.0, bias_damping=0.0, **validation) / len(np.asarray(val_labels))
+    sandwich = inverse @ curvature @ inverse  # M H_V M
+    direction = (inverse @ objective.validation_gradient(theta, **validation).reshape(-1)).reshape(theta.shape)
+    block = max(1, (1 << 22) // (classes * classes * width))
+    parts = []
+    for x_chunk, t_chunk, y_chunk, _ in objective.chunks(features, teacher_logits, labels, None, chunk_size):
+        for start in range(0, len(y_chunk), block):
+            x, t, y = (a[start:start + block] for a in (x_chunk, t_chunk, y_chunk))
+            heads = objective.output_heads(theta, x, t, kd)
+            residual = objective.chunk_residual(heads, y, kd)  # (m, C)
+            p, q = heads.p, heads.q
+            leverage = _blocks_at_inputs(inverse, x, classes)  # K_i (m, C, C)
+            curvature_columns = np.stack([objective.curvature_times(p, q, leverage[:, :, c], kd)
+                                          for c in range(classes)], axis=2)  # B_i K_i (m, C, C)
+            z = np.linalg.solve(np.eye(classes) - curvature_columns, residual[:, :, None])[:, :, 0]
+            quadratic = np.einsum("nc,nce,ne->n", z, _blocks_at_inputs(sandwich, x, classes), z)
+            parts.append(((x @ direction.T) * z).sum(axis=1) + 0.5 * quadratic)
+    return np.concatenate(parts) if parts else np.zeros(0)
