@@ -67,10 +67,11 @@ def worker(args) -> None:
     features, logits, labels = synthetic(n, d, c)
     before = rss_mib("VmRSS")
     config = InfluenceConfig(solver=args.solver, estimator="first_order", proxy=ProxyConfig(mu=1.0))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = influence.score(features, logits, labels, config=config)
-    seconds = time.perf_counter() - start
-    report = {"rank": rank, "world": world, "threads": args.threads, "seconds": seconds, "stages": result.seconds,
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    report = {"rank": rank, "world": world, "threads": args.threads, "seconds": seconds, "cpu_seconds": cpu,
+              "load": os.getloadavg()[0], "stages": result.seconds,
               "rss_before_mib": before, "peak_rss_mib": rss_mib("VmHWM"), "grad_norms": result.grad_norms}
     (Path(args.folder) / f"report{rank}.json").write_text(json.dumps(report))
     if rank == 0:
@@ -120,15 +121,17 @@ def write(runs: list[dict], args) -> None:
              "This machine has 2 cores (shared with other jobs, so timings are noisy), so torchrun's 2 processes x",
              "1 thread (gloo, each rank streams half the rows of every pass) are compared to 1 process x 2 threads",
              "AND 1 process x 1 thread; torch and BLAS threads are set explicitly in every process.", "",
-             "| run | rank | total s | " + " | ".join(STAGES) + " | RSS before scoring (MiB) | peak RSS (MiB) "
-             "| scores vs 1 x 1: max rel diff / Spearman / same rank |",
-             "|---|---|---|" + "---|" * len(STAGES) + "---|---|---|"]
+             "Wall seconds depend on what else runs on the cores; CPU seconds (this process's, all its threads)",
+             "show the work each rank does. Load = the machine's 1-minute load average at the end of the run.", "",
+             "| run | rank | total s | CPU s | load | " + " | ".join(STAGES) + " | RSS before scoring (MiB) "
+             "| peak RSS (MiB) | scores vs 1 x 1: max rel diff / Spearman / same rank |",
+             "|---|---|---|---|---|" + "---|" * len(STAGES) + "---|---|---|"]
     for run in runs:
         for report in run["ranks"]:
             stages = " | ".join(f"{report['stages'].get(stage, 0.0):.1f}" for stage in STAGES)
             match = "reference" if run is runs[0] else agreement(run["scores"], reference)
-            lines.append(f"| {run['processes']} process(es) x {run['threads']} thread(s) | {report['rank']} "
-                         f"| {report['seconds']:.1f} | {stages} | {report['rss_before_mib']:.0f} "
+            lines.append(f"| {run['processes']} proc x {run['threads']} thread | {report['rank']} "
+                         f"| {report['seconds']:.1f} | {report['cpu_seconds']:.1f} | {report['load']:.1f} | {stages} | {report['rss_before_mib']:.0f} "
                          f"| {report['peak_rss_mib']:.0f} | {match} |")
     single = runs[0]["ranks"][0]["seconds"]
     lines += ["", "Speed-up of the scoring (total s of rank 0) over 1 x 1: " + ", ".join(
