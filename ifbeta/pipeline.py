@@ -17,6 +17,7 @@ from ifbeta import atomic
 from ifbeta.config import InfluenceConfig, PolicyConfig
 from ifbeta.data import datasets as data_module
 from ifbeta.data.datasets import DatasetSplit
+from ifbeta.influence import sharding
 from ifbeta.models.features import FeatureSet, teacher_features
 from ifbeta.models.teachers import Teacher, resolve_teacher
 from ifbeta.progress import OnStep
@@ -94,7 +95,8 @@ def scores(workspace: Workspace, config: InfluenceConfig = InfluenceConfig(), *,
                 "grad_norms": [float(g) for g in result.grad_norms], "mu_table": result.mu_table}
         return arrays, meta
 
-    arrays, meta, key = workspace.store.get_or_compute("scores", settings, [features.key], compute)
+    # under torchrun every rank computes its shard (collective, outside the lock); rank 0 writes
+    arrays, meta, key = sharding.get_or_compute(workspace.store, "scores", settings, [features.key], compute)
     teacher_scores = {k[len("teacher_"):]: np.asarray(v) for k, v in arrays.items() if k.startswith("teacher_")}
     result = influence.InfluenceResult(np.asarray(arrays["scores"]), np.asarray(arrays["fold"]), meta["mu"],
                                        meta["solver"], teacher_scores, meta["seconds"], meta["grad_norms"],
@@ -159,7 +161,7 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
 
     inputs = [features.key, scores_key(workspace, influence_config)]
     store = workspace.store
-    missing = [r for r in ratios if not store.exists("policies", make_key(settings_for(r), inputs))]
+    missing = [r for r in ratios if sharding.any_rank(not store.exists("policies", make_key(settings_for(r), inputs)))]
     if missing and not compute:
         return None
     if missing:  # one call shares mu, the J scale and warm starts across every missing ratio
@@ -174,6 +176,8 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
         progress = _PolicyCheckpoint(store, make_key(progress_settings, inputs))
 
         def save(learned) -> None:  # each ratio is stored as soon as it is learned, in rows of the whole pool
+            if not sharding.lead():  # under torchrun rank 0 writes; the others load after the barrier below
+                return
             ratio = asked.get(float(learned.ratio), float(learned.ratio))
             document = {k: json_ready(v) for k, v in asdict(learned).items() if k != "indices"}
             document["ratio"] = ratio
@@ -185,9 +189,11 @@ def policies(workspace: Workspace, ratios: list[float], config: PolicyConfig = P
         bilevel.optimise_policy(pick(features.features), pick(features.logits), pick(features.labels),
                                 ratios=list(asked), axis_values=pick(values),
                                 kd=influence_config.proxy.kd, proxy=influence_config.proxy, on_step=on_step,
-                                checkpoint=progress.write, device=influence_config.device,
+                                checkpoint=progress.write if sharding.lead() else None, device=influence_config.device,
                                 resume=progress.read(), on_result=save, **asdict(config))
-        progress.remove()
+        if sharding.lead():
+            progress.remove()
+        sharding.barrier()
     out = []
     for ratio in ratios:
         arrays, meta = store.load("policies", make_key(settings_for(ratio), inputs), settings_for(ratio))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -22,9 +23,15 @@ def thread_map(work: Callable, *arguments) -> list:
 
     For independent numpy work (the folds of a cross-fitted problem): numpy and BLAS release the
     GIL, so on a multi-core CPU the items run side by side, and each computes exactly what it would
-    alone. ``IFBETA_THREADS`` caps the threads (1 = sequential)."""
+    alone. ``IFBETA_THREADS`` caps the threads (1 = sequential). Sequential under torchrun (a process
+    group of several ranks): the items' collectives must reach every rank in the same order."""
     jobs = list(zip(*arguments))
     workers = min(len(jobs), int(os.environ.get("IFBETA_THREADS", os.cpu_count() or 1)))
+    distributed = sys.modules.get("torch.distributed")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or (distributed is not None and distributed.is_available()
+                                                       and distributed.is_initialized()
+                                                       and distributed.get_world_size() > 1):
+        workers = 1
     if workers <= 1:
         return [work(*job) for job in jobs]
     with ThreadPoolExecutor(workers) as pool:

@@ -73,11 +73,15 @@ def run(args) -> int:
     learned_all = pipeline.policies(ws, ratios, config, influence_config=influence, exclude=exclude, on_step=bar)
     bar.close()
     result, _ = pipeline.scores(ws, influence)
-    written = []
+    from ifbeta.influence import sharding
+
+    lead, written = sharding.lead(), []  # under torchrun every rank learns the same policy; rank 0 writes
     for ratio, learned in zip(ratios, learned_all):
         directory = Path(args.out) if len(ratios) == 1 else Path(args.out) / f"ratio-{ratio:g}"
         chosen = pipeline.choose(ws, method, ratio, seed=args.seed, policy_config=config, influence_config=influence,
                                  exclude=exclude)
+        if not lead:
+            continue
         pipeline.write_subset(ws, chosen, directory, ratio=ratio, seed=args.seed, influence_result=result,
                               exclude=exclude)
         _write_trace(directory, learned)
@@ -86,6 +90,6 @@ def run(args) -> int:
                         "excluded": len(exclude or []), "out": str(directory)})
         print(f"ratio {ratio:g}: kept {len(chosen.indices)} of {len(ws.train)}; alpha={learned.alpha:.3f} "
               f"beta={learned.beta:.3f} after {len(learned.trace)} steps -> {directory}")
-    if args.json:
+    if args.json and lead:
         common.print_json({"dataset": ws.train.name, "method": method, "subsets": written})
     return 0

@@ -25,8 +25,12 @@ def run(args) -> int:
     ws = common.workspace(args, description="extract")
     opened = time.perf_counter() - began
     bar = common.ProgressBar("score")
-    result, key = pipeline.scores(ws, config, on_step=bar)
+    result, key = pipeline.scores(ws, config, on_step=bar)  # under torchrun: rows sharded over the ranks
     bar.close()
+    from ifbeta.influence import sharding
+
+    if not sharding.lead():  # rank 0 reports; every rank holds the same result
+        return 0
     labels, names = ws.train.labels, ws.train.class_names
     per_class = {names[c]: float(result.scores[labels == c].mean()) for c in range(len(names))}
     summary = {"dataset": ws.train.name, "n": len(labels), "solver": result.solver, "mu": result.mu,

@@ -29,6 +29,7 @@ import torch
 
 from ifbeta.config import KDConfig
 from ifbeta.data.streaming import FeatureView, feature_statistics, standardise  # noqa: F401  (standardise: bilevel)
+from ifbeta.influence import sharding
 
 CHUNK_SIZE = 8192  # rows of features sent to the device at a time
 OPERATOR_CACHE_BYTES = 1 << 30  # HessianOperator keeps x, p, q in memory up to this size
@@ -39,7 +40,7 @@ DOUBLE, SINGLE = torch.float64, torch.float32
 def resolve_device(device=None) -> torch.device:
     """torch.device of "cpu", "cuda", "cuda:1", a torch.device or None (= cpu); a one-line ValueError
     when CUDA is asked for and not available."""
-    device = torch.device("cpu" if device is None else device)
+    device = sharding.device(torch.device("cpu" if device is None else device))  # cuda:LOCAL_RANK under torchrun
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available here; use device 'cpu'")
     return device
@@ -89,13 +90,15 @@ def send(array, device: torch.device, dtype=SINGLE) -> torch.Tensor:
 
 
 def chunks(features, teacher_logits, labels, weights, chunk_size, device=None):
-    """Yield (x (m, d+1) float32, t (m, C) float64, y (m,) int64, w (m,) float64 or None) on ``device``.
+    """Yield (x (m, d+1) float32, t (m, C) float64, y (m,) int64, w (m,) float64 or None) on ``device``,
+    over this rank's shard of the rows under torchrun (sharding.rows; all of them in one process).
 
     Raises ValueError for a label outside [0, C): indexing would otherwise read label -1 as class C - 1."""
     device = resolve_device(device)
     labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    for start in range(0, len(labels), chunk_size):
-        stop = min(len(labels), start + chunk_size)
+    first, last = sharding.rows(len(labels))
+    for start in range(first, last, chunk_size):
+        stop = min(last, start + chunk_size)
         phi = send(features[start:stop], device)
         x = torch.cat([phi, torch.ones((stop - start, 1), dtype=SINGLE, device=device)], dim=1)  # (m, d+1)
         t = send(teacher_logits[start:stop], device, DOUBLE)
@@ -184,7 +187,7 @@ def per_sample_loss(theta, features, teacher_logits, labels, *, kd: KDConfig, ch
     theta = as_tensor(theta, device)
     parts = [chunk_loss(output_heads(theta, x, t, kd), y, kd)
              for x, t, y, _ in chunks(features, teacher_logits, labels, None, chunk_size, device)]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=DOUBLE, device=device)
+    return sharding.gather(torch.cat(parts) if parts else torch.zeros(0, dtype=DOUBLE, device=device), len(labels))
 
 
 def residuals(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_size: int = CHUNK_SIZE,
@@ -194,7 +197,8 @@ def residuals(theta, features, teacher_logits, labels, *, kd: KDConfig, chunk_si
     theta = as_tensor(theta, device)
     parts = [chunk_residual(output_heads(theta, x, t, kd), y, kd)
              for x, t, y, _ in chunks(features, teacher_logits, labels, None, chunk_size, device)]
-    return torch.cat(parts) if parts else torch.zeros((0, theta.shape[0]), dtype=DOUBLE, device=device)
+    local = torch.cat(parts) if parts else torch.zeros((0, theta.shape[0]), dtype=DOUBLE, device=device)
+    return sharding.gather(local, len(labels))
 
 
 def value_and_gradient(theta, features, teacher_logits, labels, weights, *, mu, bias_damping, kd,
@@ -253,6 +257,7 @@ def hessian(theta, features, teacher_logits, labels, *, weights=None, mu: float,
             partial.addmm_(outer.T, outer, alpha=-1.0)
         matrix += partial  # float64 accumulation across chunks
     del partial
+    matrix = sharding.total(matrix)  # rank partials, added in rank order
     view = matrix.view(classes, width, classes, width)  # data part P D P: exact math, drops float32 leakage
     view -= view.mean(dim=0, keepdim=True)
     view -= view.mean(dim=2, keepdim=True)
@@ -289,12 +294,14 @@ def hessian_diagonal(theta, features, teacher_logits, labels, *, weights=None, m
     device = device_of(theta, device)
     theta = as_tensor(theta, device)
     result = regulariser(theta.shape, mu=mu, bias_damping=bias_damping, device=device)
+    if not sharding.lead():
+        result.zero_()  # the ridge counts once, on rank 0
     for x, t, y, w in chunks(features, teacher_logits, labels, weights, chunk_size, device):
         heads = output_heads(theta, x, t, kd)
         p, q = heads.p, heads.q
         curvature = (1.0 - kd.lam) * (p - p * p) + kd.lam * (q - q * q)  # (m, C) = diag B_i
         result += single_matmul(weighted(curvature, w).T, x * x)
-    return result
+    return sharding.total(result)
 
 
 class Rows:
@@ -338,6 +345,8 @@ def evaluate(theta, rows: Rows, ridge: torch.Tensor, *, with_gradient: bool = Tr
     theta = as_tensor(theta, rows.device)
     value = 0.5 * (ridge * theta * theta).sum()
     grad = ridge * theta
+    if not sharding.lead():  # the ridge counts once, on rank 0
+        value, grad = torch.zeros_like(value), torch.zeros_like(grad)
     heads = [] if rows.cached is not None else None
     for x, log_pt, y, w in rows:
         outputs = outputs_of(theta, x)  # (m, C)
@@ -347,6 +356,7 @@ def evaluate(theta, rows: Rows, ridge: torch.Tensor, *, with_gradient: bool = Tr
             grad += weighted(chunk_residual(chunk, y, kd), w).T @ x.to(DOUBLE)  # (C, d+1)
         if heads is not None:
             heads.append((chunk.p, chunk.q))
+    value, grad = sharding.total(torch.as_tensor(value, dtype=DOUBLE, device=rows.device), grad)
     return Point(theta, float(value), grad, heads)
 
 
@@ -406,7 +416,7 @@ class HessianOperator:
             u = x @ single.T  # (m, C): change of the outputs along `vector`
             image = a * u - big_p * (p * u).sum(dim=1, keepdim=True) - big_q * (q * u).sum(dim=1, keepdim=True)
             data += (image.T @ x).to(DOUBLE)
-        return self.ridge * vector + centred(data)  # P D P v + R v (see centred)
+        return self.ridge * vector + centred(sharding.total(data))  # P D P v + R v (see centred)
 
 
 def hvp(theta, vector, features, teacher_logits, labels, *, weights=None, mu: float, bias_damping: float = 1e-3,

@@ -15,7 +15,7 @@ import torch
 
 from ifbeta.config import KDConfig
 from ifbeta.data.streaming import row_view, take_rows
-from ifbeta.influence import solvers
+from ifbeta.influence import sharding, solvers
 from ifbeta.influence.objective import (
     CHUNK_SIZE,
     SINGLE,
@@ -138,6 +138,9 @@ def teacher_head(features, teacher_logits, *, ridge: float = 1e-6, chunk_size: i
         gram += single_matmul(x.T, x)
         product = single_matmul(x.T, t.to(SINGLE))  # (d+1, C)
         cross = product if cross is None else cross + product
+    if cross is None:  # an empty shard of the rows
+        cross = torch.zeros((width, teacher_logits.shape[1]), dtype=torch.float64, device=device)
+    gram, cross = sharding.total(gram, cross)
     gram.diagonal().add_(ridge * (float(gram.trace()) / width + 1.0))
     return cholesky_apply(cholesky_factor(gram), cross).T.contiguous()
 

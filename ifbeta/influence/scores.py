@@ -56,7 +56,7 @@ import torch
 
 from ifbeta.config import InfluenceConfig, KDConfig
 from ifbeta.data.streaming import FeatureView, feature_statistics
-from ifbeta.influence import objective, proxy, solvers
+from ifbeta.influence import objective, proxy, sharding, solvers
 from ifbeta.influence.solvers import SOLVERS
 from ifbeta.influence.statistics import teacher_statistics
 
@@ -102,7 +102,8 @@ def influence_scores(theta, direction, features, teacher_logits, labels, *, kd: 
     for x, t, y, _ in objective.chunks(features, teacher_logits, labels, None, chunk_size, device):
         residual = objective.chunk_residual(objective.output_heads(theta, x, t, kd), y, kd)  # (m, C)
         parts.append((residual * objective.single_matmul(x, direction.T)).sum(dim=1))
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=device)
+    local = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=device)
+    return sharding.gather(local, len(labels))
 
 
 def influence_on_weights(theta, features, teacher_logits, labels, weights, val_features, val_teacher_logits,

@@ -35,7 +35,7 @@ import logging
 import torch
 
 from ifbeta.config import KDConfig
-from ifbeta.influence import objective
+from ifbeta.influence import objective, sharding
 from ifbeta.influence.objective import DOUBLE, as_tensor, device_of, single_matmul
 
 logger = logging.getLogger(__name__)
@@ -190,7 +190,9 @@ def _kronecker_factors(theta, features, teacher_logits, labels, weights, *, kd, 
             residual = objective.chunk_residual(heads, y, kd)
             output_factor += single_matmul((residual * w[:, None]).T, residual)
         total += float(w.sum())
-    return input_factor, output_factor / max(total, 1e-300)
+    input_factor, output_factor, total = sharding.total(input_factor, output_factor,
+                                                        torch.tensor([total], dtype=DOUBLE, device=device))
+    return input_factor, output_factor / max(float(total), 1e-300)
 
 
 def ekfac_factors(theta, features, teacher_logits, labels, weights, *, mu: float, kd: KDConfig,
@@ -209,12 +211,14 @@ def ekfac_factors(theta, features, teacher_logits, labels, weights, *, mu: float
     _, output_basis = torch.linalg.eigh(output_factor)
     ridge = objective.regulariser((1, theta.shape[1]), mu=mu, bias_damping=bias_damping, device=device)[0]
     eigenvalues = ((input_basis**2).T @ ridge).expand(theta.shape).clone()  # diag(U^T R U)
+    if not sharding.lead():
+        eigenvalues.zero_()  # the ridge counts once, on rank 0
     for x, t, y, w in objective.chunks(features, teacher_logits, labels, weights, chunk_size, device):
         heads = objective.output_heads(theta, x, t, kd)
         along_outputs = _curvature_in_basis(heads.p, heads.q, output_basis, kd)  # (m, C)
         along_inputs = single_matmul(x, input_basis) ** 2  # (m, d+1)
         eigenvalues += single_matmul(objective.weighted(along_outputs, w).T, along_inputs)
-    return output_basis, input_basis, eigenvalues
+    return output_basis, input_basis, sharding.total(eigenvalues)
 
 
 def _ekfac_inverse(output_basis, input_basis, eigenvalues, rhs):
@@ -296,4 +300,4 @@ def newton_removal_scores(theta, features, teacher_logits, labels, val_features,
             z = torch.linalg.solve(identity - curvature_columns, residual[:, :, None])[:, :, 0]
             quadratic = torch.einsum("nc,nce,ne->n", z, _blocks_at_inputs(sandwich, x, classes), z)
             parts.append(((x @ direction.T) * z).sum(dim=1) + 0.5 * quadratic)
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=DOUBLE, device=device)
+    return sharding.gather(torch.cat(parts) if parts else torch.zeros(0, dtype=DOUBLE, device=device), len(labels))
