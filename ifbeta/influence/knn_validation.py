@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 
 from ifbeta.config import InfluenceConfig
 from ifbeta.data.streaming import FeatureView
 from ifbeta.influence import knn, knn_scores
+from ifbeta.influence.objective import as_tensor, resolve_device, to_numpy
 from ifbeta.influence.scores import Clock, cross_fitting_folds, pool_statistics, validated_labels
 from ifbeta.influence.validation import agreement
 
@@ -31,31 +33,38 @@ ROUND_OFF = 1e-12  # relative to L_V: true changes below this are zero
 
 
 class _Deletions:
-    """L_V of the k-NN proxy fitted on fold 0 without given training rows, by a fresh neighbour search."""
+    """L_V of the k-NN proxy fitted on fold 0 without given training rows, by a fresh neighbour search.
+    Features and targets are float64 tensors on ``config.device``."""
 
     def __init__(self, z, logits, labels, train, held_out, config: InfluenceConfig):
-        kd = config.proxy.kd
-        self.train_z, self.targets, self.train_labels = z[train], knn.tempered(logits[train], kd.tau), labels[train]
-        self.val_z, self.val_targets, self.val_labels = z[held_out], knn.tempered(logits[held_out], kd.tau), \
-            labels[held_out]
+        kd, device = config.proxy.kd, resolve_device(config.device)
+        self.device = device
+        self.train_z, self.val_z = as_tensor(z[train], device), as_tensor(z[held_out], device)
+        self.targets, self.val_targets = knn.tempered(logits[train], kd.tau, device), \
+            knn.tempered(logits[held_out], kd.tau, device)
+        self.train_labels = as_tensor(labels[train], device, torch.int64)
+        self.val_labels = as_tensor(labels[held_out], device, torch.int64)
         self.k, self.bandwidth, _ = knn_scores.fit_settings(self.train_z, self.targets, self.train_labels,
-                                                            config.proxy)
+                                                            config.proxy, device)
         self.options = dict(kd=kd, mass=float(self.k), bandwidth=self.bandwidth)
         self.base = self.loss_without(np.zeros(0, dtype=np.int64))
 
     def predicted(self) -> np.ndarray:
-        """The closed-form scores s (n,) of the fold (> 0 helpful), as ``knn_scores.score`` computes them."""
-        neighbours = knn.Neighbours(self.val_z, self.train_z)
-        return knn.removal_scores(neighbours, np.ones(len(self.train_z)), self.targets, self.val_targets,
-                                  self.val_labels, **self.options)
+        """The closed-form scores s (n,) float64 of the fold (> 0 helpful), as ``knn_scores.score`` computes them."""
+        neighbours = knn.Neighbours(self.val_z, self.train_z, device=self.device)
+        ones = torch.ones(len(self.train_z), dtype=torch.float64, device=self.device)
+        return to_numpy(knn.removal_scores(neighbours, ones, self.targets, self.val_targets, self.val_labels,
+                                           **self.options))
 
     def loss_without(self, removed) -> float:
         """L_V with the training rows ``removed`` deleted from the candidates (a new search, unit weights)."""
         keep = np.setdiff1d(np.arange(len(self.train_z)), np.asarray(removed, dtype=np.int64))
-        neighbours = knn.Neighbours(self.val_z, self.train_z[keep])
-        loss, _ = knn.validation_loss(neighbours, np.ones(len(keep)), self.targets[keep], self.val_targets,
-                                      self.val_labels, **self.options)
-        return loss
+        keep = torch.as_tensor(keep, device=self.device)
+        neighbours = knn.Neighbours(self.val_z, self.train_z[keep], device=self.device)
+        ones = torch.ones(len(keep), dtype=torch.float64, device=self.device)
+        loss, _ = knn.validation_loss(neighbours, ones, self.targets[keep], self.val_targets, self.val_labels,
+                                      **self.options)
+        return float(loss)
 
     def removal_delta(self, removed) -> float:
         """True change of L_V when ``removed`` are deleted (> 0: they helped); round-off counts as zero."""
