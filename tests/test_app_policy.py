@@ -2,6 +2,7 @@
 uniform, each ratio's path over its own landscape, and the Beta pdf animation opening on the learned step."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -105,6 +106,7 @@ def test_the_proxy_and_the_start_chosen_on_the_pages_are_the_ones_the_engine_use
 
     at = at.switch_page("pages/policy.py").run()
     assert at.selectbox(key="proxy_family").value == "knn"  # one choice shared by both pages
+    before = {key for key, _ in session_store.entries("policies")}
     at.selectbox(key="policy_start").set_value("ratio-adaptive")
     at.session_state["policy_steps"] = 3
     at.multiselect(key="policy_ratios").set_value([0.5])
@@ -115,4 +117,8 @@ def test_the_proxy_and_the_start_chosen_on_the_pages_are_the_ones_the_engine_use
     assert learned is not None  # stored under the k-NN proxy and the ratio-adaptive start, as chosen
     shown = [m.value for m in at.markdown if m.value.startswith("**r = 0.5**")]
     assert shown == [f"**r = 0.5**: keep {learned[0].k:,}, alpha {learned[0].alpha:.3g}, beta {learned[0].beta:.3g}"]
-    assert pipeline.policies(ws, [0.5], PolicyConfig(steps=3), influence_config=knn, compute=False) is None
+    # what the click stored is the k-NN proxy under the ratio-adaptive start, and nothing under the uniform one
+    # (other test files may have stored a uniform-start policy in the session store before: compare entries)
+    added = [document for key, document in session_store.entries("policies") if key not in before]
+    assert added and all('"ratio-adaptive"' in json.dumps(document) and '"knn"' in json.dumps(document)
+                         for document in added)
