@@ -25,8 +25,9 @@ float64 partials meet: float64 sums (loss, gradient) agree to ~1e-15 relative, f
 (Hessian, its products, EKFAC) to ~1e-7. Measured with 2 ranks: theta* to 1e-12 relative (the fit's
 tolerance), per-sample losses 1e-13, scores 1e-7 (max |difference| / max |s|) with the same ranking on
 a seeded mixture (cg and ekfac), 4e-6 on digits (ekfac; Spearman > 0.9999), J 1e-15, hypergradient
-1e-7, learned (alpha, beta) 1e-9 and the same subset; tests/test_sharded_influence.py checks it. Replicated math (CG recurrences, eigh, Cholesky) assumes the ranks run the same build of
-torch on the same kind of device, as DDP does.
+1e-7, learned (alpha, beta) 1e-9 and the same subset; tests/test_sharded_influence.py checks it.
+Replicated math (CG recurrences, eigh, Cholesky) assumes the ranks run the same build of torch on
+the same kind of device, as DDP does.
 """
 from __future__ import annotations
 
