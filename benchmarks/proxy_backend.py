@@ -47,7 +47,7 @@ limit_blas_threads()
 torch.set_num_threads(1)
 backend, n, d, c, solver, folder = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 if backend == "numpy":
-    sys.path.insert(0, "benchmarks")
+    sys.path.insert(0, folder + "/reference")  # written by extract_reference
     from proxy_numpy_reference import objective, proxy, solvers
 else:
     from ifbeta.influence import objective, proxy, scores, solvers
@@ -120,9 +120,36 @@ def direct_skipped(n: int, d: int, c: int) -> str | None:
             f"Cholesky; well over 5 minutes for the numpy reference")
 
 
+REFERENCE_COMMIT = "4797431"  # the last commit with the numpy float64 proxy in ifbeta/influence/
+_RELATIVE = {"from ifbeta.influence import solvers": "from . import solvers",
+             "from ifbeta.influence import objective": "from . import objective",
+             "from ifbeta.influence.objective import (": "from .objective import ("}
+
+
+def extract_reference(folder: str | Path) -> Path:
+    """The previous numpy implementation (objective.py, proxy.py, solvers.py at REFERENCE_COMMIT), read
+    from git into ``folder``/reference/proxy_numpy_reference with its imports of each other made relative:
+    the package keeps one implementation, the benchmark reads the old one from history."""
+    package = Path(folder) / "reference" / "proxy_numpy_reference"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("")
+    for name in ("objective", "proxy", "solvers"):
+        shown = subprocess.run(["git", "show", f"{REFERENCE_COMMIT}:ifbeta/influence/{name}.py"], capture_output=True,
+                               text=True, cwd=ROOT)
+        if shown.returncode != 0:
+            sys.exit(f"the numpy reference needs the git history (commit {REFERENCE_COMMIT}): {shown.stderr.strip()}")
+        source = shown.stdout
+        for absolute, relative in _RELATIVE.items():
+            source = source.replace(absolute, relative)
+        (package / f"{name}.py").write_text(source)
+    return package
+
+
 def run_one(backend: str, n: int, d: int, c: int, solver: str, timeout: float) -> dict:
     """One fresh process; its report plus the scores and theta it wrote."""
     with tempfile.TemporaryDirectory() as folder:
+        if backend == "numpy":
+            extract_reference(folder)
         try:
             done = subprocess.run([sys.executable, "-c", CHILD, backend, str(n), str(d), str(c), solver, folder],
                                   capture_output=True, text=True, cwd=ROOT, timeout=timeout)
@@ -220,8 +247,8 @@ def main() -> None:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     lines = ["# The linear proxy: torch (CPU) against the previous numpy implementation", "",
-             f"Code: commit {commit.strip()}; numpy reference: `benchmarks/proxy_numpy_reference` (float64 numpy and "
-             f"scipy); torch {torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}. Machine: "
+             f"Code: commit {commit.strip()}; numpy reference: the linear proxy of commit {REFERENCE_COMMIT} "
+             f"(float64 numpy and scipy); torch {torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}. Machine: "
              f"{os.cpu_count()} shared cores (another long benchmark ran throughout), `nice -n 10`. Reproduce: "
              "`python benchmarks/proxy_backend.py`.", "",
              "Problem: seeded synthetic Gaussian-mixture features (C centres ~ N(0, 4 I) in d dimensions, unit noise, "
