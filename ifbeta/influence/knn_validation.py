@@ -23,7 +23,7 @@ from ifbeta.data.streaming import FeatureView
 from ifbeta.influence import knn, knn_scores
 from ifbeta.influence.objective import as_tensor, resolve_device, to_numpy
 from ifbeta.influence.scores import Clock, cross_fitting_folds, pool_statistics, validated_labels
-from ifbeta.influence.validation import agreement
+from ifbeta.influence.validation import compare
 
 logger = logging.getLogger(__name__)
 
@@ -96,23 +96,11 @@ def loo_check(features, teacher_logits, labels, *, config: InfluenceConfig = Inf
     deletions = _Deletions(z, logits, labels, train, held_out, config)
     predicted_all = deletions.predicted()
     clock.lap("fit")
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(len(train), size=min(samples, len(train)), replace=False))
-    actual = []
-    for step, i in enumerate(chosen):
-        actual.append(deletions.removal_delta([i]))
-        notify(step, {"stage": "loo", "done": step + 1, "total": len(chosen)})
-    clock.lap("loo")
-    order, size = np.argsort(predicted_all, kind="stable"), max(1, int(round(0.1 * len(train))))
-    report = agreement(predicted_all[chosen], actual)
-    report.update(indices=train[chosen].tolist(), group_size=size, mu=0.0, neighbours=int(deletions.k),
+    report, chosen = compare(predicted_all, deletions.removal_delta, len(train), samples=samples, seed=seed,
+                             clock=clock, notify=notify)
+    report.update(indices=train[chosen].tolist(), mu=0.0, neighbours=int(deletions.k),
                   bandwidth=float(deletions.bandwidth), base_val_loss=deletions.base, estimator="exact_loo",
                   solver="knn")
-    for name, group in (("harmful", order[:size]), ("helpful", order[-size:]),
-                        ("random", rng.choice(len(train), size=size, replace=False))):
-        report[f"group_{name}_delta"] = deletions.removal_delta(group)
-        report[f"group_{name}_predicted"] = float(predicted_all[group].sum())  # additive first guess
-    clock.lap("groups")
     report["seconds"] = dict(clock.seconds)
     logger.info("knn loo_check: spearman %.3f slope %.3f sign %.3f", report["spearman"], report["slope"],
                 report["sign_agreement"])

@@ -24,7 +24,7 @@ from ifbeta.influence.solvers import cholesky_apply, cholesky_factor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["agreement", "loo_check"]
+__all__ = ["agreement", "compare", "loo_check"]
 
 
 def _refit(theta, factor, problem: dict, weights, scale: float):
@@ -91,6 +91,32 @@ class _Refits:
         return self.validation_loss(refitted) - self.base
 
 
+def compare(predicted_all: np.ndarray, removal_delta, count: int, *, samples: int, seed: int, clock: Clock,
+            notify) -> tuple[dict, np.ndarray]:
+    """Predicted scores (count,) of a training fold against true removals, for any proxy family.
+
+    ``removal_delta(rows)`` is the true change of L_V when those fold rows are removed (> 0: they helped).
+    Draws ``samples`` rows (seeded), compares one-sample removals with their scores (``agreement``), then
+    the group check: the 10% most harmful / most helpful / a random 10% removed together (group_*_delta)
+    against the sum of their scores (group_*_predicted), with group_size. Returns (report, chosen rows)."""
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(count, size=min(samples, count), replace=False))
+    actual = []
+    for step, i in enumerate(chosen):
+        actual.append(removal_delta([i]))
+        notify(step, {"stage": "loo", "done": step + 1, "total": len(chosen)})
+    clock.lap("loo")
+    order, size = np.argsort(predicted_all, kind="stable"), max(1, int(round(0.1 * count)))
+    report = agreement(predicted_all[chosen], actual)
+    report["group_size"] = size
+    for name, group in (("harmful", order[:size]), ("helpful", order[-size:]),
+                        ("random", rng.choice(count, size=size, replace=False))):
+        report[f"group_{name}_delta"] = removal_delta(group)
+        report[f"group_{name}_predicted"] = float(predicted_all[group].sum())  # additive first guess
+    clock.lap("groups")
+    return report, chosen
+
+
 def loo_check(features, teacher_logits, labels, *, config: InfluenceConfig = InfluenceConfig(), samples: int = 200,
               seed: int = 0, on_step=None) -> dict:
     """Influence against true refits on one cross-fitting split (train = fold 0, V = the other folds).
@@ -112,22 +138,10 @@ def loo_check(features, teacher_logits, labels, *, config: InfluenceConfig = Inf
     refits = _Refits(pool, logits, labels, train, held_out, mu, config)
     predicted_all = removal_scores(refits.theta, refits.train, refits.validation, mu, config)
     clock.lap("fit")
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(len(train), size=min(samples, len(train)), replace=False))
-    actual = []
-    for step, i in enumerate(chosen):
-        actual.append(refits.removal_delta([i]))
-        notify(step, {"stage": "loo", "done": step + 1, "total": len(chosen)})
-    clock.lap("loo")
-    order, size = np.argsort(predicted_all), max(1, int(round(0.1 * len(train))))
-    report = agreement(predicted_all[chosen], actual)
-    report.update(indices=train[chosen].tolist(), group_size=size, mu=mu, base_val_loss=refits.base,
-                  estimator=config.estimator, solver=config.solver)
-    for name, group in (("harmful", order[:size]), ("helpful", order[-size:]),
-                        ("random", rng.choice(len(train), size=size, replace=False))):
-        report[f"group_{name}_delta"] = refits.removal_delta(group)
-        report[f"group_{name}_predicted"] = float(predicted_all[group].sum())  # additive first guess
-    clock.lap("groups")
+    report, chosen = compare(predicted_all, refits.removal_delta, len(train), samples=samples, seed=seed,
+                             clock=clock, notify=notify)
+    report.update(indices=train[chosen].tolist(), mu=mu, base_val_loss=refits.base, estimator=config.estimator,
+                  solver=config.solver)
     report["seconds"] = dict(clock.seconds)
     logger.info("loo_check: spearman %.3f slope %.3f sign %.3f", report["spearman"], report["slope"],
                 report["sign_agreement"])
