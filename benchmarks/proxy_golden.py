@@ -10,7 +10,6 @@ records the current implementation's outputs instead.
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
@@ -20,6 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import golden  # noqa: E402
 from influence_problems import mixture  # noqa: E402
 
 from ifbeta.config import InfluenceConfig, KDConfig, ProxyConfig  # noqa: E402
@@ -66,14 +66,7 @@ def problem_outputs(n, d, classes, seed, mu) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "tests" / "data" / "proxy_golden.npz"))
-    arguments = parser.parse_args()
-    arrays = {}
-    for name, settings in PROBLEMS.items():
-        arrays.update({f"{name}/{key}": value for key, value in problem_outputs(**settings).items()})
-    np.savez_compressed(arguments.out, **arrays)
-    print(f"wrote {arguments.out} ({pathlib.Path(arguments.out).stat().st_size} bytes, {len(arrays)} arrays)")
+    golden.main(__doc__.splitlines()[0], PROBLEMS, problem_outputs, ROOT / "tests" / "data" / "proxy_golden.npz")
 
 
 if __name__ == "__main__":
