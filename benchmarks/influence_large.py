@@ -133,17 +133,18 @@ def score(args) -> dict:
     logging.getLogger("ifbeta").setLevel(logging.INFO)
     passes, original = [], objective.chunks
 
-    def counting(features, teacher_logits, labels, weights, chunk_size):  # one call = one pass over the data
+    def counting(*args):  # one call = one pass over the data: (features, teacher_logits, labels, ...)
         caller, start = sys._getframe(1).f_code.co_name, time.perf_counter()
-        yield from original(features, teacher_logits, labels, weights, chunk_size)
-        passes.append((caller, len(labels), time.perf_counter() - start))
+        yield from original(*args)
+        passes.append((caller, len(args[2]), time.perf_counter() - start))
 
     objective.chunks = proxy.chunks = counting  # proxy imports the name, so it is replaced there too
     features, logits, labels = open_pool(args)
     capped = args.cg_iterations if args.solver == "cg" and args.cg_iterations else None
     config = InfluenceConfig(solver=args.solver, estimator="first_order", chunk_size=args.chunk_size,
                              materialise_fold=False, cg_max_iterations=capped,
-                             proxy=ProxyConfig(mu=args.mu * len(labels) / 2 / 1000.0, max_iterations=args.max_iterations))
+                             proxy=ProxyConfig(mu=args.mu * len(labels) / 2 / 1000.0, max_iterations=args.max_iterations,
+                                               tolerance=args.fit_tolerance))
     folds = []
     start = time.perf_counter()
     result = influence.score(features, logits, labels, config=config,
@@ -155,6 +156,7 @@ def score(args) -> dict:
         entry["passes"] += 1
         entry["seconds"] += spent
     return {"solver": args.solver, "max_iterations": args.max_iterations, "cg_iterations": args.cg_iterations,
+            "fit_tolerance": args.fit_tolerance,
             "mu": result.mu, "seconds": seconds, "stages": result.seconds, "grad_norms": result.grad_norms,
             "fit_iterations": [f["iterations"] for f in folds], "passes": ledger,
             "log": [m for m in messages if "cg solver" in m or "fold" in m or "proxy fit" in m],
@@ -199,6 +201,8 @@ def main() -> None:
     parser.add_argument("--mu", type=float, default=1.0, help="ridge per 1000 samples (choose_mu's grid unit)")
     parser.add_argument("--solver", choices=["cg", "ekfac"], default="ekfac")
     parser.add_argument("--max-iterations", type=int, default=0, help="proxy fit Newton iterations (0: teacher head)")
+    parser.add_argument("--fit-tolerance", type=float, default=1e-8,
+                        help="proxy fit: stop at relative ||grad|| <= this (fit_tolerance.py measures what scores need)")
     parser.add_argument("--cg-iterations", type=int, default=1, help="cap of the cg solver's iterations (0: none)")
     parser.add_argument("--chunk-size", type=int, default=8192)
     args = parser.parse_args()

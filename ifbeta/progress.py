@@ -49,6 +49,9 @@ def _describe_event(step: int, info: dict, *, total: int | None, epochs: int | N
                           f"beta={info['beta']:.3g}, J={info.get('J', float('nan')):.5g}")
     if "done" in info and "total" in info:
         return info["done"] / max(info["total"], 1), f"{stage or 'step'} {info['done']}/{info['total']}"
+    if stage == "fit":  # one Newton step of a fold's proxy fit
+        return (info["fold"] / max(info.get("folds", 1), 1), f"fold {info['fold'] + 1}/{info.get('folds')}: proxy fit, "
+                f"Newton step {info['iteration']}, ||grad|| {info['grad_norm']:.3g} (stops at {info['target']:.3g})")
     if stage == "fold":
         return (info["fold"] + 1) / max(info.get("folds", 1), 1), f"fold {info['fold'] + 1}/{info.get('folds')}"
     return None, str(stage or event or step)

@@ -3,10 +3,6 @@ dJ/dw against finite differences, (k, h) by fitting-side validation, scoring, th
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +13,7 @@ from ifbeta.influence import families, knn
 from ifbeta.influence import scores as linear_scores
 from ifbeta.influence.objective import to_numpy
 from ifbeta.policy import bilevel, hypergradient, inner
+from tests.legacy_store import TEACHER, ifbeta, legacy_cache
 from tests.policy_problems import gaussian_classes
 
 KD = KDConfig(tau=2.0, lam=0.7)
@@ -205,18 +202,8 @@ def test_the_policy_loop_runs_on_the_knn_proxy_with_an_exact_hypergradient():
     assert min(step["objective"] for step in learned.trace) <= first["objective"]
 
 
-LEGACY = Path(__file__).parent / "data" / "store-before-layout" / "cache"
-TEACHER = "teachers/f561382ed539dd32/teacher.safetensors"
-
-
-def ifbeta(cache, *args):
-    return subprocess.run([sys.executable, "-m", "ifbeta.cli", "--cache", str(cache), *args], capture_output=True,
-                          text=True, timeout=300)
-
-
 def test_cli_score_with_the_knn_proxy_on_digits(tmp_path):
-    cache = tmp_path / "cache"
-    shutil.copytree(LEGACY, cache)
+    cache = legacy_cache(tmp_path)
     before = {path.name for path in (cache / "scores").iterdir() if path.is_dir()}
     scored = ifbeta(cache, "score", "--dataset", "digits", "--teacher", str(cache / TEACHER), "--proxy", "knn",
                     "--neighbours", "10", "--json")
@@ -260,8 +247,7 @@ def test_knn_loo_check_equals_brute_force_deletions():
 
 
 def test_cli_validate_influence_checks_the_proxy_it_is_given(tmp_path):
-    cache = tmp_path / "cache"
-    shutil.copytree(LEGACY, cache)
+    cache = legacy_cache(tmp_path)
     common = ["validate-influence", "--dataset", "digits", "--teacher", str(cache / TEACHER), "--samples", "30",
               "--json"]
     checked = ifbeta(cache, *common, "--proxy", "knn")

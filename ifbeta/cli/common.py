@@ -132,7 +132,14 @@ def proxy_config(args):
         raise UserError(f"--neighbours must be at least 1, got {neighbours}")
     if bandwidth is not None and not bandwidth > 0:
         raise UserError(f"--bandwidth must be positive, got {bandwidth}")
-    return ProxyConfig(family=family, neighbours=neighbours, bandwidth=bandwidth)
+    tolerance = getattr(args, "fit_tolerance", None)
+    if tolerance is None:
+        return ProxyConfig(family=family, neighbours=neighbours, bandwidth=bandwidth)
+    if family == "knn":
+        raise UserError("--fit-tolerance sets the linear proxy's fit; the knn proxy has none: leave it out")
+    if not 0 < tolerance < 1:
+        raise UserError(f"--fit-tolerance must be between 0 and 1 (a relative gradient norm), got {tolerance:g}")
+    return ProxyConfig(family=family, tolerance=tolerance)
 
 
 def influence_config(args):
@@ -177,6 +184,9 @@ def add_influence(parser: argparse.ArgumentParser, *, proxy: bool = True) -> Non
     parser.add_argument("--influence-estimator", default="auto", choices=["auto", "first_order", "newton"],
                         help="first_order influence, newton (exact removal step, dense), or auto (newton when a "
                              "fold has < 4 samples per parameter)")
+    parser.add_argument("--fit-tolerance", type=float, default=None, metavar="TOL",
+                        help="linear proxy: stop its fit at ||grad|| <= TOL (1 + ||grad at the start||) (default "
+                             "1e-8); what the scores need at ImageNet size: benchmarks/results/fit-tolerance.md")
     parser.add_argument("--cg-tolerance", type=float, default=None, metavar="TOL",
                         help="cg only: relative residual to stop at (default 1e-10)")
     parser.add_argument("--cg-max-iterations", type=int, default=None, metavar="N",

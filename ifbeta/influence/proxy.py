@@ -59,6 +59,7 @@ class ProxyFit:
     objective: float
     converged: bool
     products: int = 0  # Hessian-vector products spent (Newton-CG)
+    curvature_builds: int = 0  # EKFAC preconditioners built (Newton-CG; two passes over the rows each)
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -80,18 +81,25 @@ class _NewtonSystem:
     """Newton directions for fit(). Dense: the Cholesky factor of H is reused (a chord step) while the
     last step cut ||grad|| at least fivefold, and refreshed otherwise. Matrix-free: CG on
     HessianOperator products to the relative tolerance ``forcing``, preconditioned by the caller's
-    ``preconditioner`` (flat v -> M^-1 v) or else by EKFAC at the current theta."""
+    ``preconditioner`` (flat v -> M^-1 v) or else by EKFAC, built at the first iterate and rebuilt by
+    the same rule as the dense factor (two passes over the rows each time; CG stays exact to
+    ``forcing`` with a stale preconditioner, it only needs more products)."""
 
     def __init__(self, problem: dict, dense: bool, preconditioner=None):
         self.problem, self.dense, self.factor, self.preconditioner = problem, dense, None, preconditioner
-        self.products = 0
+        self.products, self.curvature_builds, self.ekfac = 0, 0, None
 
     def direction(self, point: Point, rows: Rows, ridge: torch.Tensor, *, forcing: float, refresh: bool):
         theta, flat = point.theta, point.grad.reshape(-1)
         if not self.dense:
             operator = (HessianOperator.at_point(point, rows, ridge) if point.heads is not None
                         else HessianOperator(theta, **self.problem))
-            preconditioner = self.preconditioner or solvers.ekfac_preconditioner(theta, **self.problem)
+            preconditioner = self.preconditioner
+            if preconditioner is None:
+                if self.ekfac is None or refresh:
+                    self.ekfac = solvers.ekfac_preconditioner(theta, **self.problem)
+                    self.curvature_builds += 1
+                preconditioner = self.ekfac
             step, _, _ = solvers.conjugate_gradient(lambda v: operator(v).reshape(-1), flat, tolerance=forcing,
                                             max_iterations=max(50, flat.numel() // 10), preconditioner=preconditioner)
             self.products += operator.products
@@ -147,7 +155,7 @@ def teacher_head(features, teacher_logits, *, ridge: float = 1e-6, chunk_size: i
 
 def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConfig, bias_damping: float = 1e-3,
         init=None, tolerance: float = 1e-8, max_iterations: int = 100, chunk_size: int = CHUNK_SIZE,
-        method: str = "auto", preconditioner=None, device=None) -> ProxyFit:
+        method: str = "auto", preconditioner=None, device=None, on_iteration=None) -> ProxyFit:
     """theta*(w) = argmin L_in by damped Newton (exact, to round-off).
 
     Stops when ||grad|| <= tolerance * (1 + ||grad at the start||) (ProxyConfig.tolerance), so a
@@ -157,6 +165,9 @@ def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConf
     preconditioner: flat v -> M^-1 v for Newton-CG (implies it), e.g. the Hessian factor of a nearby
     fit; ProxyFit.products counts the Hessian-vector products spent. device: where the math runs ("cpu",
     "cuda" or a torch.device; default cpu); features stream there in float32 chunks.
+    on_iteration(iterations, theta, grad_norm, products) after the start and after each Newton step; the
+    iterates do not depend on ``tolerance`` (the CG forcing is relative to the problem's scale), so a
+    looser tolerance stops at an earlier iterate of the same sequence.
     """
     device = resolve_device(device)
     labels = np.asarray(labels)
@@ -168,17 +179,21 @@ def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConf
                    bias_damping=bias_damping, kd=kd, chunk_size=chunk_size, device=device)
     rows = Rows(features, teacher_logits, labels, weights, kd=kd, chunk_size=chunk_size, device=device)
     ridge = regulariser((classes, width), mu=mu, bias_damping=bias_damping, device=device)
-    if init is None:  # cold start: the better of zero and the teacher's least-squares head
-        candidates = [torch.zeros((classes, width), dtype=torch.float64, device=device),
-                      teacher_head(features, teacher_logits, chunk_size=chunk_size, device=device)]
-        theta = min(candidates, key=lambda candidate: evaluate(candidate, rows, ridge, with_gradient=False).value)
-    else:
-        theta = as_tensor(init, device).clone()
-    point = evaluate(theta, rows, ridge)
+    origin = torch.zeros((classes, width), dtype=torch.float64, device=device)
+    # L_in at zero: a cold start's candidate, and (matrix-free) its gradient scales the forcing term below
+    zero = evaluate(origin, rows, ridge, with_gradient=not dense) if init is None or not dense else None
+    if init is not None:
+        point = evaluate(as_tensor(init, device).clone(), rows, ridge)
+    else:  # cold start: the better of zero and the teacher's least-squares head
+        start = evaluate(teacher_head(features, teacher_logits, chunk_size=chunk_size, device=device), rows, ridge)
+        point = start if start.value < zero.value else zero if not dense else evaluate(origin, rows, ridge)
     threshold = tolerance * (1.0 + _norm(point.grad))
     # Newton-CG forcing term (Eisenstat-Walker), relative to the problem's scale, not the warm start's
-    scale = 1.0 if dense else 1.0 + _norm(evaluate(torch.zeros_like(theta), rows, ridge).grad)
+    scale = 1.0 if dense else 1.0 + _norm(zero.grad)
+    del zero
     iterations, previous_norm, system = 0, np.inf, _NewtonSystem(problem, dense, preconditioner)
+    report = on_iteration or (lambda *args: None)
+    report(0, point.theta, _norm(point.grad), 0)
     while _norm(point.grad) > threshold and iterations < max_iterations:
         norm = _norm(point.grad)
         direction = system.direction(point, rows, ridge, forcing=min(0.5, np.sqrt(norm / scale)),
@@ -188,12 +203,13 @@ def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConf
             logger.warning("proxy fit: line search stalled at ||grad|| = %.3g", norm)
             break
         point, iterations = trial, iterations + 1
+        report(iterations, point.theta, _norm(point.grad), system.products)
         logger.debug("proxy fit: iteration %d objective %.12g ||grad|| %.3g", iterations, point.value,
                      _norm(point.grad))
     theta, value, grad = point.theta, point.value, point.grad
     norm = _norm(grad)
     return ProxyFit(theta=theta, grad_norm=norm, iterations=iterations, objective=value, converged=norm <= threshold,
-                    products=system.products)
+                    products=system.products, curvature_builds=system.curvature_builds)
 
 
 class _DataCurvature:

@@ -270,13 +270,21 @@ def removal_scores(theta, train: tuple, validation: tuple, mu: float, config: In
                                                device=device))
 
 
-def _score_fold(pool, logits, labels, fold, k, mu, config: InfluenceConfig, clock: Clock):
+def _score_fold(pool, logits, labels, fold, k, mu, config: InfluenceConfig, clock: Clock, notify):
     settings, chunk = config.proxy, config.chunk_size
     train, held_out = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
     x, t = _training_fold(pool, logits, train, config)
+    target = []  # the fit's stopping norm, tolerance (1 + ||grad at the start||)
+
+    def on_iteration(iteration, theta, grad_norm, products):  # a fit at ImageNet size runs for an hour
+        if not target:
+            target.append(settings.tolerance * (1.0 + grad_norm))
+        notify(k, {"stage": "fit", "fold": k, "folds": config.folds, "iteration": iteration,
+                   "grad_norm": grad_norm, "target": target[0], "products": products})
+
     fitted = proxy.fit(x, t, labels[train], mu=mu, kd=settings.kd, bias_damping=settings.bias_damping,
                        tolerance=settings.tolerance, max_iterations=settings.max_iterations, chunk_size=chunk,
-                       device=config.device)
+                       device=config.device, on_iteration=on_iteration)
     if not fitted.converged:
         logger.warning("fold %d: proxy fit stopped at ||grad|| = %.3g", k, fitted.grad_norm)
     clock.lap("fit")
@@ -310,7 +318,8 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
     notify(0, {"stage": "prepare", "mu": mu, "folds": config.folds})
     scores, kd_loss, grad_norms = np.zeros(len(labels)), np.zeros(len(labels)), []
     for k in range(config.folds):
-        train, fold_scores, fold_loss, fitted = _score_fold(pool, logits, labels, fold, k, mu, config, clock)
+        train, fold_scores, fold_loss, fitted = _score_fold(pool, logits, labels, fold, k, mu, config, clock,
+                                                            notify)
         scores[train], kd_loss[train] = fold_scores, fold_loss
         grad_norms.append(fitted.grad_norm)
         notify(k + 1, {"stage": "fold", "fold": k, "folds": config.folds, "grad_norm": fitted.grad_norm,
