@@ -150,6 +150,7 @@ def main() -> None:
         print(json.dumps(_child(arguments.child, arguments.features, arguments.coords)))
         return
     features, labels, source = _features(arguments.features, arguments.labels_from)
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         np.save(work / "features.npy", features)
@@ -167,7 +168,8 @@ def main() -> None:
     stages = list(next(iter(runs.values())))
     lines = [f"# First UMAP of {source}", "",
              f"Each column is a fresh process; seconds. Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} "
-             f"cores while another benchmark ran on them (load average {os.getloadavg()[0]:.1f} at the end).", "",
+             f"cores; 1-minute load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+             "(about 1 means this benchmark alone on one core).", "",
              "| stage | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
     for stage in stages:
         lines.append(f"| {stage} | " + " | ".join(f"{r.get(stage, 0.0):.1f}" for r in runs.values()) + " |")
