@@ -186,7 +186,9 @@ def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConf
         point = evaluate(as_tensor(init, device).clone(), rows, ridge)
     else:  # cold start: the better of zero and the teacher's least-squares head
         start = evaluate(teacher_head(features, teacher_logits, chunk_size=chunk_size, device=device), rows, ridge)
-        point = start if start.value < zero.value else zero if not dense else evaluate(origin, rows, ridge)
+        point = start
+        if zero.value <= start.value:  # zero wins; dense Newton evaluated it without its gradient
+            point = zero if not dense else evaluate(origin, rows, ridge)
     threshold = tolerance * (1.0 + _norm(point.grad))
     # Newton-CG forcing term (Eisenstat-Walker), relative to the problem's scale, not the warm start's
     scale = 1.0 if dense else 1.0 + _norm(zero.grad)
