@@ -13,7 +13,7 @@ the problem's scale), so ONE fit to ``--reference`` visits the fit that every lo
 return: the first iterate whose ||grad|| <= tol (1 + ||grad at the start||). Each iterate is scored, and
 its scores are compared with the reference fit's (Spearman, the share of the same top half, signs).
 
-Every pass over the rows is counted and timed by the function that made it (objective.chunks is wrapped),
+Every pass over the rows is counted and timed by the function that made it (tensors.chunks is wrapped),
 which gives seconds per pass per row; the full-size projection multiplies each kind's pass count by
 its measured seconds per row and by the rows of a full-size fold (640,000 of 1,280,000).
 
@@ -43,7 +43,7 @@ FULL_ROWS, FULL_FOLD = 1_280_000, 640_000
 TARGET = 0.999
 NOTES = "## What this says"  # a hand-written section from here on is kept by --report-only
 
-# which function made a pass, in words (objective.chunks' caller -> kind)
+# which function made a pass, in words (tensors.chunks' caller -> kind)
 KINDS = {"_read": "objective / gradient", "teacher_head": "teacher head", "__init__": "Hessian-vector product",
          "__call__": "Hessian-vector product", "_kronecker_factors": "EKFAC factors",
          "ekfac_factors": "EKFAC eigenvalues", "value_and_gradient": "validation gradient",
@@ -52,12 +52,12 @@ KINDS = {"_read": "objective / gradient", "teacher_head": "teacher head", "__ini
 
 
 class Ledger:
-    """Every pass over the rows: (kind, rows, seconds), from a wrapper around objective.chunks."""
+    """Every pass over the rows: (kind, rows, seconds), from a wrapper around tensors.chunks."""
 
     def __init__(self):
-        from ifbeta.influence import objective, proxy
+        from ifbeta.influence import objective, proxy, tensors
 
-        self.passes, original = [], objective.chunks
+        self.passes, original = [], tensors.chunks
 
         def counting(*args):  # one call = one pass over the data
             frame, start = sys._getframe(1), time.perf_counter()
@@ -67,7 +67,8 @@ class Ledger:
             yield from original(*args)
             self.passes.append((KINDS.get(caller, caller), len(args[2]), time.perf_counter() - start))
 
-        objective.chunks = proxy.chunks = counting  # proxy imports the name, so it is replaced there too
+        # objective and proxy import the name, so it is replaced there too
+        tensors.chunks = objective.chunks = proxy.chunks = counting
 
     def mark(self) -> int:
         return len(self.passes)
@@ -84,9 +85,9 @@ class Ledger:
 
 def _stream_everything() -> None:
     """No in-memory copies of the rows or the Hessian terms: every pass streams, as at full size."""
-    from ifbeta.influence import objective
+    from ifbeta.influence import objective, tensors
 
-    objective.Rows.__init__.__kwdefaults__["cache_bytes"] = 0
+    tensors.Rows.__init__.__kwdefaults__["cache_bytes"] = 0
     objective.HessianOperator.__init__.__kwdefaults__["cache_bytes"] = 0
 
 
@@ -100,7 +101,7 @@ def measure(args) -> dict:
     from influence_large import generate, open_pool
 
     from ifbeta.config import InfluenceConfig, ProxyConfig
-    from ifbeta.influence import objective, proxy
+    from ifbeta.influence import objective, proxy, tensors
     from ifbeta.influence import scores as influence
 
     torch.set_num_threads(args.threads)
@@ -169,8 +170,8 @@ def measure(args) -> dict:
                         "converged": converged, "curvature_builds": builds,
                         "iterates": [_public(item) for item in iterates]})
         mark = ledger.mark()
-        objective.to_numpy(objective.per_sample_loss(theta, x, t, labels[train], kd=config.proxy.kd,
-                                                     chunk_size=config.chunk_size))  # the score's last stage
+        tensors.to_numpy(objective.per_sample_loss(theta, x, t, labels[train], kd=config.proxy.kd,
+                                                   chunk_size=config.chunk_size))  # the score's last stage
         records[-1]["loss_passes"] = ledger.since(mark)
     for path in folder.iterdir():
         path.unlink()

@@ -13,7 +13,7 @@ logits). Every step runs in its own process (one per command below) and appends 
   score      influence.score(solver=cg|ekfac) with the proxy's Newton iterations capped by
              ``--max-iterations`` (ProxyConfig.max_iterations) and, for cg, the solver's CG iterations
              capped by ``--cg-iterations`` (InfluenceConfig.cg_max_iterations). Records seconds per
-             stage, every pass over the data (caller, rows, seconds: objective.chunks is wrapped to count),
+             stage, every pass over the data (caller, rows, seconds: tensors.chunks is wrapped to count),
              the final ||grad L_in|| per fold, the CG residual, peak RSS (VmHWM, includes memory-mapped
              file pages, which the kernel can drop) and peak anonymous memory (RssAnon sampled every 0.2 s)
   report     write the results as a section of benchmarks/results/influence-scaling.md
@@ -120,7 +120,7 @@ def score(args) -> dict:
     import logging
 
     from ifbeta.config import InfluenceConfig, ProxyConfig
-    from ifbeta.influence import objective, proxy
+    from ifbeta.influence import objective, proxy, tensors
     from ifbeta.influence import scores as influence
 
     messages = []
@@ -131,14 +131,15 @@ def score(args) -> dict:
 
     logging.getLogger("ifbeta").addHandler(Capture())
     logging.getLogger("ifbeta").setLevel(logging.INFO)
-    passes, original = [], objective.chunks
+    passes, original = [], tensors.chunks
 
     def counting(*args):  # one call = one pass over the data: (features, teacher_logits, labels, ...)
         caller, start = sys._getframe(1).f_code.co_name, time.perf_counter()
         yield from original(*args)
         passes.append((caller, len(args[2]), time.perf_counter() - start))
 
-    objective.chunks = proxy.chunks = counting  # proxy imports the name, so it is replaced there too
+    # objective and proxy import the name, so it is replaced there too
+    tensors.chunks = objective.chunks = proxy.chunks = counting
     features, logits, labels = open_pool(args)
     capped = args.cg_iterations if args.solver == "cg" and args.cg_iterations else None
     config = InfluenceConfig(solver=args.solver, estimator="first_order", chunk_size=args.chunk_size,

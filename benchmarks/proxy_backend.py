@@ -50,7 +50,7 @@ if backend == "numpy":
     sys.path.insert(0, folder + "/reference")  # written by extract_reference
     from proxy_numpy_reference import objective, proxy, solvers
 else:
-    from ifbeta.influence import objective, proxy, scores, solvers
+    from ifbeta.influence import objective, proxy, scores, solvers, tensors
 
 
 def rss_mib():
@@ -95,10 +95,10 @@ if backend == "numpy":
         parts.append((residual * (xs @ direction.T)).sum(axis=1))
     result = np.concatenate(parts)
 else:
-    result = objective.to_numpy(scores.influence_scores(theta, direction, x, logits, labels, kd=KD))
+    result = tensors.to_numpy(scores.influence_scores(theta, direction, x, logits, labels, kd=KD))
 score_seconds = time.perf_counter() - start
 np.save(f"{folder}/scores.npy", np.asarray(result, np.float64))
-np.save(f"{folder}/theta.npy", objective.to_numpy(theta) if backend == "torch" else np.asarray(theta))
+np.save(f"{folder}/theta.npy", tensors.to_numpy(theta) if backend == "torch" else np.asarray(theta))
 print(json.dumps({"fit_seconds": fit_seconds, "solve_seconds": solve_seconds, "score_seconds": score_seconds,
                   "baseline_rss_mib": baseline, "data_rss_mib": after_data, "peak_rss_mib": rss_mib(),
                   "fit_iterations": fitted.iterations, "fit_products": fitted.products,

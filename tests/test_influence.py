@@ -9,7 +9,7 @@ import scipy.stats
 from threadpoolctl import threadpool_limits
 
 from ifbeta.config import InfluenceConfig, KDConfig, ProxyConfig
-from ifbeta.influence import objective, proxy, solvers
+from ifbeta.influence import objective, proxy, solvers, tensors
 from ifbeta.influence import scores as influence
 from ifbeta.influence.statistics import teacher_statistics
 from tests.influence_problems import corrupt, mixture
@@ -32,7 +32,7 @@ def split_problem(seed=4, n=60, validation=300, mu=1.0):
     theta = proxy.fit(*train, mu=mu, kd=KD, tolerance=1e-13).theta
     g_val = objective.validation_gradient(theta, *held_out, kd=KD)
     direction = solvers.solve_direct(theta, *train, None, g_val, mu=mu, kd=KD)
-    scores = objective.to_numpy(influence.influence_scores(theta, direction, *train, kd=KD))
+    scores = tensors.to_numpy(influence.influence_scores(theta, direction, *train, kd=KD))
     return train, held_out, theta, scores, bad
 
 
@@ -80,7 +80,7 @@ def test_newton_estimator_is_close_to_true_refits():
     for mu in (1.0, 30.0):
         train, held_out, theta, first_order, _ = split_problem(mu=mu)
         actual = true_removals(train, held_out, theta, mu)
-        newton = objective.to_numpy(solvers.newton_removal_scores(theta, *train, *held_out, mu=mu, kd=KD, chunk_size=7))
+        newton = tensors.to_numpy(solvers.newton_removal_scores(theta, *train, *held_out, mu=mu, kd=KD, chunk_size=7))
         first_error = np.abs(first_order - actual).sum() / np.abs(actual).sum()
         newton_error = np.abs(newton - actual).sum() / np.abs(actual).sum()
         assert newton_error < 0.05 and newton_error < 0.25 * first_error
@@ -116,8 +116,8 @@ def test_influence_on_weights_matches_finite_difference():
         return theta, objective.validation_loss(theta, *held_out, kd=KD)
 
     theta, _ = validation_at(weights)
-    derivative = objective.to_numpy(influence.influence_on_weights(theta, *train, weights, *held_out, mu=0.5, kd=KD,
-                                                                   bias_damping=1e-3, solver="direct"))
+    derivative = tensors.to_numpy(influence.influence_on_weights(theta, *train, weights, *held_out, mu=0.5, kd=KD,
+                                                                 bias_damping=1e-3, solver="direct"))
     assert derivative.shape == (80,) and derivative.dtype == np.float64
     for j in (0, 7, 41):
         step = np.zeros(80)
@@ -134,7 +134,7 @@ def test_solvers_agree():
     theta = proxy.fit(*train, mu=0.5, kd=KD).theta
     g_val = objective.validation_gradient(theta, *held_out, kd=KD)
     def scores_of(direction):
-        return objective.to_numpy(influence.influence_scores(theta, direction, *train, kd=KD))
+        return tensors.to_numpy(influence.influence_scores(theta, direction, *train, kd=KD))
 
     scores = {name: scores_of(solve(theta, *train, None, g_val, mu=0.5, kd=KD))
               for name, solve in influence.SOLVERS.items()}
@@ -175,11 +175,11 @@ def test_ekfac_is_close_on_a_well_conditioned_problem():
     train, held_out = (features[:300], teacher[:300], labels[:300]), (features[300:], teacher[300:], labels[300:])
     theta = proxy.fit(*train, mu=1.0, kd=KD).theta
     g_val = objective.validation_gradient(theta, *held_out, kd=KD)
-    exact = objective.to_numpy(influence.influence_scores(
+    exact = tensors.to_numpy(influence.influence_scores(
         theta, solvers.solve_direct(theta, *train, None, g_val, mu=1.0, kd=KD), *train, kd=KD))
     for curvature in ("output", "residual"):
         direction = solvers.solve_ekfac(theta, *train, None, g_val, mu=1.0, kd=KD, curvature=curvature)
-        approximate = objective.to_numpy(influence.influence_scores(theta, direction, *train, kd=KD))
+        approximate = tensors.to_numpy(influence.influence_scores(theta, direction, *train, kd=KD))
         assert scipy.stats.spearmanr(approximate, exact)[0] > 0.95
         assert approximate @ exact / (exact @ exact) == pytest.approx(1.0, abs=0.1)
 

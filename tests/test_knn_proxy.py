@@ -11,7 +11,7 @@ from ifbeta.config import InfluenceConfig, KDConfig, PolicyConfig, ProxyConfig
 from ifbeta.data.streaming import standardise
 from ifbeta.influence import families, knn
 from ifbeta.influence import scores as linear_scores
-from ifbeta.influence.objective import to_numpy
+from ifbeta.influence.tensors import to_numpy
 from ifbeta.policy import bilevel, hypergradient, inner
 from tests.legacy_store import TEACHER, ifbeta, legacy_cache
 from tests.policy_problems import gaussian_classes

@@ -19,7 +19,7 @@ import scipy.stats
 import torch
 
 from ifbeta.config import InfluenceConfig, KDConfig, ProxyConfig
-from ifbeta.influence import objective, proxy
+from ifbeta.influence import proxy, tensors
 from ifbeta.influence import scores as influence
 from tests.influence_problems import mixture
 
@@ -82,7 +82,7 @@ def test_float16_memmap_gives_the_scores_of_the_float32_array(tmp_path):
 def test_unavailable_cuda_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available") as raised:
-        objective.resolve_device("cuda")
+        tensors.resolve_device("cuda")
     assert "\n" not in str(raised.value)
     features, teacher, labels = mixture(60, 4, 3, 0)
     config = InfluenceConfig(proxy=ProxyConfig(kd=KD, mu=1.0), device="cuda")

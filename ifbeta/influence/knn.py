@@ -42,7 +42,7 @@ approximate index (pynndescent, NN-descent, on the host) whose candidates get ex
 Everything is torch on ``device`` ("cpu", "cuda" or a torch.device; the device of the Neighbours' query
 otherwise), in float64 throughout: the neighbour order decides which samples hold the k units of mass, and
 float32 distances would reorder near-ties and change the exact leave-one-out scores. Inputs may be numpy
-arrays or tensors (converted once); results are float64 / int64 tensors on the device (``objective.to_numpy``
+arrays or tensors (converted once); results are float64 / int64 tensors on the device (``tensors.to_numpy``
 at the package boundary); the float results of ``validation_loss`` and the settings table are Python floats.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from ifbeta.config import KDConfig
-from ifbeta.influence.objective import DOUBLE, as_tensor
+from ifbeta.influence.tensors import DOUBLE, as_tensor
 
 logger = logging.getLogger(__name__)
 

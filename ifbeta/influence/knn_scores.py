@@ -22,8 +22,8 @@ from ifbeta.config import InfluenceConfig, ProxyConfig
 from ifbeta.data.streaming import FeatureView
 from ifbeta.influence import knn
 from ifbeta.influence import scores as influence
-from ifbeta.influence.objective import as_tensor, resolve_device, to_numpy
 from ifbeta.influence.statistics import teacher_statistics
+from ifbeta.influence.tensors import as_tensor, resolve_device, to_numpy
 from ifbeta.influence.weighted import WeightedFold
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ import torch
 from ifbeta.config import InfluenceConfig
 from ifbeta.data.streaming import FeatureView
 from ifbeta.influence import knn, knn_scores
-from ifbeta.influence.objective import as_tensor, resolve_device, to_numpy
 from ifbeta.influence.scores import Clock, cross_fitting_folds, pool_statistics, validated_labels
+from ifbeta.influence.tensors import as_tensor, resolve_device, to_numpy
 from ifbeta.influence.validation import compare
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,8 @@
 Everything is a pure function in torch. ``features`` may be any float array (a float16 np.memmap
 included), a :class:`FeatureView` or a tensor; they are read ``chunk_size`` rows at a time and sent to
 ``device`` ("cpu", "cuda" or a torch.device) as float32 (from pinned memory, non-blocking, on CUDA), so no
-function here holds more than one chunk of features. Precision: products that only shape a step or a solve
+function here holds more than one chunk of features (the stream, devices and conversions: ``tensors.py``;
+the fit's iterates: :class:`Point`, evaluated over :class:`tensors.Rows`). Precision: products that only shape a step or a solve
 (the Hessian, Hessian-vector products, EKFAC factors, scores) are float32 matmuls accumulated in float64;
 the outputs x theta^T, the softmax heads, the loss and the gradient, whose zero defines theta*, are
 float64, so fits converge to a float64 tolerance and leave-one-out refits resolve 1/n^2 changes. theta,
@@ -24,47 +25,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ifbeta.config import KDConfig
 from ifbeta.data.streaming import FeatureView, feature_statistics, standardise  # noqa: F401  (standardise: bilevel)
 from ifbeta.influence import sharding
+from ifbeta.influence.tensors import (
+    CHUNK_SIZE,
+    DOUBLE,
+    OPERATOR_CACHE_BYTES,
+    SINGLE,
+    Rows,
+    as_tensor,
+    chunks,
+    device_of,
+    log_softmax,
+    resolve_device,
+    send,
+    single_matmul,
+)
 
-CHUNK_SIZE = 8192  # rows of features sent to the device at a time
-OPERATOR_CACHE_BYTES = 1 << 30  # HessianOperator keeps x, p, q in memory up to this size
 _HESSIAN_BLOCK_ELEMENTS = 1 << 22  # rows x C(d+1) per Hessian outer-product block (16 MiB in float32)
-DOUBLE, SINGLE = torch.float64, torch.float32
-
-
-def resolve_device(device=None) -> torch.device:
-    """torch.device of "cpu", "cuda", "cuda:1", a torch.device or None (= cpu); a one-line ValueError
-    when CUDA is asked for and not available."""
-    device = sharding.device(torch.device("cpu" if device is None else device))  # cuda:LOCAL_RANK under torchrun
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available here; use device 'cpu'")
-    return device
-
-
-def as_tensor(values, device=None, dtype=DOUBLE) -> torch.Tensor:
-    """values (array, tensor or number) as a ``dtype`` tensor on ``device`` (no copy when already there)."""
-    if isinstance(values, torch.Tensor):
-        return values.to(device=resolve_device(device), dtype=dtype)
-    return torch.as_tensor(np.asarray(values), dtype=dtype, device=resolve_device(device))
-
-
-def to_numpy(values) -> np.ndarray:
-    """A float64 tensor (any device) or array as a CPU float64 numpy array: the package boundary."""
-    if isinstance(values, torch.Tensor):
-        return values.detach().to("cpu", DOUBLE).numpy()
-    return np.asarray(values, dtype=np.float64)
-
-
-def device_of(theta, device=None) -> torch.device:
-    """``device`` if given, else theta's device when theta is a tensor, else cpu."""
-    if device is not None:
-        return resolve_device(device)
-    return theta.device if isinstance(theta, torch.Tensor) else torch.device("cpu")
 
 
 def regulariser(shape, *, mu: float, bias_damping: float = 1e-3, device=None) -> torch.Tensor:
@@ -76,44 +57,6 @@ def regulariser(shape, *, mu: float, bias_damping: float = 1e-3, device=None) ->
 
 
 # ----------------------------------------------------------------------------- chunked KD math
-
-
-def send(array, device: torch.device, dtype=SINGLE) -> torch.Tensor:
-    """Rows read from an array / memmap / FeatureView / tensor as a ``dtype`` tensor on ``device``;
-    through pinned memory with a non-blocking copy when the device is CUDA."""
-    if isinstance(array, torch.Tensor):
-        return array.to(device=device, dtype=dtype)
-    host = torch.from_numpy(np.ascontiguousarray(array, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
-    if device.type == "cuda":
-        return host.pin_memory().to(device, non_blocking=True)
-    return host
-
-
-def chunks(features, teacher_logits, labels, weights, chunk_size, device=None):
-    """Yield (x (m, d+1) float32, t (m, C) float64, y (m,) int64, w (m,) float64 or None) on ``device``,
-    over this rank's shard of the rows under torchrun (sharding.rows; all of them in one process).
-
-    Raises ValueError for a label outside [0, C): indexing would otherwise read label -1 as class C - 1."""
-    device = resolve_device(device)
-    labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    first, last = sharding.rows(len(labels))
-    for start in range(first, last, chunk_size):
-        stop = min(last, start + chunk_size)
-        phi = send(features[start:stop], device)
-        x = torch.cat([phi, torch.ones((stop - start, 1), dtype=SINGLE, device=device)], dim=1)  # (m, d+1)
-        t = send(teacher_logits[start:stop], device, DOUBLE)
-        y_host = labels[start:stop].astype(np.int64)
-        if len(y_host) and (y_host.min() < 0 or y_host.max() >= t.shape[1]):
-            bad = start + int(np.flatnonzero((y_host < 0) | (y_host >= t.shape[1]))[0])
-            raise ValueError(f"label {int(labels[bad])} of sample {bad} is outside [0, {t.shape[1]}): "
-                             f"labels must be class indices of the teacher's {t.shape[1]} logits")
-        y = torch.from_numpy(y_host).to(device)
-        w = None if weights is None else send(weights[start:stop], device, DOUBLE)
-        yield x, t, y, w
-
-
-def log_softmax(z: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(z, dim=1)
 
 
 @dataclass
@@ -170,11 +113,6 @@ def curvature_times(p, q, u, kd: KDConfig):
 
 def weighted(values, w):
     return values if w is None else values * (w[:, None] if values.ndim == 2 else w)
-
-
-def single_matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """left @ right as a float32 matmul, returned in float64 (the accumulation precision)."""
-    return (left.to(SINGLE) @ right.to(SINGLE)).to(DOUBLE)
 
 
 # ----------------------------------------------------------------------------- public math
@@ -302,30 +240,6 @@ def hessian_diagonal(theta, features, teacher_logits, labels, *, weights=None, m
         curvature = (1.0 - kd.lam) * (p - p * p) + kd.lam * (q - q * q)  # (m, C) = diag B_i
         result += single_matmul(weighted(curvature, w).T, x * x)
     return sharding.total(result)
-
-
-class Rows:
-    """One problem's rows on the device as chunks (x = [phi, 1] (m, d+1) float32, log softmax(t / tau)
-    (m, C) float64, y, w).
-
-    Kept in (device) memory when they (and the softmax heads of one theta) fit in ``cache_bytes``: every
-    pass of fit() then skips the transfer and the teacher's softmax, and Hessian products reuse the heads
-    of the current iterate. Larger problems are re-read from ``features`` on every pass."""
-
-    def __init__(self, features, teacher_logits, labels, weights, *, kd: KDConfig, chunk_size: int,
-                 cache_bytes: int = OPERATOR_CACHE_BYTES, device=None):
-        self.device = resolve_device(device)
-        self.source, self.kd = (features, teacher_logits, labels, weights, chunk_size, self.device), kd
-        classes = np.asarray(teacher_logits[:1]).shape[1]
-        per_row = (features.shape[1] + 1) * 4 + (3 * classes + 2) * 8
-        self.cached = list(self._read()) if len(labels) * per_row <= cache_bytes else None
-
-    def _read(self):
-        for x, t, y, w in chunks(*self.source):
-            yield x, log_softmax(t / self.kd.tau), y, w
-
-    def __iter__(self):
-        return iter(self.cached) if self.cached is not None else self._read()
 
 
 @dataclass

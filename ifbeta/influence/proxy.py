@@ -16,22 +16,9 @@ import torch
 from ifbeta.config import KDConfig
 from ifbeta.data.streaming import row_view, take_rows
 from ifbeta.influence import sharding, solvers
-from ifbeta.influence.objective import (
-    CHUNK_SIZE,
-    SINGLE,
-    HessianOperator,
-    Point,
-    Rows,
-    as_tensor,
-    chunks,
-    evaluate,
-    hessian,
-    regulariser,
-    resolve_device,
-    single_matmul,
-    validation_loss,
-)
+from ifbeta.influence.objective import HessianOperator, Point, evaluate, hessian, regulariser, validation_loss
 from ifbeta.influence.solvers import cholesky_apply, cholesky_factor
+from ifbeta.influence.tensors import CHUNK_SIZE, SINGLE, Rows, as_tensor, chunks, resolve_device, single_matmul
 from ifbeta.threads import thread_map
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ every i in one O(N C d) pass.
 Memory model: features (N, d) may be a float16 np.memmap larger than RAM. Pool statistics,
 validation gradients, teacher statistics (statistics.py) and scores stream ``config.chunk_size`` rows at a time
 (one float32 chunk on ``config.device``; the fit keeps its fold there in float32 up to
-objective.OPERATOR_CACHE_BYTES). The only full float64 host copy is the standardised training fold (N/K x d) and its
+tensors.OPERATOR_CACHE_BYTES). The only full float64 host copy is the standardised training fold (N/K x d) and its
 teacher logits (N/K x C) used by the fit, unless ``config.materialise_fold`` is False, in which case
 the fit re-reads the fold from disk at every pass (choose_mu and validation.loo_check always copy one
 fold).
@@ -56,7 +56,7 @@ import torch
 
 from ifbeta.config import InfluenceConfig, KDConfig
 from ifbeta.data.streaming import FeatureView, feature_statistics
-from ifbeta.influence import objective, proxy, sharding, solvers
+from ifbeta.influence import objective, proxy, sharding, solvers, tensors
 from ifbeta.influence.solvers import SOLVERS
 from ifbeta.influence.statistics import teacher_statistics
 
@@ -94,21 +94,21 @@ class InfluenceResult:
 
 
 def influence_scores(theta, direction, features, teacher_logits, labels, *, kd: KDConfig,
-                     chunk_size: int = objective.CHUNK_SIZE, device=None) -> torch.Tensor:
+                     chunk_size: int = tensors.CHUNK_SIZE, device=None) -> torch.Tensor:
     """<direction, grad l_i(theta)> for every sample, (N,) float64 tensor; direction (C, d+1), O(N C d)."""
-    device = objective.device_of(theta, device)
-    theta, direction = objective.as_tensor(theta, device), objective.as_tensor(direction, device)
+    device = tensors.device_of(theta, device)
+    theta, direction = tensors.as_tensor(theta, device), tensors.as_tensor(direction, device)
     parts = []
-    for x, t, y, _ in objective.chunks(features, teacher_logits, labels, None, chunk_size, device):
+    for x, t, y, _ in tensors.chunks(features, teacher_logits, labels, None, chunk_size, device):
         residual = objective.chunk_residual(objective.output_heads(theta, x, t, kd), y, kd)  # (m, C)
-        parts.append((residual * objective.single_matmul(x, direction.T)).sum(dim=1))
+        parts.append((residual * tensors.single_matmul(x, direction.T)).sum(dim=1))
     local = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=device)
     return sharding.gather(local, len(labels))
 
 
 def influence_on_weights(theta, features, teacher_logits, labels, weights, val_features, val_teacher_logits,
                          val_labels, *, mu: float, kd: KDConfig, bias_damping: float = 1e-3, solver="direct",
-                         chunk_size: int = objective.CHUNK_SIZE, device=None) -> torch.Tensor:
+                         chunk_size: int = tensors.CHUNK_SIZE, device=None) -> torch.Tensor:
     """dL_V/dw_i at the weighted solution theta = theta*(w): (N,) float64 tensor.
 
     = -g_V^T H_w^{-1} grad l_i(theta). SIGN: this is the derivative for INCREASING w_i, so it is the
@@ -116,8 +116,8 @@ def influence_on_weights(theta, features, teacher_logits, labels, weights, val_f
     the converged weighted fit (gradient ~ 0); solver is a SOLVERS key or a solve function.
     """
     solve = SOLVERS[solver] if isinstance(solver, str) else solver
-    device = objective.device_of(theta, device)
-    theta = objective.as_tensor(theta, device)
+    device = tensors.device_of(theta, device)
+    theta = tensors.as_tensor(theta, device)
     g_val = objective.validation_gradient(theta, val_features, val_teacher_logits, val_labels, kd=kd,
                                           chunk_size=chunk_size, device=device)
     direction = solve(theta, features, teacher_logits, labels, weights, g_val, mu=mu, kd=kd,
@@ -255,19 +255,19 @@ def resolve_estimator(config: InfluenceConfig, parameters: int, rows: int | None
 def removal_scores(theta, train: tuple, validation: tuple, mu: float, config: InfluenceConfig) -> np.ndarray:
     """Scores of the training samples, (n,) float64 numpy, > 0 helpful, by config.estimator (see ESTIMATORS).
     The math runs on config.device; theta (C, d+1) tensor or array."""
-    settings, chunk, device = config.proxy, config.chunk_size, objective.resolve_device(config.device)
-    theta = objective.as_tensor(theta, device)
+    settings, chunk, device = config.proxy, config.chunk_size, tensors.resolve_device(config.device)
+    theta = tensors.as_tensor(theta, device)
     options = dict(mu=mu, kd=settings.kd, bias_damping=settings.bias_damping, chunk_size=chunk, device=device)
     if resolve_estimator(config, theta.numel(), len(train[2])) == "newton":  # resolved by prepare; re-checked
-        return objective.to_numpy(solvers.newton_removal_scores(theta, *train, *validation, **options))
+        return tensors.to_numpy(solvers.newton_removal_scores(theta, *train, *validation, **options))
     g_val = objective.validation_gradient(theta, *validation, kd=settings.kd, chunk_size=chunk,
                                           device=device)  # (C, d+1)
     if config.solver == "cg":
         limits = {"tolerance": config.cg_tolerance, "max_iterations": config.cg_max_iterations}
         options.update({k: v for k, v in limits.items() if v is not None})
     direction = SOLVERS[config.solver](theta, *train, None, g_val, **options)  # v = H^{-1} g_V
-    return objective.to_numpy(influence_scores(theta, direction, *train, kd=settings.kd, chunk_size=chunk,
-                                               device=device))
+    return tensors.to_numpy(influence_scores(theta, direction, *train, kd=settings.kd, chunk_size=chunk,
+                                             device=device))
 
 
 def _score_fold(pool, logits, labels, fold, k, mu, config: InfluenceConfig, clock: Clock, notify):
@@ -291,8 +291,8 @@ def _score_fold(pool, logits, labels, fold, k, mu, config: InfluenceConfig, cloc
     validation = (pool.subset(held_out), logits.subset(held_out), labels[held_out])
     scores = removal_scores(fitted.theta, (x, t, labels[train]), validation, mu, config)
     clock.lap("solve")
-    kd_loss = objective.to_numpy(objective.per_sample_loss(fitted.theta, x, t, labels[train], kd=settings.kd,
-                                                           chunk_size=chunk))
+    kd_loss = tensors.to_numpy(objective.per_sample_loss(fitted.theta, x, t, labels[train], kd=settings.kd,
+                                                         chunk_size=chunk))
     clock.lap("scores")
     return train, scores, kd_loss, fitted
 
@@ -311,7 +311,7 @@ def score(features, teacher_logits, labels, *, config: InfluenceConfig = Influen
     if config.proxy.family != "linear":
         raise ValueError(f"scores.score computes the linear proxy's scores; the {config.proxy.family!r} family is "
                          "scored by influence.families.score")
-    objective.resolve_device(config.device)  # refuse an unavailable device before any work
+    tensors.resolve_device(config.device)  # refuse an unavailable device before any work
     clock, labels = Clock(), validated_labels(labels, features, teacher_logits)
     notify = on_step or (lambda step, info: None)
     config, pool, logits, fold, mu, table = prepare(features, teacher_logits, labels, config, clock)

@@ -2,7 +2,7 @@
 
 Under ``torchrun --nproc_per_node W`` every rank runs the same scoring (or bilevel) code on the same
 inputs, but each streams only its own rows: the shards are CONTIGUOUS, rank r of W reads rows
-[r n // W, (r + 1) n // W) of every n-row problem (``rows``; ``objective.chunks`` applies it). What the
+[r n // W, (r + 1) n // W) of every n-row problem (``rows``; ``tensors.chunks`` applies it). What the
 passes return is then made whole:
 
 - row sums (loss, gradient, Hessian, Hessian-vector products, Jacobi diagonal, EKFAC factors and

@@ -36,7 +36,7 @@ import torch
 
 from ifbeta.config import KDConfig
 from ifbeta.influence import objective, sharding
-from ifbeta.influence.objective import DOUBLE, as_tensor, device_of, single_matmul
+from ifbeta.influence.tensors import DOUBLE, as_tensor, device_of, single_matmul
 
 logger = logging.getLogger(__name__)
 

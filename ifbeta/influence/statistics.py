@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.special
 
-from ifbeta.influence.objective import CHUNK_SIZE
+from ifbeta.influence.tensors import CHUNK_SIZE
 
 __all__ = ["teacher_statistics"]
 

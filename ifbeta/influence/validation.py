@@ -18,7 +18,7 @@ import scipy.stats
 import torch
 
 from ifbeta.config import InfluenceConfig
-from ifbeta.influence import objective, proxy
+from ifbeta.influence import objective, proxy, tensors
 from ifbeta.influence.scores import NEWTON_LIMIT, Clock, prepare, removal_scores, validated_labels
 from ifbeta.influence.solvers import cholesky_apply, cholesky_factor
 
@@ -70,7 +70,7 @@ class _Refits:
         self.validation = (pool.subset(held_out), logits.subset(held_out), labels[held_out])
         self.problem = dict(features=self.train[0], teacher_logits=self.train[1], labels=self.train[2], mu=mu,
                             kd=settings.kd, bias_damping=settings.bias_damping, chunk_size=chunk,
-                            device=objective.resolve_device(config.device))
+                            device=tensors.resolve_device(config.device))
         theta = proxy.fit(tolerance=settings.tolerance, max_iterations=settings.max_iterations, **self.problem).theta
         self.factor = None
         if theta.numel() <= NEWTON_LIMIT:

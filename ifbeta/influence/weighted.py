@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ifbeta.config import KDConfig, ProxyConfig
-from ifbeta.influence import objective, proxy, solvers
+from ifbeta.influence import objective, proxy, solvers, tensors
 from ifbeta.influence import scores as influence
 
 logger = logging.getLogger(__name__)
@@ -73,8 +73,8 @@ class LinearFold(WeightedFold):
         return {"theta": self.theta.tolist(), "adjoint": None if self.adjoint is None else self.adjoint.tolist()}
 
     def restore(self, state: dict) -> None:
-        self.theta = objective.as_tensor(state["theta"], self.device)
-        self.adjoint = None if state["adjoint"] is None else objective.as_tensor(state["adjoint"], self.device)
+        self.theta = tensors.as_tensor(state["theta"], self.device)
+        self.adjoint = None if state["adjoint"] is None else tensors.as_tensor(state["adjoint"], self.device)
 
     def reusable_preconditioner(self, weights: np.ndarray) -> Callable:
         """The reusable preconditioner, built at (warm start, weights) when missing: the Cholesky factor
@@ -104,7 +104,7 @@ class LinearFold(WeightedFold):
         """(L_V, accuracy on V) of the proxy theta (C, d+1)."""
         loss = objective.validation_loss(theta, self.val_features, self.val_teacher_logits, self.val_labels,
                                          kd=self.kd, device=self.device)
-        probabilities = objective.to_numpy(objective.predict_proba(theta, self.val_features, device=self.device))
+        probabilities = tensors.to_numpy(objective.predict_proba(theta, self.val_features, device=self.device))
         accuracy = float((probabilities.argmax(axis=1) == np.asarray(self.val_labels)).mean())
         return loss, accuracy
 
@@ -141,7 +141,7 @@ class LinearFold(WeightedFold):
             theta, self.features, self.teacher_logits, self.labels, weights, self.val_features,
             self.val_teacher_logits, self.val_labels, mu=self.mu, kd=self.kd, bias_damping=self.bias_damping,
             solver=self._adjoint_solver(weights), device=self.device)
-        return loss, accuracy, objective.to_numpy(d_weights)
+        return loss, accuracy, tensors.to_numpy(d_weights)
 
 
 def matrix_free(fold: LinearFold) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ifbeta.config import KDConfig, PolicyConfig, ProxyConfig
-from ifbeta.influence import families, objective
+from ifbeta.influence import families, objective, tensors
 from ifbeta.influence import proxy as proxy_fit
 from ifbeta.influence.weighted import WeightedFold
 from ifbeta.policy import beta as policy
@@ -85,7 +85,7 @@ def prepare(features, teacher_logits, labels, axis_values, *, kd, mu, bias_dampi
     before any work when CUDA is asked for and not available."""
     settings = proxy if proxy is not None else ProxyConfig(kd=kd, bias_damping=bias_damping)
     kd, bias_damping, family = settings.kd, settings.bias_damping, families.family(settings.family)
-    objective.resolve_device(device)  # refuse an unavailable device before any work
+    tensors.resolve_device(device)  # refuse an unavailable device before any work
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     values = np.asarray(axis_values, dtype=np.float64).reshape(-1)
     if len(values) != len(labels) or len(features) != len(labels) or len(teacher_logits) != len(labels):
