@@ -7,6 +7,8 @@ folder, so "cold" means never compiled. Runs, in order:
   old, cache warm            the same again: what pynndescent's own ``cache=True`` kernels save
   warm-up                    ``python -m ifbeta.embed --warm`` into a fresh folder (the install step)
   cached, spectral, after warm-up   the old settings with all kernels cached: the same map as old
+  pca init, pynndescent's own descent   as below, but with pynndescent's uncacheable ``nn_descent``
+                             (the code before ``ifbeta.nn_descent``)
   new, after warm-up         ``embed.umap`` defaults (init pca): the first map a user waits for
   new, cold                  ``embed.umap`` defaults, empty numba cache (never compiled, no warm-up)
 
@@ -40,14 +42,16 @@ NEIGHBOURS = 15
 
 
 def _child(mode: str, features_path: str, coords_path: str) -> dict:
-    """One fit in this process; stage seconds as a dict. mode: old | cached-spectral | new."""
+    """One fit in this process; stage seconds as a dict. mode: old | cached-spectral | library-descent | new."""
     start = time.perf_counter()
-    from ifbeta import embed
+    from ifbeta import embed, nn_descent
     from ifbeta.store import Store
 
     times: dict[str, float] = {}
     if mode == "old":
         embed._cache_uncached_kernels = lambda: 0  # the code before: no kernel cache beyond the libraries' own
+    if mode in ("old", "library-descent"):
+        nn_descent.install = lambda: None  # pynndescent's own (uncacheable) nn_descent
     import_start = time.perf_counter()
     umap_module = embed.import_umap()
     times["import umap"] = time.perf_counter() - import_start
@@ -76,7 +80,8 @@ def _child(mode: str, features_path: str, coords_path: str) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         fit_start = time.perf_counter()
         result = embed.umap(features, store=Store(Path(folder)), input_key="benchmark",
-                            init=embed.UMAP_INIT if mode == "new" else "spectral", on_step=on_step)
+                            init=embed.UMAP_INIT if mode in ("new", "library-descent") else "spectral",
+                            on_step=on_step)
         times["fit (embed.umap)"] = time.perf_counter() - fit_start
     times["standardise + PCA to 50"] = marks["neighbours"] - marks["import"]
     np.save(coords_path, result.coords)
@@ -160,11 +165,13 @@ def main() -> None:
         warm_seconds, _ = _run(["-m", "ifbeta.embed", "--warm"], work / "new-cache")
         runs["cached, spectral, after warm-up"] = _fit_run("cached-spectral", work / "features.npy",
                                                            work / "new-cache", work / "spectral.npy")
+        runs["pca init, pynndescent's own descent, after warm-up"] = _fit_run(
+            "library-descent", work / "features.npy", work / "new-cache", work / "library.npy")
         runs["new (pca init), after warm-up"] = _fit_run("new", work / "features.npy", work / "new-cache",
                                                          work / "new.npy")
         runs["new (pca init), cold numba cache"] = _fit_run("new", work / "features.npy", work / "cold-cache",
                                                             work / "cold.npy")
-        maps = {name: np.load(work / f"{name}.npy") for name in ["old", "old2", "spectral", "new", "cold"]}
+        maps = {name: np.load(work / f"{name}.npy") for name in ["old", "old2", "spectral", "library", "new", "cold"]}
     stages = list(next(iter(runs.values())))
     lines = [f"# First UMAP of {source}", "",
              f"Each column is a fresh process; seconds. Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} "
@@ -177,6 +184,7 @@ def main() -> None:
               "", "## Same seed, same map", ""]
     for a, b, what in [("old", "old2", "old cold vs old warm"),
                        ("old", "spectral", "old vs cached, spectral (after warm-up)"),
+                       ("library", "new", "pca init: pynndescent's own descent vs ifbeta.nn_descent"),
                        ("new", "cold", "new after warm-up vs new cold"), ("old", "new", "old vs new (pca init)")]:
         same = np.array_equal(maps[a], maps[b])
         lines.append(f"- {what}: {'identical' if same else 'differ, max |diff| %.3g' % np.abs(maps[a] - maps[b]).max()}")

@@ -76,8 +76,39 @@ def test_warm_up_command_compiles_the_kernels_into_the_cache(tmp_path):
     assert str(tmp_path) in done.stdout
     cached_functions = {path.stem.split("-")[0].split(".", 1)[1] for path in tmp_path.rglob("*.nbi")}
     for name in ["_optimize_layout_euclidean_single_epoch", "smooth_knn_dist", "process_candidates",
-                 "squared_euclidean"]:
+                 "squared_euclidean", "init_rp_tree", "init_random", "build_candidates_owner"]:
         assert name in cached_functions, sorted(cached_functions)
+    assert "Cannot cache compiled function" not in done.stderr  # nothing a new process must compile again
+
+
+def test_the_cached_descent_builds_pynndescents_graph_bit_for_bit():
+    """ifbeta.nn_descent (Python over cacheable kernels) against pynndescent's own numba nn_descent, on
+    more points than pynndescent's 4096-point threshold, so the random-projection trees and several rounds
+    of local joins run; also the same random state afterwards."""
+    from pynndescent import NNDescent
+    from pynndescent import pynndescent_ as library
+
+    from ifbeta import nn_descent
+
+    embed.import_umap()
+    assert library.nn_descent is nn_descent.nn_descent  # installed by import_umap
+    rng = np.random.default_rng(4)
+    centres = rng.normal(scale=3.0, size=(8, 20))
+    x = (centres[rng.integers(0, 8, 6000)] + rng.normal(size=(6000, 20))).astype(np.float32)
+    graphs, states = {}, {}
+    try:
+        for name, function in (("python", nn_descent.nn_descent), ("numba", nn_descent.LIBRARY_DESCENT)):
+            library.nn_descent = function
+            index = NNDescent(x, n_neighbors=15, random_state=7, n_jobs=1, low_memory=True, compressed=False)
+            graphs[name], states[name] = index.neighbor_graph, index.rng_state.copy()
+    finally:
+        nn_descent.install()
+    np.testing.assert_array_equal(graphs["python"][0], graphs["numba"][0])
+    np.testing.assert_array_equal(graphs["python"][1], graphs["numba"][1])
+    np.testing.assert_array_equal(states["python"], states["numba"])
+    exact = np.sort(((x[:50, None, :] - x[None, :, :]) ** 2).sum(-1), axis=1)[:, :15]  # brute force, 50 rows
+    recall = np.mean(np.isclose(np.sort(graphs["python"][1][:50] ** 2, axis=1), exact, rtol=1e-4))
+    assert recall > 0.95  # and it is a k-NN graph
 
 
 def _digits():

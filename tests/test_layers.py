@@ -17,7 +17,7 @@ STAGES = ["core", "data", "models", "influence", "policy", "selection", "subsets
           "evaluation", "cli"]
 CORE = {"ifbeta", "ifbeta.config", "ifbeta.store", "ifbeta.integrity", "ifbeta.progress", "ifbeta.errors",
         "ifbeta.threads", "ifbeta.atomic"}
-VIEWS = {"ifbeta.embed", "ifbeta.plots"}  # side outputs: they may import the core and data only
+VIEWS = {"ifbeta.embed", "ifbeta.nn_descent", "ifbeta.plots"}  # side outputs: they may import the core and data only
 
 
 def module_names() -> dict[str, Path]:
