@@ -22,6 +22,40 @@ def problem():
     return mixture(1200, 10, 4, seed=3, corrupted=60)
 
 
+class Reads:
+    """A 2-D array that records which rows were read through it (slices only, as the chunked passes read)."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.rows = array, array.shape, set()
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, index):
+        self.rows.update(range(*index.indices(len(self.array))))
+        return self.array[index]
+
+
+def pool_statistics() -> dict:
+    """The pool's mean/std (a constant column included), the rows this process read for them, and the
+    row a NaN in the teacher logits is reported at (placed in the last rows, rank 1's shard under 2 ranks)."""
+    from ifbeta.influence import scores
+
+    features, teacher, _ = problem()
+    features = np.c_[features, np.full(len(features), 0.1)]
+    reads = Reads(features)
+    mean, std = scores.pool_statistics(reads, teacher, 128)
+    spoiled = teacher.copy()
+    spoiled[1100, 2] = np.nan
+    try:
+        scores.pool_statistics(features, spoiled, 128)
+        reported = -1
+    except ValueError as error:
+        reported = int(str(error).split("first at row ")[1].split(",")[0])
+    return {"pool_mean": mean, "pool_std": std, "nan_row": np.array(reported),
+            "rank_rows_read": np.array(sorted(reads.rows))}
+
+
 def results() -> dict:
     import torch
 
@@ -31,7 +65,7 @@ def results() -> dict:
 
     torch.set_num_threads(1)
     features, teacher, labels = problem()
-    out = {}
+    out = pool_statistics()
     for solver in SOLVERS:  # mu chosen by validation: choose_mu's fold fits are sharded too
         estimator = "newton" if solver == "direct" else "first_order"  # direct: the dense Newton estimator
         result = scores.score(features, teacher, labels,

@@ -66,7 +66,23 @@ def test_ranks_hold_bitwise_equal_results(sharded):
     first, second = sharded
     assert first.keys() == second.keys()
     for key in first:
-        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+        if not key.startswith("rank_"):  # what each rank read is its own
+            np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+def test_pool_statistics_read_each_row_once_across_ranks_and_equal_one_process(sharded, single):
+    """Each rank reads only its contiguous half of the pool for the mean and std, and for the NaN check."""
+    first, second = (result["rank_rows_read"] for result in sharded)
+    np.testing.assert_array_equal(first, np.arange(600))
+    np.testing.assert_array_equal(second, np.r_[0, np.arange(600, 1200)])  # + row 0: the constant column's value
+    np.testing.assert_array_equal(single["rank_rows_read"], np.arange(1200))
+    np.testing.assert_allclose(sharded[0]["pool_mean"], single["pool_mean"], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(sharded[0]["pool_std"], single["pool_std"], rtol=1e-14)
+    features = np.c_[sharding_support.problem()[0], np.full(1200, 0.1)]
+    np.testing.assert_allclose(single["pool_mean"][:-1], features[:, :-1].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(single["pool_std"][:-1], features[:, :-1].std(0), rtol=1e-12)
+    assert single["pool_mean"][-1] == 0.1 and single["pool_std"][-1] == 1.0  # the constant column -> exactly 0
+    assert int(sharded[0]["nan_row"]) == int(single["nan_row"]) == 1100  # found in rank 1's rows, told to both
 
 
 @pytest.mark.parametrize("solver", sharding_support.SOLVERS)

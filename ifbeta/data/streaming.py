@@ -9,10 +9,34 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FeatureView", "feature_statistics", "row_view", "take_rows"]
+__all__ = ["FeatureView", "column_sums", "feature_statistics", "row_view", "settle_columns", "take_rows"]
 
 
 CONSTANT_RELATIVE_STD = 1e-9  # a column with std <= this * |mean| is constant (float64 round-off)
+
+
+def column_sums(features, start: int, stop: int, *, chunk_size: int = 8192, centre=None) -> np.ndarray:
+    """Column sums (d,) float64 of rows [start, stop) of features (N, d), read in chunks of chunk_size
+    rows from ``start``; with ``centre`` (d,), the sums of (x - centre)^2 instead."""
+    total = np.zeros(features.shape[1])
+    for first in range(start, stop, chunk_size):
+        block = np.asarray(features[first:min(first + chunk_size, stop)], dtype=np.float64)
+        if centre is not None:
+            block = block - centre
+            block *= block
+        total += block.sum(axis=0)
+    return total
+
+
+def settle_columns(features, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rules of :func:`feature_statistics` for constant and zero-spread columns, applied to a
+    computed mean and std (d,) (in place; also returned)."""
+    constant = np.isfinite(mean) & (std <= CONSTANT_RELATIVE_STD * np.abs(mean))
+    if constant.any() and len(features):
+        mean[constant] = np.asarray(features[:1], dtype=np.float64)[0, constant]  # x - mean = 0 exactly
+        std[constant] = 1.0
+    std[~np.isfinite(std) | (std <= 0)] = 1.0
+    return mean, std
 
 
 def feature_statistics(features, *, chunk_size: int = 8192):
@@ -24,21 +48,9 @@ def feature_statistics(features, *, chunk_size: int = 8192):
     rather than to a constant +-1 (which would act as a second, ridge-penalised bias).
     """
     count = len(features)
-    total = np.zeros(features.shape[1])
-    for start in range(0, count, chunk_size):
-        total += np.asarray(features[start:start + chunk_size], dtype=np.float64).sum(axis=0)
-    mean = total / max(count, 1)
-    squares = np.zeros_like(mean)
-    for start in range(0, count, chunk_size):
-        centred = np.asarray(features[start:start + chunk_size], dtype=np.float64) - mean
-        squares += (centred * centred).sum(axis=0)
-    std = np.sqrt(squares / max(count, 1))
-    constant = np.isfinite(mean) & (std <= CONSTANT_RELATIVE_STD * np.abs(mean))
-    if constant.any() and count:
-        mean[constant] = np.asarray(features[:1], dtype=np.float64)[0, constant]  # x - mean = 0 exactly
-        std[constant] = 1.0
-    std[~np.isfinite(std) | (std <= 0)] = 1.0
-    return mean, std
+    mean = column_sums(features, 0, count, chunk_size=chunk_size) / max(count, 1)
+    squares = column_sums(features, 0, count, chunk_size=chunk_size, centre=mean)
+    return settle_columns(features, mean, np.sqrt(squares / max(count, 1)))
 
 
 class FeatureView:

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from ifbeta.config import InfluenceConfig, KDConfig
-from ifbeta.data.streaming import FeatureView, feature_statistics
+from ifbeta.data.streaming import FeatureView, column_sums, settle_columns
 from ifbeta.influence import objective, proxy, sharding, solvers, tensors
 from ifbeta.influence.solvers import SOLVERS
 from ifbeta.influence.statistics import teacher_statistics
@@ -142,12 +142,22 @@ class Clock:
 
 
 def _first_non_finite(array, chunk_size: int):
-    """(row, column) of the first NaN/Inf of a 2-D array read in chunks, or None."""
-    for start in range(0, len(array), chunk_size):
-        bad = np.argwhere(~np.isfinite(np.asarray(array[start:start + chunk_size], dtype=np.float64)))
+    """(row, column) of the first NaN/Inf of a 2-D array (N, k) read in chunks, or None. Sharded: each
+    rank reads its own rows and the earliest of the ranks' finds is returned on every rank."""
+    count = len(array)
+    start, stop = sharding.rows(count)
+    found = (count, 0)
+    for first in range(start, stop, chunk_size):
+        bad = np.argwhere(~np.isfinite(np.asarray(array[first:min(first + chunk_size, stop)], dtype=np.float64)))
         if len(bad):
-            return start + int(bad[0][0]), int(bad[0][1])
-    return None
+            found = (first + int(bad[0][0]), int(bad[0][1]))
+            break
+    rank, world = sharding.context()
+    finds = torch.zeros((world, 2), dtype=torch.float64)
+    finds[rank] = torch.tensor(found, dtype=torch.float64)
+    finds = sharding.total(finds)
+    row, column = (int(value) for value in finds[int(torch.argmin(finds[:, 0]))])
+    return None if row >= count else (row, column)
 
 
 def validated_labels(labels, features, teacher_logits) -> np.ndarray:
@@ -174,10 +184,26 @@ def validated_labels(labels, features, teacher_logits) -> np.ndarray:
     return labels
 
 
+def _sharded_feature_statistics(features, chunk_size: int):
+    """streaming.feature_statistics with each rank reading only its rows (sharding.rows): the column sums
+    of the two passes are each rank's partial, added in rank order by sharding.total, so every rank holds
+    the same mean and std; one process reads all rows in the same chunks, bit for bit the same result."""
+    count = len(features)
+    start, stop = sharding.rows(count)
+
+    def summed(centre=None) -> np.ndarray:
+        partial = column_sums(features, start, stop, chunk_size=chunk_size, centre=centre)
+        return sharding.total(torch.from_numpy(partial)).numpy()
+
+    mean = summed() / max(count, 1)
+    return settle_columns(features, mean, np.sqrt(summed(centre=mean) / max(count, 1)))
+
+
 def pool_statistics(features, teacher_logits, chunk_size: int):
-    """Pool mean and std (d,) for standardising; refuses NaN/Inf (constant columns standardise to 0)."""
+    """Pool mean and std (d,) for standardising; refuses NaN/Inf (constant columns standardise to 0).
+    Under torchrun each rank reads only its shard of the rows, for the statistics and for the checks."""
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while summing: reported below
-        mean, std = feature_statistics(features, chunk_size=chunk_size)
+        mean, std = _sharded_feature_statistics(features, chunk_size)
     if not np.isfinite(mean).all():
         where = _first_non_finite(features, chunk_size)
         at = "" if where is None else f" (first at row {where[0]}, column {where[1]})"

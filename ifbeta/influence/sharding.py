@@ -6,7 +6,8 @@ inputs, but each streams only its own rows: the shards are CONTIGUOUS, rank r of
 passes return is then made whole:
 
 - row sums (loss, gradient, Hessian, Hessian-vector products, Jacobi diagonal, EKFAC factors and
-  eigenbasis curvatures, the teacher-head Gram and cross products, validation loss and gradient) are
+  eigenbasis curvatures, the teacher-head Gram and cross products, validation loss and gradient, the
+  pool's column sums for its mean and std, and the first NaN/Inf of the NaN check) are
   each rank's partial, combined by :func:`total`: every rank all-gathers the partials and adds them in
   rank order 0, 1, ..., W-1 (never a ring all-reduce, whose association depends on the segment), so
   every rank holds bitwise the same sum and takes the same Newton steps, line-search decisions and CG
