@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FeatureView", "column_sums", "feature_statistics", "row_view", "settle_columns", "take_rows"]
+__all__ = ["FeatureView", "feature_statistics", "row_view", "take_rows"]
 
 
 CONSTANT_RELATIVE_STD = 1e-9  # a column with std <= this * |mean| is constant (float64 round-off)
 
 
-def column_sums(features, start: int, stop: int, *, chunk_size: int = 8192, centre=None) -> np.ndarray:
+def _column_sums(features, start: int, stop: int, *, chunk_size: int = 8192, centre=None) -> np.ndarray:
     """Column sums (d,) float64 of rows [start, stop) of features (N, d), read in chunks of chunk_size
     rows from ``start``; with ``centre`` (d,), the sums of (x - centre)^2 instead."""
     total = np.zeros(features.shape[1])
@@ -28,7 +28,7 @@ def column_sums(features, start: int, stop: int, *, chunk_size: int = 8192, cent
     return total
 
 
-def settle_columns(features, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _settle_columns(features, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rules of :func:`feature_statistics` for constant and zero-spread columns, applied to a
     computed mean and std (d,) (in place; also returned)."""
     constant = np.isfinite(mean) & (std <= CONSTANT_RELATIVE_STD * np.abs(mean))
@@ -39,18 +39,22 @@ def settle_columns(features, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndar
     return mean, std
 
 
-def feature_statistics(features, *, chunk_size: int = 8192):
+def feature_statistics(features, *, chunk_size: int = 8192, rows: tuple[int, int] | None = None, combine=None):
     """Column mean and std (population), (d,) float64 each, in two chunked passes.
 
     Columns with std 0 (or non-finite) get std 1 so standardising never divides by zero. A constant
     column whose computed std is only round-off (std <= CONSTANT_RELATIVE_STD * |mean|, e.g. a column
     of 0.1 gives ~1e-17) gets mean = its first value and std 1, so it standardises to exactly 0
     rather than to a constant +-1 (which would act as a second, ridge-penalised bias).
+    Sharded use: ``rows`` = (start, stop) of the rows this process reads (default all) and ``combine``
+    (d,) partial column sums -> the sums over all processes (default: as they are).
     """
     count = len(features)
-    mean = column_sums(features, 0, count, chunk_size=chunk_size) / max(count, 1)
-    squares = column_sums(features, 0, count, chunk_size=chunk_size, centre=mean)
-    return settle_columns(features, mean, np.sqrt(squares / max(count, 1)))
+    start, stop = (0, count) if rows is None else rows
+    combine = combine or (lambda sums: sums)
+    mean = combine(_column_sums(features, start, stop, chunk_size=chunk_size)) / max(count, 1)
+    squares = combine(_column_sums(features, start, stop, chunk_size=chunk_size, centre=mean))
+    return _settle_columns(features, mean, np.sqrt(squares / max(count, 1)))
 
 
 class FeatureView:

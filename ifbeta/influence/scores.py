@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from ifbeta.config import InfluenceConfig, KDConfig
-from ifbeta.data.streaming import FeatureView, column_sums, settle_columns
+from ifbeta.data.streaming import FeatureView, feature_statistics
 from ifbeta.influence import objective, proxy, sharding, solvers, tensors
 from ifbeta.influence.solvers import SOLVERS
 from ifbeta.influence.statistics import teacher_statistics
@@ -184,26 +184,12 @@ def validated_labels(labels, features, teacher_logits) -> np.ndarray:
     return labels
 
 
-def _sharded_feature_statistics(features, chunk_size: int):
-    """streaming.feature_statistics with each rank reading only its rows (sharding.rows): the column sums
-    of the two passes are each rank's partial, added in rank order by sharding.total, so every rank holds
-    the same mean and std; one process reads all rows in the same chunks, bit for bit the same result."""
-    count = len(features)
-    start, stop = sharding.rows(count)
-
-    def summed(centre=None) -> np.ndarray:
-        partial = column_sums(features, start, stop, chunk_size=chunk_size, centre=centre)
-        return sharding.total(torch.from_numpy(partial)).numpy()
-
-    mean = summed() / max(count, 1)
-    return settle_columns(features, mean, np.sqrt(summed(centre=mean) / max(count, 1)))
-
-
 def pool_statistics(features, teacher_logits, chunk_size: int):
     """Pool mean and std (d,) for standardising; refuses NaN/Inf (constant columns standardise to 0).
     Under torchrun each rank reads only its shard of the rows, for the statistics and for the checks."""
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while summing: reported below
-        mean, std = _sharded_feature_statistics(features, chunk_size)
+        mean, std = feature_statistics(features, chunk_size=chunk_size, rows=sharding.rows(len(features)),
+                                       combine=lambda sums: sharding.total(torch.from_numpy(sums)).numpy())
     if not np.isfinite(mean).all():
         where = _first_non_finite(features, chunk_size)
         at = "" if where is None else f" (first at row {where[0]}, column {where[1]})"
