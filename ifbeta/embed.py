@@ -14,8 +14,9 @@ caching on for the kernels both libraries leave uncached, so they are compiled o
 ``nn_descent`` and ``nn_descent_internal`` cannot be cached (they ask numba for its thread count,
 about 15 s of compilation in every new process), so ``import_umap`` replaces them by the same
 algorithm driven from Python over cacheable kernels (``ifbeta.nn_descent``; the same graph, bit for
-bit). The cache changes no result: a fixed seed gives the same map, compiled or loaded. The layout starts from PCA
-(``UMAP_INIT``), not umap-learn's spectral default: 7 s less at 50k points, the same map quality.
+bit). The cache changes no result: a fixed seed gives the same map, compiled or loaded. The layout
+starts from PCA (``UMAP_INIT``), not umap-learn's spectral default: 7 s less at 50k points, the same
+map quality.
 """
 from __future__ import annotations
 
