@@ -4,15 +4,17 @@
     l_i(theta)   = (1 - lam) CE(f(phi_i), y_i) + lam tau^2 KL(softmax(t_i/tau) || softmax(f(phi_i)/tau))
     L_in(theta)  = sum_i w_i l_i(theta) + mu/2 (||W||_F^2 + eps ||b||^2)          (SUM form, w_i in [0, 1])
 
-Everything is a pure function in torch. ``features`` may be any float array (a float16 np.memmap
-included), a :class:`FeatureView` or a tensor; they are read ``chunk_size`` rows at a time and sent to
-``device`` ("cpu", "cuda" or a torch.device) as float32 (from pinned memory, non-blocking, on CUDA), so no
-function here holds more than one chunk of features (the stream, devices and conversions: ``tensors.py``;
-the fit's iterates: :class:`Point`, evaluated over :class:`tensors.Rows`). Precision: products that only shape a step or a solve
-(the Hessian, Hessian-vector products, EKFAC factors, scores) are float32 matmuls accumulated in float64;
-the outputs x theta^T, the softmax heads, the loss and the gradient, whose zero defines theta*, are
-float64, so fits converge to a float64 tolerance and leave-one-out refits resolve 1/n^2 changes. theta,
-vectors and results are float64 tensors on ``device`` (numpy inputs are converted once).
+Everything is a pure function in torch. ``features`` may be any float array (a float16 np.memmap included),
+a :class:`FeatureView` or a tensor; they are read ``chunk_size`` rows at a time and sent to ``device``
+("cpu", "cuda" or a torch.device) as float32 (from pinned memory, non-blocking, on CUDA), so no function
+here holds more than one chunk of features (the stream, devices and conversions: ``tensors.py``; the fit's
+iterates: :class:`Point`, evaluated over :class:`tensors.Rows`; where the rows are re-read at every pass, an
+iterate's outputs are kept in an ``outputs.OutputStore`` so that passes needing only them skip the matmul).
+Precision: products that only shape a step or a solve (the Hessian, Hessian-vector products, EKFAC factors,
+scores) are float32 matmuls accumulated in float64; the outputs x theta^T, the softmax heads, the loss and
+the gradient, whose zero defines theta*, are float64, so fits converge to a float64 tolerance and leave-one-out
+refits resolve 1/n^2 changes. theta, vectors and results are float64 tensors on ``device`` (numpy inputs
+are converted once).
 Lower loss / objective is better. The flat parameter order (Hessian rows) is ``theta.reshape(-1)``:
 index ``c * (d + 1) + j``.
 
@@ -245,33 +247,66 @@ def hessian_diagonal(theta, features, teacher_logits, labels, *, weights=None, m
 @dataclass
 class Point:
     """An iterate of fit(): theta (C, d+1), L_in, its gradient (C, d+1), and the softmax heads [(p, q)]
-    per chunk when the rows are cached (None otherwise); tensors float64 on the rows' device."""
+    per chunk when the rows are cached (None otherwise); tensors float64 on the rows' device. ``outputs``:
+    the outputs.OutputStore holding x theta^T of every chunk, when the pass that made the point wrote one."""
 
     theta: torch.Tensor
     value: float
     grad: torch.Tensor
     heads: list | None
+    outputs: object = None
 
 
-def evaluate(theta, rows: Rows, ridge: torch.Tensor, *, with_gradient: bool = True) -> Point:
-    """L_in and its gradient at theta in one pass over the rows (SUM form, ridge (C, d+1)); float64."""
+def _ridge_value(theta, ridge):
+    """mu/2 (||W||^2 + eps ||b||^2) as a float64 tensor; zero off rank 0 (the ridge counts once)."""
+    value = 0.5 * (ridge * theta * theta).sum()
+    return value if sharding.lead() else torch.zeros_like(value)
+
+
+def evaluate(theta, rows: Rows, ridge: torch.Tensor, *, with_gradient: bool = True, store=None,
+             known=None) -> Point:
+    """L_in and its gradient at theta in one pass over the rows (SUM form, ridge (C, d+1)); float64.
+
+    store: an outputs.OutputStore that receives every chunk's outputs x theta^T (then Point.outputs);
+    known(k) -> chunk k's outputs when they are already at hand (fit's line search), so the pass skips
+    the matmul that makes them."""
     kd = rows.kd
     theta = as_tensor(theta, rows.device)
-    value = 0.5 * (ridge * theta * theta).sum()
-    grad = ridge * theta
-    if not sharding.lead():  # the ridge counts once, on rank 0
-        value, grad = torch.zeros_like(value), torch.zeros_like(grad)
+    value = _ridge_value(theta, ridge)
+    grad = ridge * theta if sharding.lead() else torch.zeros_like(theta)
     heads = [] if rows.cached is not None else None
-    for x, log_pt, y, w in rows:
-        outputs = outputs_of(theta, x)  # (m, C)
+    for index, (x, log_pt, y, w) in enumerate(rows):
+        outputs = known(index) if known is not None else outputs_of(theta, x)  # (m, C)
         chunk = Heads(log_softmax(outputs), log_softmax(outputs / kd.tau), log_pt)
         value = value + weighted(chunk_loss(chunk, y, kd), w).sum()
         if with_gradient:
             grad += weighted(chunk_residual(chunk, y, kd), w).T @ x.to(DOUBLE)  # (C, d+1)
         if heads is not None:
             heads.append((chunk.p, chunk.q))
+        if store is not None:
+            store[index] = outputs
     value, grad = sharding.total(torch.as_tensor(value, dtype=DOUBLE, device=rows.device), grad)
-    return Point(theta, float(value), grad, heads)
+    return Point(theta, float(value), grad, heads, store)
+
+
+def outputs_along(direction, rows: Rows, store) -> None:
+    """store[k] <- x_k direction^T (m, C) float64 for every chunk k: how the outputs change along
+    ``direction`` (C, d+1). One pass over the features, none over the teacher's logits."""
+    direction = as_tensor(direction, rows.device)
+    for index, (x, _) in enumerate(rows.inputs()):
+        store[index] = outputs_of(direction, x)
+
+
+def value_along(theta, direction, step: float, rows: Rows, ridge: torch.Tensor, outputs, change) -> float:
+    """L_in(theta + step direction) from the stored outputs f (at theta) and change df (along direction):
+    chunk k's outputs are f_k + step df_k, so the pass reads the teacher's logits and no features."""
+    kd = rows.kd
+    value = _ridge_value(theta + step * direction, ridge)
+    for index, (log_pt, y, w) in enumerate(rows.targets()):
+        trial = outputs[index] + step * change[index]
+        value = value + weighted(chunk_loss(Heads(log_softmax(trial), log_softmax(trial / kd.tau), log_pt), y, kd),
+                                 w).sum()
+    return float(sharding.total(torch.as_tensor(value, dtype=DOUBLE, device=rows.device)))
 
 
 class HessianOperator:
@@ -297,18 +332,29 @@ class HessianOperator:
         self.kd, self.products = kd, 0
         self._source = (features, teacher_logits, labels, weights, chunk_size, self.device)
         classes, width = self.theta.shape
-        self._cache = None
+        self._cache, self._stream = None, None
         if len(labels) * (width + 5 * classes) * 4 <= cache_bytes:
             self._cache = [self._chunk_terms(x, t, w) for x, t, _, w in chunks(*self._source)]
 
     @classmethod
     def at_point(cls, point: Point, rows: Rows, ridge: torch.Tensor) -> "HessianOperator":
-        """The operator at a fit() iterate whose rows and heads are cached: no pass over the data."""
+        """The operator at a fit() iterate: with its rows and heads cached, no pass over the data; with its
+        outputs stored (Point.outputs), each product streams the features only and takes the heads from
+        the stored outputs (softmax in float32, as the terms), not from a float64 matmul."""
         operator = cls.__new__(cls)
         operator.theta, operator.ridge, operator.kd, operator.products = point.theta, ridge, rows.kd, 0
-        operator.device, operator._source = rows.device, None
-        operator._cache = [operator._terms(x, p, q, w) for (x, _, _, w), (p, q) in zip(rows.cached, point.heads)]
+        operator.device, operator._source, operator._cache, operator._stream = rows.device, None, None, None
+        if point.heads is not None:
+            operator._cache = [operator._terms(x, p, q, w) for (x, _, _, w), (p, q) in zip(rows.cached, point.heads)]
+        else:
+            operator._stream = (rows, point.outputs)
         return operator
+
+    def _stored_terms(self):
+        rows, outputs = self._stream
+        for index, (x, w) in enumerate(rows.inputs()):
+            f = outputs[index].to(SINGLE)
+            yield self._terms(x, torch.softmax(f, dim=1), torch.softmax(f / self.kd.tau, dim=1), w)
 
     def _terms(self, x, p, q, w):
         lam = self.kd.lam
@@ -324,8 +370,12 @@ class HessianOperator:
         self.products += 1
         data = torch.zeros_like(vector)
         single = centred(vector).to(SINGLE)
-        terms = self._cache if self._cache is not None else (
-            self._chunk_terms(x, t, w) for x, t, _, w in chunks(*self._source))
+        if self._cache is not None:
+            terms = self._cache
+        elif self._stream is not None:
+            terms = self._stored_terms()
+        else:
+            terms = (self._chunk_terms(x, t, w) for x, t, _, w in chunks(*self._source))
         for p, q, a, big_p, big_q, x in terms:
             u = x @ single.T  # (m, C): change of the outputs along `vector`
             image = a * u - big_p * (p * u).sum(dim=1, keepdim=True) - big_q * (q * u).sum(dim=1, keepdim=True)

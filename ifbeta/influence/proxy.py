@@ -15,8 +15,9 @@ import torch
 
 from ifbeta.config import KDConfig
 from ifbeta.data.streaming import row_view, take_rows
-from ifbeta.influence import sharding, solvers
+from ifbeta.influence import objective, sharding, solvers
 from ifbeta.influence.objective import HessianOperator, Point, evaluate, hessian, regulariser, validation_loss
+from ifbeta.influence.outputs import OutputStore
 from ifbeta.influence.solvers import cholesky_apply, cholesky_factor
 from ifbeta.influence.tensors import CHUNK_SIZE, SINGLE, Rows, as_tensor, chunks, resolve_device, single_matmul
 from ifbeta.threads import thread_map
@@ -74,17 +75,25 @@ class _NewtonSystem:
 
     def __init__(self, problem: dict, dense: bool, preconditioner=None):
         self.problem, self.dense, self.factor, self.preconditioner = problem, dense, None, preconditioner
-        self.products, self.curvature_builds, self.ekfac = 0, 0, None
+        self.products, self.curvature_builds, self.ekfac, self.inputs = 0, 0, None, None
 
     def direction(self, point: Point, rows: Rows, ridge: torch.Tensor, *, forcing: float, refresh: bool):
         theta, flat = point.theta, point.grad.reshape(-1)
         if not self.dense:
-            operator = (HessianOperator.at_point(point, rows, ridge) if point.heads is not None
+            at_point = point.heads is not None or point.outputs is not None
+            operator = (HessianOperator.at_point(point, rows, ridge) if at_point
                         else HessianOperator(theta, **self.problem))
             preconditioner = self.preconditioner
             if preconditioner is None:
                 if self.ekfac is None or refresh:
-                    self.ekfac = solvers.ekfac_preconditioner(theta, **self.problem)
+                    stored = {}
+                    if point.outputs is not None:  # the outputs are stored and A does not depend on theta
+                        if self.inputs is None:
+                            self.inputs = solvers.input_factor(self.problem["features"], self.problem["weights"],
+                                                               chunk_size=self.problem["chunk_size"],
+                                                               device=self.problem["device"])
+                        stored = dict(outputs=point.outputs, inputs=self.inputs)
+                    self.ekfac = solvers.ekfac_preconditioner(theta, **self.problem, **stored)
                     self.curvature_builds += 1
                 preconditioner = self.ekfac
             step, _, _ = solvers.conjugate_gradient(lambda v: operator(v).reshape(-1), flat, tolerance=forcing,
@@ -114,6 +123,32 @@ def _line_search(point: Point, direction, rows: Rows, ridge: torch.Tensor) -> Po
         trial = evaluate(point.theta + step * direction, rows, ridge)
         if trial.value <= value + 1e-4 * step * slope:
             return trial
+        step *= 0.5
+    return None
+
+
+def _line_search_stored(point: Point, direction, rows: Rows, ridge: torch.Tensor, change: OutputStore) -> Point | None:
+    """_line_search for rows that are re-read at every pass, with the iterate's outputs f stored
+    (point.outputs): one pass over the features stores df = x direction^T in ``change``, each trial
+    reads only the teacher's logits (outputs f + step df), and the accepted step's gradient pass takes
+    its outputs from them and stores them as the new iterate's (same Armijo rule and trials)."""
+    grad, value, outputs = point.grad, point.value, point.outputs
+    slope = float((grad * direction).sum())
+    if slope >= 0:  # not a descent direction (inexact CG): fall back to steepest descent
+        direction, slope = -grad, -float((grad * grad).sum())
+    objective.outputs_along(direction, rows, change)
+
+    def accept(step: float) -> Point:
+        return evaluate(point.theta + step * direction, rows, ridge, store=outputs,
+                        known=lambda index: outputs[index] + step * change[index])
+
+    if -slope <= 1e-13 * (1.0 + abs(value)):
+        return accept(1.0)
+    step = 1.0
+    while step > 1e-12:
+        if objective.value_along(point.theta, direction, step, rows, ridge, outputs, change) \
+                <= value + 1e-4 * step * slope:
+            return accept(step)
         step *= 0.5
     return None
 
@@ -167,15 +202,32 @@ def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConf
     rows = Rows(features, teacher_logits, labels, weights, kd=kd, chunk_size=chunk_size, device=device)
     ridge = regulariser((classes, width), mu=mu, bias_damping=bias_damping, device=device)
     origin = torch.zeros((classes, width), dtype=torch.float64, device=device)
+    # rows re-read at every pass: the iterate's outputs and their change along a direction are stored
+    stored = not dense and rows.cached is None
+    stores = [OutputStore(len(labels), classes, chunk_size, device) for _ in range(2)] if stored else [None, None]
+    try:
+        return _newton(rows, ridge, origin, init, dense, problem, preconditioner, tolerance, max_iterations,
+                       on_iteration, stores, features, teacher_logits, chunk_size, device)
+    finally:
+        for store in stores:
+            if store is not None:
+                store.close()
+
+
+def _newton(rows, ridge, origin, init, dense, problem, preconditioner, tolerance, max_iterations, on_iteration,
+            stores, features, teacher_logits, chunk_size, device) -> ProxyFit:
+    """fit()'s start and damped Newton loop (its arguments as fit's; stores: [outputs, change] or Nones)."""
+    outputs, change = stores
     # L_in at zero: a cold start's candidate, and (matrix-free) its gradient scales the forcing term below
     zero = evaluate(origin, rows, ridge, with_gradient=not dense) if init is None or not dense else None
     if init is not None:
-        point = evaluate(as_tensor(init, device).clone(), rows, ridge)
+        point = evaluate(as_tensor(init, device).clone(), rows, ridge, store=outputs)
     else:  # cold start: the better of zero and the teacher's least-squares head
-        start = evaluate(teacher_head(features, teacher_logits, chunk_size=chunk_size, device=device), rows, ridge)
+        start = evaluate(teacher_head(features, teacher_logits, chunk_size=chunk_size, device=device), rows, ridge,
+                         store=outputs)
         point = start
         if zero.value <= start.value:  # zero wins; dense Newton evaluated it without its gradient
-            point = zero if not dense else evaluate(origin, rows, ridge)
+            point = zero if not dense and outputs is None else evaluate(origin, rows, ridge, store=outputs)
     threshold = tolerance * (1.0 + _norm(point.grad))
     # Newton-CG forcing term (Eisenstat-Walker), relative to the problem's scale, not the warm start's
     scale = 1.0 if dense else 1.0 + _norm(zero.grad)
@@ -187,7 +239,9 @@ def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConf
         norm = _norm(point.grad)
         direction = system.direction(point, rows, ridge, forcing=min(0.5, np.sqrt(norm / scale)),
                                      refresh=norm > 0.2 * previous_norm)
-        trial, previous_norm = _line_search(point, direction, rows, ridge), norm
+        trial = (_line_search(point, direction, rows, ridge) if change is None
+                 else _line_search_stored(point, direction, rows, ridge, change))
+        previous_norm = norm
         if trial is None:
             logger.warning("proxy fit: line search stalled at ||grad|| = %.3g", norm)
             break

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from ifbeta.config import KDConfig
@@ -41,7 +42,7 @@ from ifbeta.influence.tensors import DOUBLE, as_tensor, device_of, single_matmul
 logger = logging.getLogger(__name__)
 
 __all__ = ["SOLVERS", "cholesky_factor", "cholesky_preconditioner", "conjugate_gradient", "ekfac_factors",
-           "ekfac_preconditioner", "newton_removal_scores", "solve_cg", "solve_direct", "solve_ekfac"]
+           "ekfac_preconditioner", "input_factor", "newton_removal_scores", "solve_cg", "solve_direct", "solve_ekfac"]
 
 
 def conjugate_gradient(apply, rhs, *, tolerance: float = 1e-10, max_iterations: int | None = None,
@@ -170,17 +171,43 @@ def _curvature_in_basis(heads_p, heads_q, basis, kd: KDConfig):
     return (1.0 - kd.lam) * cross + kd.lam * distil
 
 
-def _kronecker_factors(theta, features, teacher_logits, labels, weights, *, kd, chunk_size, curvature, device):
+def _heads(theta, x, t, kd: KDConfig, outputs, index):
+    """The chunk's softmax heads: from its stored outputs when ``outputs`` (an outputs.OutputStore) is
+    given, else from x theta^T. log_pt is None when the pass read no teacher logits."""
+    if outputs is None:
+        return objective.output_heads(theta, x, t, kd)
+    f = outputs[index]
+    log_pt = None if t is None else objective.log_softmax(t.to(DOUBLE) / kd.tau)
+    return objective.Heads(objective.log_softmax(f), objective.log_softmax(f / kd.tau), log_pt)
+
+
+def input_factor(features, weights, *, chunk_size: int = objective.CHUNK_SIZE, device=None) -> torch.Tensor:
+    """A = sum_i w_i x_i x_i^T (d+1, d+1) float64 (x = [phi; 1]), EKFAC's input factor. It does not depend
+    on theta, so a fit computes it once. One pass over the features (float32 matmuls, float64 sums)."""
+    device = objective.resolve_device(device)
+    width = features.shape[1] + 1
+    factor = torch.zeros((width, width), dtype=DOUBLE, device=device)
+    for x, _, _, w in objective.chunks(features, None, np.zeros(len(features), np.int64), weights, chunk_size,
+                                       device, part="inputs"):
+        factor += single_matmul(x.T if w is None else (x * w[:, None].to(x.dtype)).T, x)
+    return sharding.total(factor)
+
+
+def _kronecker_factors(theta, features, teacher_logits, labels, weights, *, kd, chunk_size, curvature, device,
+                       outputs=None, inputs=None):
     classes, width = theta.shape
     input_factor = torch.zeros((width, width), dtype=DOUBLE, device=device)
     output_factor = torch.zeros((classes, classes), dtype=DOUBLE, device=device)
     total = 0.0
     if curvature not in ("output", "residual"):
         raise ValueError(f"unknown ekfac curvature {curvature!r}; use 'output' or 'residual'")
-    for x, t, y, w in objective.chunks(features, teacher_logits, labels, weights, chunk_size, device):
+    part = "targets" if outputs is not None and inputs is not None else "all"  # no features needed
+    for index, (x, t, y, w) in enumerate(objective.chunks(features, teacher_logits, labels, weights, chunk_size,
+                                                          device, part=part)):
         w = torch.ones(len(y), dtype=DOUBLE, device=device) if w is None else w
-        heads = objective.output_heads(theta, x, t, kd)
-        input_factor += single_matmul((x * w[:, None].to(x.dtype)).T, x)
+        heads = _heads(theta, x, t, kd, outputs, index)
+        if inputs is None:
+            input_factor += single_matmul((x * w[:, None].to(x.dtype)).T, x)
         if curvature == "output":
             p, q = heads.p, heads.q
             output_factor += torch.diag(w @ ((1.0 - kd.lam) * p + kd.lam * q))
@@ -192,29 +219,35 @@ def _kronecker_factors(theta, features, teacher_logits, labels, weights, *, kd, 
         total += float(w.sum())
     input_factor, output_factor, total = sharding.total(input_factor, output_factor,
                                                         torch.tensor([total], dtype=DOUBLE, device=device))
-    return input_factor, output_factor / max(float(total), 1e-300)
+    return input_factor if inputs is None else inputs, output_factor / max(float(total), 1e-300)
 
 
 def ekfac_factors(theta, features, teacher_logits, labels, weights, *, mu: float, kd: KDConfig,
                   bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, curvature: str = "output",
-                  device=None):
+                  device=None, outputs=None, inputs=None):
     """(Q_G (C, C), Q_A (d+1, d+1), eigenvalues (C, d+1)): H ~ (Q_G kron Q_A) diag(eig) (Q_G kron Q_A)^T.
 
     eig[a, b] = (q_a kron u_b)^T H (q_a kron u_b), the exact curvature along each Kronecker eigenvector,
     ridge included (two chunked passes). Factors accumulate in float64; eigh in float64.
+    outputs: an outputs.OutputStore of x theta^T per chunk (fit's iterate), so neither pass recomputes
+    them; inputs: the input factor A (:func:`input_factor`) when already known, so the first pass reads
+    no features (with ``outputs``).
     """
     device = device_of(theta, device)
     theta = as_tensor(theta, device)
     input_factor, output_factor = _kronecker_factors(theta, features, teacher_logits, labels, weights, kd=kd,
-                                                     chunk_size=chunk_size, curvature=curvature, device=device)
+                                                     chunk_size=chunk_size, curvature=curvature, device=device,
+                                                     outputs=outputs, inputs=inputs)
     _, input_basis = torch.linalg.eigh(input_factor)
     _, output_basis = torch.linalg.eigh(output_factor)
     ridge = objective.regulariser((1, theta.shape[1]), mu=mu, bias_damping=bias_damping, device=device)[0]
     eigenvalues = ((input_basis**2).T @ ridge).expand(theta.shape).clone()  # diag(U^T R U)
     if not sharding.lead():
         eigenvalues.zero_()  # the ridge counts once, on rank 0
-    for x, t, y, w in objective.chunks(features, teacher_logits, labels, weights, chunk_size, device):
-        heads = objective.output_heads(theta, x, t, kd)
+    part = "inputs" if outputs is not None else "all"
+    for index, (x, t, y, w) in enumerate(objective.chunks(features, teacher_logits, labels, weights, chunk_size,
+                                                          device, part=part)):
+        heads = _heads(theta, x, t, kd, outputs, index)
         along_outputs = _curvature_in_basis(heads.p, heads.q, output_basis, kd)  # (m, C)
         along_inputs = single_matmul(x, input_basis) ** 2  # (m, d+1)
         eigenvalues += single_matmul(objective.weighted(along_outputs, w).T, along_inputs)
@@ -227,11 +260,14 @@ def _ekfac_inverse(output_basis, input_basis, eigenvalues, rhs):
 
 
 def ekfac_preconditioner(theta, features, teacher_logits, labels, weights=None, *, mu: float, kd: KDConfig,
-                         bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, device=None):
-    """Flat v -> EKFAC^{-1} v (symmetric positive definite), for conjugate_gradient."""
+                         bias_damping: float = 1e-3, chunk_size: int = objective.CHUNK_SIZE, device=None,
+                         outputs=None, inputs=None):
+    """Flat v -> EKFAC^{-1} v (symmetric positive definite), for conjugate_gradient (outputs, inputs: as
+    :func:`ekfac_factors`)."""
     device = device_of(theta, device)
     factors = ekfac_factors(theta, features, teacher_logits, labels, weights, mu=mu, kd=kd,
-                            bias_damping=bias_damping, chunk_size=chunk_size, device=device)
+                            bias_damping=bias_damping, chunk_size=chunk_size, device=device, outputs=outputs,
+                            inputs=inputs)
     shape = tuple(theta.shape)
     return lambda vector: _ekfac_inverse(*factors, as_tensor(vector, device).reshape(shape)).reshape(-1)
 

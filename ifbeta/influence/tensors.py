@@ -71,21 +71,31 @@ def send(array, device: torch.device, dtype=SINGLE) -> torch.Tensor:
     return host
 
 
-def chunks(features, teacher_logits, labels, weights, chunk_size, device=None):
+PARTS = ("all", "inputs", "targets")
+
+
+def chunks(features, teacher_logits, labels, weights, chunk_size, device=None, *, part: str = "all"):
     """Yield (x (m, d+1) float32, t (m, C) float64, y (m,) int64, w (m,) float64 or None) on ``device``,
     over this rank's shard of the rows under torchrun (sharding.rows; all of them in one process).
 
+    part: "all"; "inputs" reads no teacher logits (t is None); "targets" reads no features (x is None),
+    for passes that take the proxy's outputs from an outputs.OutputStore.
     Raises ValueError for a label outside [0, C): indexing would otherwise read label -1 as class C - 1."""
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; use one of {', '.join(PARTS)}")
     device = resolve_device(device)
     labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     first, last = sharding.rows(len(labels))
     for start in range(first, last, chunk_size):
         stop = min(last, start + chunk_size)
-        phi = send(features[start:stop], device)
-        x = torch.cat([phi, torch.ones((stop - start, 1), dtype=SINGLE, device=device)], dim=1)  # (m, d+1)
-        t = send(teacher_logits[start:stop], device, DOUBLE)
+        x = t = None
+        if part != "targets":
+            phi = send(features[start:stop], device)
+            x = torch.cat([phi, torch.ones((stop - start, 1), dtype=SINGLE, device=device)], dim=1)  # (m, d+1)
+        if part != "inputs":
+            t = send(teacher_logits[start:stop], device, DOUBLE)
         y_host = labels[start:stop].astype(np.int64)
-        if len(y_host) and (y_host.min() < 0 or y_host.max() >= t.shape[1]):
+        if t is not None and len(y_host) and (y_host.min() < 0 or y_host.max() >= t.shape[1]):
             bad = start + int(np.flatnonzero((y_host < 0) | (y_host >= t.shape[1]))[0])
             raise ValueError(f"label {int(labels[bad])} of sample {bad} is outside [0, {t.shape[1]}): "
                              f"labels must be class indices of the teacher's {t.shape[1]} logits")
@@ -125,3 +135,15 @@ class Rows:
 
     def __iter__(self):
         return iter(self.cached) if self.cached is not None else self._read()
+
+    def inputs(self):
+        """(x, w) per chunk, without the teacher's logits."""
+        if self.cached is not None:
+            return ((x, w) for x, _, _, w in self.cached)
+        return ((x, w) for x, _, _, w in chunks(*self.source, part="inputs"))
+
+    def targets(self):
+        """(log softmax(t / tau), y, w) per chunk, without the features."""
+        if self.cached is not None:
+            return ((log_pt, y, w) for _, log_pt, y, w in self.cached)
+        return ((log_softmax(t / self.kd.tau), y, w) for _, t, y, w in chunks(*self.source, part="targets"))

@@ -1,0 +1,72 @@
+"""The proxy's outputs f = x theta^T of one fit iterate, kept per chunk so passes that only need them skip
+the matmul that makes them.
+
+Where the rows are too large to keep in memory (tensors.Rows re-reads them at every pass), fit() keeps
+two of these instead: the outputs at the current iterate and their change along the Newton direction.
+The line search then tries step sizes on f + t df without touching the features, the gradient at the
+accepted step reuses them, and Hessian-vector products and EKFAC factors take their softmax heads from
+them instead of a float64 matmul over every row. Each holds (rows of this rank's shard, C) float64:
+in memory up to ``budget_bytes``, in a temporary file beyond (removed by :meth:`close`), so the
+anonymous memory stays one chunk whatever N. Chunk k is rows [k chunk_size, (k + 1) chunk_size) of the
+shard, the order in which tensors.chunks yields them.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ifbeta.influence import sharding
+from ifbeta.influence.tensors import DOUBLE, OPERATOR_CACHE_BYTES
+
+OUTPUT_STORE_BYTES = OPERATOR_CACHE_BYTES  # in memory up to this size, in a temporary file beyond
+
+
+class OutputStore:
+    """(rows, C) float64 outputs, written and read a chunk at a time (tensors on ``device``)."""
+
+    def __init__(self, rows: int, classes: int, chunk_size: int, device: torch.device, *,
+                 budget_bytes: int | None = None):
+        first, last = sharding.rows(rows)
+        self.rows, self.classes, self.chunk_size, self.device = last - first, classes, chunk_size, device
+        budget = OUTPUT_STORE_BYTES if budget_bytes is None else budget_bytes
+        self._folder, self._memory, self._file = None, None, None
+        if self.rows * classes * 8 <= budget:
+            self._memory = [None] * -(-self.rows // chunk_size)
+        else:
+            self._folder = Path(tempfile.mkdtemp(prefix="ifbeta-outputs-"))
+            self._file = np.lib.format.open_memmap(self._folder / "outputs.npy", mode="w+", dtype=np.float64,
+                                                   shape=(self.rows, classes))
+
+    @property
+    def on_disk(self) -> bool:
+        return self._file is not None
+
+    def _span(self, index: int) -> slice:
+        return slice(index * self.chunk_size, min(self.rows, (index + 1) * self.chunk_size))
+
+    def __setitem__(self, index: int, values: torch.Tensor) -> None:
+        if self._memory is not None:
+            self._memory[index] = values.detach().to(DOUBLE).clone()
+        else:
+            self._file[self._span(index)] = values.detach().to("cpu", DOUBLE).numpy()
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if self._memory is not None:
+            if self._memory[index] is None:
+                raise KeyError(f"chunk {index} of the output store was never written")
+            return self._memory[index]
+        return torch.from_numpy(np.array(self._file[self._span(index)])).to(self.device)
+
+    def close(self) -> None:
+        """Drop the values and the temporary file (idempotent)."""
+        self._memory, self._file = None, None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def __del__(self):  # a fit that raised still removes its file
+        self.close()
