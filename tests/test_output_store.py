@@ -58,10 +58,10 @@ def test_value_along_equals_the_objective_at_the_trial_point():
     theta, direction = (torch.as_tensor(rng.normal(size=(6, 13))) for _ in range(2))
     store, change = (outputs.OutputStore(300, 6, 64, torch.device("cpu"), budget_bytes=0) for _ in range(2))
     point = objective.evaluate(theta, rows, ridge, store=store)
-    objective.outputs_along(direction, rows, change)
+    outputs.outputs_along(direction, rows, change)
     for step in (1.0, 0.25, 1e-3):
         direct = objective.evaluate(theta + step * direction, rows, ridge, with_gradient=False).value
-        assert objective.value_along(theta, direction, step, rows, ridge, store, change) == pytest.approx(direct,
+        assert outputs.value_along(theta, direction, step, rows, ridge, store, change) == pytest.approx(direct,
                                                                                                           rel=1e-13)
     assert point.value == pytest.approx(objective.evaluate(theta, rows, ridge).value, rel=1e-15)
     store.close(), change.close()

@@ -257,7 +257,7 @@ class Point:
     outputs: object = None
 
 
-def _ridge_value(theta, ridge):
+def ridge_value(theta, ridge):
     """mu/2 (||W||^2 + eps ||b||^2) as a float64 tensor; zero off rank 0 (the ridge counts once)."""
     value = 0.5 * (ridge * theta * theta).sum()
     return value if sharding.lead() else torch.zeros_like(value)
@@ -272,7 +272,7 @@ def evaluate(theta, rows: Rows, ridge: torch.Tensor, *, with_gradient: bool = Tr
     the matmul that makes them."""
     kd = rows.kd
     theta = as_tensor(theta, rows.device)
-    value = _ridge_value(theta, ridge)
+    value = ridge_value(theta, ridge)
     grad = ridge * theta if sharding.lead() else torch.zeros_like(theta)
     heads = [] if rows.cached is not None else None
     for index, (x, log_pt, y, w) in enumerate(rows):
@@ -287,26 +287,6 @@ def evaluate(theta, rows: Rows, ridge: torch.Tensor, *, with_gradient: bool = Tr
             store[index] = outputs
     value, grad = sharding.total(torch.as_tensor(value, dtype=DOUBLE, device=rows.device), grad)
     return Point(theta, float(value), grad, heads, store)
-
-
-def outputs_along(direction, rows: Rows, store) -> None:
-    """store[k] <- x_k direction^T (m, C) float64 for every chunk k: how the outputs change along
-    ``direction`` (C, d+1). One pass over the features, none over the teacher's logits."""
-    direction = as_tensor(direction, rows.device)
-    for index, (x, _) in enumerate(rows.inputs()):
-        store[index] = outputs_of(direction, x)
-
-
-def value_along(theta, direction, step: float, rows: Rows, ridge: torch.Tensor, outputs, change) -> float:
-    """L_in(theta + step direction) from the stored outputs f (at theta) and change df (along direction):
-    chunk k's outputs are f_k + step df_k, so the pass reads the teacher's logits and no features."""
-    kd = rows.kd
-    value = _ridge_value(theta + step * direction, ridge)
-    for index, (log_pt, y, w) in enumerate(rows.targets()):
-        trial = outputs[index] + step * change[index]
-        value = value + weighted(chunk_loss(Heads(log_softmax(trial), log_softmax(trial / kd.tau), log_pt), y, kd),
-                                 w).sum()
-    return float(sharding.total(torch.as_tensor(value, dtype=DOUBLE, device=rows.device)))
 
 
 class HessianOperator:

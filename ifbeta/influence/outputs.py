@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ifbeta.influence import sharding
+from ifbeta.influence import objective, sharding, tensors
 from ifbeta.influence.tensors import DOUBLE, OPERATOR_CACHE_BYTES
 
 OUTPUT_STORE_BYTES = OPERATOR_CACHE_BYTES  # in memory up to this size, in a temporary file beyond
@@ -70,3 +70,23 @@ class OutputStore:
 
     def __del__(self):  # a fit that raised still removes its file
         self.close()
+
+
+def outputs_along(direction, rows: tensors.Rows, store) -> None:
+    """store[k] <- x_k direction^T (m, C) float64 for every chunk k: how the outputs change along
+    ``direction`` (C, d+1). One pass over the features, none over the teacher's logits."""
+    direction = tensors.as_tensor(direction, rows.device)
+    for index, (x, _) in enumerate(rows.inputs()):
+        store[index] = objective.outputs_of(direction, x)
+
+
+def value_along(theta, direction, step: float, rows: tensors.Rows, ridge: torch.Tensor, outputs, change) -> float:
+    """L_in(theta + step direction) from the stored outputs f (at theta) and change df (along direction):
+    chunk k's outputs are f_k + step df_k, so the pass reads the teacher's logits and no features."""
+    kd = rows.kd
+    value = objective.ridge_value(theta + step * direction, ridge)
+    for index, (log_pt, y, w) in enumerate(rows.targets()):
+        trial = outputs[index] + step * change[index]
+        heads = objective.Heads(objective.log_softmax(trial), objective.log_softmax(trial / kd.tau), log_pt)
+        value = value + objective.weighted(objective.chunk_loss(heads, y, kd), w).sum()
+    return float(sharding.total(torch.as_tensor(value, dtype=DOUBLE, device=rows.device)))

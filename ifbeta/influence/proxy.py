@@ -15,9 +15,9 @@ import torch
 
 from ifbeta.config import KDConfig
 from ifbeta.data.streaming import row_view, take_rows
-from ifbeta.influence import objective, sharding, solvers
+from ifbeta.influence import sharding, solvers
 from ifbeta.influence.objective import HessianOperator, Point, evaluate, hessian, regulariser, validation_loss
-from ifbeta.influence.outputs import OutputStore
+from ifbeta.influence.outputs import OutputStore, outputs_along, value_along
 from ifbeta.influence.solvers import cholesky_apply, cholesky_factor
 from ifbeta.influence.tensors import CHUNK_SIZE, SINGLE, Rows, as_tensor, chunks, resolve_device, single_matmul
 from ifbeta.threads import thread_map
@@ -136,7 +136,7 @@ def _line_search_stored(point: Point, direction, rows: Rows, ridge: torch.Tensor
     slope = float((grad * direction).sum())
     if slope >= 0:  # not a descent direction (inexact CG): fall back to steepest descent
         direction, slope = -grad, -float((grad * grad).sum())
-    objective.outputs_along(direction, rows, change)
+    outputs_along(direction, rows, change)
 
     def accept(step: float) -> Point:
         return evaluate(point.theta + step * direction, rows, ridge, store=outputs,
@@ -146,7 +146,7 @@ def _line_search_stored(point: Point, direction, rows: Rows, ridge: torch.Tensor
         return accept(1.0)
     step = 1.0
     while step > 1e-12:
-        if objective.value_along(point.theta, direction, step, rows, ridge, outputs, change) \
+        if value_along(point.theta, direction, step, rows, ridge, outputs, change) \
                 <= value + 1e-4 * step * slope:
             return accept(step)
         step *= 0.5
