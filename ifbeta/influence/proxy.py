@@ -109,45 +109,44 @@ def _norm(tensor: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(tensor))
 
 
-def _line_search(point: Point, direction, rows: Rows, ridge: torch.Tensor) -> Point | None:
-    """Backtracking Armijo; full step when the predicted decrease is below round-off. Each trial is
-    evaluated with its gradient (one pass), so the accepted point needs no second pass."""
+def _line_search(point: Point, direction, rows: Rows, ridge: torch.Tensor, change: OutputStore | None = None
+                 ) -> Point | None:
+    """Backtracking Armijo from ``point`` along ``direction``; full step when the predicted decrease is
+    below round-off; None when no step down to 1e-12 decreases enough.
+
+    change None: each trial is evaluated with its gradient (one pass), so the accepted point needs no
+    second pass. change an OutputStore (rows re-read at every pass, the iterate's outputs f stored in
+    point.outputs): one pass over the features stores df = x direction^T in ``change``, each trial reads
+    only the teacher's logits (outputs f + step df), and the accepted step's gradient pass takes its
+    outputs from them and stores them as the new iterate's. Both take the same trials."""
     grad, value = point.grad, point.value
     slope = float((grad * direction).sum())
     if slope >= 0:  # not a descent direction (inexact CG): fall back to steepest descent
         direction, slope = -grad, -float((grad * grad).sum())
-    if -slope <= 1e-13 * (1.0 + abs(value)):
-        return evaluate(point.theta + direction, rows, ridge)
-    step = 1.0
-    while step > 1e-12:
-        trial = evaluate(point.theta + step * direction, rows, ridge)
-        if trial.value <= value + 1e-4 * step * slope:
-            return trial
-        step *= 0.5
-    return None
+    if change is None:
+        trials = {}
 
+        def trial_value(step: float) -> float:
+            trials[step] = evaluate(point.theta + step * direction, rows, ridge)
+            return trials[step].value
 
-def _line_search_stored(point: Point, direction, rows: Rows, ridge: torch.Tensor, change: OutputStore) -> Point | None:
-    """_line_search for rows that are re-read at every pass, with the iterate's outputs f stored
-    (point.outputs): one pass over the features stores df = x direction^T in ``change``, each trial
-    reads only the teacher's logits (outputs f + step df), and the accepted step's gradient pass takes
-    its outputs from them and stores them as the new iterate's (same Armijo rule and trials)."""
-    grad, value, outputs = point.grad, point.value, point.outputs
-    slope = float((grad * direction).sum())
-    if slope >= 0:  # not a descent direction (inexact CG): fall back to steepest descent
-        direction, slope = -grad, -float((grad * grad).sum())
-    outputs_along(direction, rows, change)
+        def accept(step: float) -> Point:
+            return trials[step] if step in trials else evaluate(point.theta + step * direction, rows, ridge)
+    else:
+        outputs = point.outputs
+        outputs_along(direction, rows, change)
 
-    def accept(step: float) -> Point:
-        return evaluate(point.theta + step * direction, rows, ridge, store=outputs,
-                        known=lambda index: outputs[index] + step * change[index])
+        def trial_value(step: float) -> float:
+            return value_along(point.theta, direction, step, rows, ridge, outputs, change)
 
+        def accept(step: float) -> Point:
+            return evaluate(point.theta + step * direction, rows, ridge, store=outputs,
+                            known=lambda index: outputs[index] + step * change[index])
     if -slope <= 1e-13 * (1.0 + abs(value)):
         return accept(1.0)
     step = 1.0
     while step > 1e-12:
-        if value_along(point.theta, direction, step, rows, ridge, outputs, change) \
-                <= value + 1e-4 * step * slope:
+        if trial_value(step) <= value + 1e-4 * step * slope:
             return accept(step)
         step *= 0.5
     return None
@@ -201,30 +200,33 @@ def fit(features, teacher_logits, labels, *, weights=None, mu: float, kd: KDConf
                    bias_damping=bias_damping, kd=kd, chunk_size=chunk_size, device=device)
     rows = Rows(features, teacher_logits, labels, weights, kd=kd, chunk_size=chunk_size, device=device)
     ridge = regulariser((classes, width), mu=mu, bias_damping=bias_damping, device=device)
-    origin = torch.zeros((classes, width), dtype=torch.float64, device=device)
     # rows re-read at every pass: the iterate's outputs and their change along a direction are stored
     stored = not dense and rows.cached is None
     stores = [OutputStore(len(labels), classes, chunk_size, device) for _ in range(2)] if stored else [None, None]
     try:
-        return _newton(rows, ridge, origin, init, dense, problem, preconditioner, tolerance, max_iterations,
-                       on_iteration, stores, features, teacher_logits, chunk_size, device)
+        return _newton(problem, rows, ridge, stores, init=init, dense=dense, preconditioner=preconditioner,
+                       tolerance=tolerance, max_iterations=max_iterations, on_iteration=on_iteration)
     finally:
         for store in stores:
             if store is not None:
                 store.close()
 
 
-def _newton(rows, ridge, origin, init, dense, problem, preconditioner, tolerance, max_iterations, on_iteration,
-            stores, features, teacher_logits, chunk_size, device) -> ProxyFit:
-    """fit()'s start and damped Newton loop (its arguments as fit's; stores: [outputs, change] or Nones)."""
+def _newton(problem: dict, rows: Rows, ridge: torch.Tensor, stores, *, init, dense: bool, preconditioner,
+            tolerance: float, max_iterations: int, on_iteration) -> ProxyFit:
+    """fit()'s start and damped Newton loop. problem: fit's keyword arguments of the objective; stores:
+    [outputs, change] OutputStores for rows re-read at every pass, else [None, None]; the rest as fit's."""
     outputs, change = stores
+    device = problem["device"]
+    origin = torch.zeros(ridge.shape, dtype=torch.float64, device=device)
     # L_in at zero: a cold start's candidate, and (matrix-free) its gradient scales the forcing term below
     zero = evaluate(origin, rows, ridge, with_gradient=not dense) if init is None or not dense else None
     if init is not None:
         point = evaluate(as_tensor(init, device).clone(), rows, ridge, store=outputs)
     else:  # cold start: the better of zero and the teacher's least-squares head
-        start = evaluate(teacher_head(features, teacher_logits, chunk_size=chunk_size, device=device), rows, ridge,
-                         store=outputs)
+        head = teacher_head(problem["features"], problem["teacher_logits"], chunk_size=problem["chunk_size"],
+                            device=device)
+        start = evaluate(head, rows, ridge, store=outputs)
         point = start
         if zero.value <= start.value:  # zero wins; dense Newton evaluated it without its gradient
             point = zero if not dense and outputs is None else evaluate(origin, rows, ridge, store=outputs)
@@ -239,8 +241,7 @@ def _newton(rows, ridge, origin, init, dense, problem, preconditioner, tolerance
         norm = _norm(point.grad)
         direction = system.direction(point, rows, ridge, forcing=min(0.5, np.sqrt(norm / scale)),
                                      refresh=norm > 0.2 * previous_norm)
-        trial = (_line_search(point, direction, rows, ridge) if change is None
-                 else _line_search_stored(point, direction, rows, ridge, change))
+        trial = _line_search(point, direction, rows, ridge, change)
         previous_norm = norm
         if trial is None:
             logger.warning("proxy fit: line search stalled at ||grad|| = %.3g", norm)
