@@ -15,7 +15,9 @@ its scores are compared with the reference fit's (Spearman, the share of the sam
 
 Every pass over the rows is counted and timed by the function that made it (tensors.chunks is wrapped),
 which gives seconds per pass per row; the full-size projection multiplies each kind's pass count by
-its measured seconds per row and by the rows of a full-size fold (640,000 of 1,280,000).
+its measured seconds per row and by the rows of a full-size fold (640,000 of 1,280,000). A pass that reads
+only the features or only the teacher's logits (the stored-output passes of proxy.fit) counts as one pass
+of its own kind, at its own seconds per row.
 
 Usage: python benchmarks/fit_tolerance.py [--n 50000] [--threads 2]
        (writes benchmarks/results/fit-tolerance.md and the raw records beside it as fit-tolerance.json)
@@ -45,7 +47,9 @@ NOTES = "## What this says"  # a hand-written section from here on is kept by --
 
 # which function made a pass, in words (tensors.chunks' caller -> kind)
 KINDS = {"_read": "objective / gradient", "teacher_head": "teacher head", "__init__": "Hessian-vector product",
-         "__call__": "Hessian-vector product", "_kronecker_factors": "EKFAC factors",
+         "__call__": "Hessian-vector product", "_stored_terms": "Hessian-vector product",
+         "outputs_along": "line-search direction outputs", "value_along": "line-search trial (logits only)",
+         "input_factor": "EKFAC input factor", "_kronecker_factors": "EKFAC factors",
          "ekfac_factors": "EKFAC eigenvalues", "value_and_gradient": "validation gradient",
          "influence_scores": "scores", "per_sample_loss": "per-sample KD loss", "residuals": "scores",
          "hessian": "dense Hessian"}
@@ -59,12 +63,12 @@ class Ledger:
 
         self.passes, original = [], tensors.chunks
 
-        def counting(*args):  # one call = one pass over the data
+        def counting(*args, **kwargs):  # one call = one pass over the data (or over one part of it)
             frame, start = sys._getframe(1), time.perf_counter()
             while frame.f_code.co_name.startswith("<"):  # a comprehension's frame: the function around it
                 frame = frame.f_back
             caller = frame.f_code.co_name
-            yield from original(*args)
+            yield from original(*args, **kwargs)
             self.passes.append((KINDS.get(caller, caller), len(args[2]), time.perf_counter() - start))
 
         # objective and proxy import the name, so it is replaced there too
@@ -84,11 +88,13 @@ class Ledger:
 
 
 def _stream_everything() -> None:
-    """No in-memory copies of the rows or the Hessian terms: every pass streams, as at full size."""
-    from ifbeta.influence import objective, tensors
+    """No in-memory copies of the rows, the Hessian terms or the fit's outputs: every pass streams and the
+    outputs live in a temporary file, as at full size (a fold's outputs are 5 GB in float64)."""
+    from ifbeta.influence import objective, outputs, tensors
 
     tensors.Rows.__init__.__kwdefaults__["cache_bytes"] = 0
     objective.HessianOperator.__init__.__kwdefaults__["cache_bytes"] = 0
+    outputs.OUTPUT_STORE_BYTES = 0
 
 
 def _top_half_overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -214,7 +220,8 @@ def report(data: dict) -> list[str]:
              f"Problem: the synthetic teacher-like pool of `influence_large.py` at N = {data['n']:,}, d = {data['d']}, "
              f"C = {data['c']} ({data['c'] * (data['d'] + 1):,} parameters), float16 on disk, 2 stratified folds of "
              f"{rows:,} rows, mu = {data['mu']:.4g} (1 per 1000 samples), teacher-head start, Newton-CG with the "
-             f"EKFAC preconditioner, `ekfac` scores, every pass streamed from disk (caches off, as at full size). "
+             f"EKFAC preconditioner, `ekfac` scores, every pass streamed from disk (caches off, "
+             "as at full size). "
              f"torch with {data['threads']} threads on {os.cpu_count()} cores. The reference is the fit to relative "
              f"||grad|| <= {data['reference']:g}, or the last iterate within `--fit-seconds`. Measured {time.strftime('%Y-%m-%d')}. Reproduce: "
              "`python benchmarks/fit_tolerance.py`.", ""]
@@ -306,19 +313,22 @@ def main() -> None:
     parser.add_argument("--fit-seconds", type=float, default=3600.0,
                         help="per fold: stop the reference fit after this long (its last iterate is the reference)")
     parser.add_argument("--tmp", default=None, help="folder for the pool's float16 files (default: the system's)")
-    parser.add_argument("--json", default=str(RESULT.with_suffix(".json")))
+    parser.add_argument("--out", default=str(RESULT), help="the report (.md); the raw records go beside it (.json)")
+    parser.add_argument("--json", default=None, help="the raw records (default: --out with .json)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the stored .json")
     args = parser.parse_args()
+    out = Path(args.out)
+    args.json = args.json or str(out.with_suffix(".json"))
     if args.report_only:
         data = json.loads(Path(args.json).read_text())
     else:
         data = measure(args)
         _save(args, data)
     lines = report(data)
-    notes = RESULT.read_text().split(NOTES, 1) if RESULT.is_file() else []
+    notes = out.read_text().split(NOTES, 1) if out.is_file() else []
     if len(notes) == 2:  # keep the hand-written reading of the results
         lines.append(NOTES + notes[1].rstrip("\n"))
-    RESULT.write_text("\n".join(lines) + "\n")
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
