@@ -124,9 +124,10 @@ def _line_search(point: Point, direction, rows: Rows, ridge: torch.Tensor, chang
     if slope >= 0:  # not a descent direction (inexact CG): fall back to steepest descent
         direction, slope = -grad, -float((grad * grad).sum())
     if change is None:
-        trials = {}
+        trials = {}  # the latest trial only: a Point over cached rows holds its heads (N, C)
 
         def trial_value(step: float) -> float:
+            trials.clear()
             trials[step] = evaluate(point.theta + step * direction, rows, ridge)
             return trials[step].value
 
