@@ -26,19 +26,23 @@ OUTPUT_STORE_BYTES = OPERATOR_CACHE_BYTES  # in memory up to this size, in a tem
 
 
 class OutputStore:
-    """(rows, C) float64 outputs, written and read a chunk at a time (tensors on ``device``)."""
+    """(rows, C) outputs, float64 unless ``dtype`` says otherwise, written and read a chunk at a time
+    (tensors on ``device``, in ``dtype``). Also holds other per-row values of one fit that a pass reuses
+    (solvers.InputTerms keeps (rows, d+1) float32 projections in one)."""
 
     def __init__(self, rows: int, classes: int, chunk_size: int, device: torch.device, *,
-                 budget_bytes: int | None = None):
+                 budget_bytes: int | None = None, dtype: torch.dtype = DOUBLE):
         first, last = sharding.rows(rows)
         self.rows, self.classes, self.chunk_size, self.device = last - first, classes, chunk_size, device
+        self.dtype = dtype
         budget = OUTPUT_STORE_BYTES if budget_bytes is None else budget_bytes
         self._folder, self._memory, self._file = None, None, None
-        if self.rows * classes * 8 <= budget:
+        if self.rows * classes * dtype.itemsize <= budget:
             self._memory = [None] * -(-self.rows // chunk_size)
         else:
             self._folder = Path(tempfile.mkdtemp(prefix="ifbeta-outputs-"))
-            self._file = np.lib.format.open_memmap(self._folder / "outputs.npy", mode="w+", dtype=np.float64,
+            self._file = np.lib.format.open_memmap(self._folder / "outputs.npy", mode="w+",
+                                                   dtype=torch.empty(0, dtype=dtype).numpy().dtype,
                                                    shape=(self.rows, classes))
 
     @property
@@ -50,9 +54,9 @@ class OutputStore:
 
     def __setitem__(self, index: int, values: torch.Tensor) -> None:
         if self._memory is not None:
-            self._memory[index] = values.detach().to(DOUBLE).clone()
+            self._memory[index] = values.detach().to(self.dtype).clone()
         else:
-            self._file[self._span(index)] = values.detach().to("cpu", DOUBLE).numpy()
+            self._file[self._span(index)] = values.detach().to("cpu", self.dtype).numpy()
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if self._memory is not None:

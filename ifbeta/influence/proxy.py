@@ -71,7 +71,9 @@ class _NewtonSystem:
     HessianOperator products to the relative tolerance ``forcing``, preconditioned by the caller's
     ``preconditioner`` (flat v -> M^-1 v) or else by EKFAC, built at the first iterate and rebuilt by
     the same rule as the dense factor (two passes over the rows each time; CG stays exact to
-    ``forcing`` with a stale preconditioner, it only needs more products)."""
+    ``forcing`` with a stale preconditioner, it only needs more products). With stored outputs, EKFAC's
+    input side (solvers.InputTerms: A, its eigenbasis and the rows' projections on it) is kept across
+    the builds, so a rebuild after the first reads no rows at all."""
 
     def __init__(self, problem: dict, dense: bool, preconditioner=None):
         self.problem, self.dense, self.factor, self.preconditioner = problem, dense, None, preconditioner
@@ -89,9 +91,9 @@ class _NewtonSystem:
                     stored = {}
                     if point.outputs is not None:  # the outputs are stored and A does not depend on theta
                         if self.inputs is None:
-                            self.inputs = solvers.input_factor(self.problem["features"], self.problem["weights"],
-                                                               chunk_size=self.problem["chunk_size"],
-                                                               device=self.problem["device"])
+                            self.inputs = solvers.InputTerms(self.problem["features"], self.problem["weights"],
+                                                             chunk_size=self.problem["chunk_size"],
+                                                             device=self.problem["device"])
                         stored = dict(outputs=point.outputs, inputs=self.inputs)
                     self.ekfac = solvers.ekfac_preconditioner(theta, **self.problem, **stored)
                     self.curvature_builds += 1
@@ -103,6 +105,11 @@ class _NewtonSystem:
         if refresh or self.factor is None:
             self.factor = cholesky_factor(hessian(theta, **self.problem))  # lifted slightly when not PD (mu ~ 0)
         return -cholesky_apply(self.factor, flat).reshape(theta.shape)
+
+    def close(self) -> None:
+        """Drop the kept EKFAC input projections (a temporary file at scale)."""
+        if self.inputs is not None:
+            self.inputs.close()
 
 
 def _norm(tensor: torch.Tensor) -> float:
@@ -235,9 +242,24 @@ def _newton(problem: dict, rows: Rows, ridge: torch.Tensor, stores, *, init, den
     # Newton-CG forcing term (Eisenstat-Walker), relative to the problem's scale, not the warm start's
     scale = 1.0 if dense else 1.0 + _norm(zero.grad)
     del zero
-    iterations, previous_norm, system = 0, np.inf, _NewtonSystem(problem, dense, preconditioner)
+    system = _NewtonSystem(problem, dense, preconditioner)
     report = on_iteration or (lambda *args: None)
     report(0, point.theta, _norm(point.grad), 0)
+    try:
+        point, iterations = _iterate(point, rows, ridge, system, change, threshold=threshold, scale=scale,
+                                     max_iterations=max_iterations, report=report)
+    finally:
+        system.close()
+    theta, value, grad = point.theta, point.value, point.grad
+    norm = _norm(grad)
+    return ProxyFit(theta=theta, grad_norm=norm, iterations=iterations, objective=value, converged=norm <= threshold,
+                    products=system.products, curvature_builds=system.curvature_builds)
+
+
+def _iterate(point: Point, rows: Rows, ridge: torch.Tensor, system: _NewtonSystem, change, *, threshold: float,
+             scale: float, max_iterations: int, report) -> tuple[Point, int]:
+    """_newton's damped Newton steps from ``point`` until ||grad|| <= threshold: (last point, steps taken)."""
+    iterations, previous_norm = 0, np.inf
     while _norm(point.grad) > threshold and iterations < max_iterations:
         norm = _norm(point.grad)
         direction = system.direction(point, rows, ridge, forcing=min(0.5, np.sqrt(norm / scale)),
@@ -251,10 +273,7 @@ def _newton(problem: dict, rows: Rows, ridge: torch.Tensor, stores, *, init, den
         report(iterations, point.theta, _norm(point.grad), system.products)
         logger.debug("proxy fit: iteration %d objective %.12g ||grad|| %.3g", iterations, point.value,
                      _norm(point.grad))
-    theta, value, grad = point.theta, point.value, point.grad
-    norm = _norm(grad)
-    return ProxyFit(theta=theta, grad_norm=norm, iterations=iterations, objective=value, converged=norm <= threshold,
-                    products=system.products, curvature_builds=system.curvature_builds)
+    return point, iterations
 
 
 class _DataCurvature:

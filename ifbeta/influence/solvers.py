@@ -36,13 +36,13 @@ import numpy as np
 import torch
 
 from ifbeta.config import KDConfig
-from ifbeta.influence import objective, sharding
-from ifbeta.influence.tensors import DOUBLE, as_tensor, device_of, single_matmul
+from ifbeta.influence import objective, outputs, sharding
+from ifbeta.influence.tensors import DOUBLE, SINGLE, as_tensor, device_of, single_matmul
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SOLVERS", "cholesky_factor", "cholesky_preconditioner", "conjugate_gradient", "ekfac_factors",
-           "ekfac_preconditioner", "input_factor", "newton_removal_scores", "solve_cg", "solve_direct", "solve_ekfac"]
+           "ekfac_preconditioner", "input_factor", "InputTerms", "newton_removal_scores", "solve_cg", "solve_direct", "solve_ekfac"]
 
 
 def conjugate_gradient(apply, rhs, *, tolerance: float = 1e-10, max_iterations: int | None = None,
@@ -164,11 +164,10 @@ def cholesky_preconditioner(theta, features, teacher_logits, labels, weights=Non
 
 
 def _curvature_in_basis(heads_p, heads_q, basis, kd: KDConfig):
-    """diag(E^T B_i E) for every row: (m, C); B_i = (1-lam)(diag p - pp^T) + lam (diag q - qq^T)."""
-    squared = basis * basis
-    cross = single_matmul(heads_p, squared) - single_matmul(heads_p, basis) ** 2
-    distil = single_matmul(heads_q, squared) - single_matmul(heads_q, basis) ** 2
-    return (1.0 - kd.lam) * cross + kd.lam * distil
+    """diag(E^T B_i E) for every row: (m, C); B_i = (1-lam)(diag p - pp^T) + lam (diag q - qq^T), so
+    diag(E^T B_i E) = ((1-lam) p + lam q) E^2 - (1-lam) (p E)^2 - lam (q E)^2 (three matmuls)."""
+    mixed = single_matmul((1.0 - kd.lam) * heads_p + kd.lam * heads_q, basis * basis)
+    return mixed - (1.0 - kd.lam) * single_matmul(heads_p, basis) ** 2 - kd.lam * single_matmul(heads_q, basis) ** 2
 
 
 def _heads(theta, x, t, kd: KDConfig, outputs, index):
@@ -193,6 +192,26 @@ def input_factor(features, weights, *, chunk_size: int = objective.CHUNK_SIZE, d
     return sharding.total(factor)
 
 
+class InputTerms:
+    """EKFAC's input side, which does not depend on theta, kept across the preconditioner builds of one fit:
+    A = sum_i w_i x_i x_i^T (d+1, d+1) float64 (:func:`input_factor`, one pass over the features), its
+    eigenbasis U (columns, float64) and (x_i^T U)^2 per row, (rows, d+1) float32 in an outputs.OutputStore
+    (in memory up to its budget, a temporary file beyond). The first eigenvalue pass of
+    :func:`ekfac_factors` writes the projections; later ones read them instead of the (m, d+1) x (d+1, d+1)
+    matmul per chunk, and, with stored outputs, read no rows at all. close() drops the store."""
+
+    def __init__(self, features, weights, *, chunk_size: int = objective.CHUNK_SIZE, device=None):
+        device = objective.resolve_device(device)
+        self.factor = input_factor(features, weights, chunk_size=chunk_size, device=device)
+        self.basis = torch.linalg.eigh(self.factor).eigenvectors
+        self.squared = outputs.OutputStore(features.shape[0], self.factor.shape[0], chunk_size, device,
+                                           dtype=SINGLE)
+        self.filled = False
+
+    def close(self) -> None:
+        self.squared.close()
+
+
 def _kronecker_factors(theta, features, teacher_logits, labels, weights, *, kd, chunk_size, curvature, device,
                        outputs=None, inputs=None):
     classes, width = theta.shape
@@ -201,7 +220,9 @@ def _kronecker_factors(theta, features, teacher_logits, labels, weights, *, kd, 
     total = 0.0
     if curvature not in ("output", "residual"):
         raise ValueError(f"unknown ekfac curvature {curvature!r}; use 'output' or 'residual'")
-    part = "targets" if outputs is not None and inputs is not None else "all"  # no features needed
+    part = "all"
+    if outputs is not None and inputs is not None:  # no features needed; the output curvature needs no teacher
+        part = "labels" if curvature == "output" else "targets"
     for index, (x, t, y, w) in enumerate(objective.chunks(features, teacher_logits, labels, weights, chunk_size,
                                                           device, part=part)):
         w = torch.ones(len(y), dtype=DOUBLE, device=device) if w is None else w
@@ -230,27 +251,37 @@ def ekfac_factors(theta, features, teacher_logits, labels, weights, *, mu: float
     eig[a, b] = (q_a kron u_b)^T H (q_a kron u_b), the exact curvature along each Kronecker eigenvector,
     ridge included (two chunked passes). Factors accumulate in float64; eigh in float64.
     outputs: an outputs.OutputStore of x theta^T per chunk (fit's iterate), so neither pass recomputes
-    them; inputs: the input factor A (:func:`input_factor`) when already known, so the first pass reads
-    no features (with ``outputs``).
+    them; inputs: an :class:`InputTerms` of these features and weights, so the first pass reads no
+    features (with ``outputs``) and the second reuses its stored projections (then, with ``outputs``,
+    it reads no rows).
     """
     device = device_of(theta, device)
     theta = as_tensor(theta, device)
     input_factor, output_factor = _kronecker_factors(theta, features, teacher_logits, labels, weights, kd=kd,
                                                      chunk_size=chunk_size, curvature=curvature, device=device,
-                                                     outputs=outputs, inputs=inputs)
-    _, input_basis = torch.linalg.eigh(input_factor)
+                                                     outputs=outputs,
+                                                     inputs=None if inputs is None else inputs.factor)
+    input_basis = torch.linalg.eigh(input_factor).eigenvectors if inputs is None else inputs.basis
     _, output_basis = torch.linalg.eigh(output_factor)
     ridge = objective.regulariser((1, theta.shape[1]), mu=mu, bias_damping=bias_damping, device=device)[0]
     eigenvalues = ((input_basis**2).T @ ridge).expand(theta.shape).clone()  # diag(U^T R U)
     if not sharding.lead():
         eigenvalues.zero_()  # the ridge counts once, on rank 0
-    part = "inputs" if outputs is not None else "all"
+    known = inputs is not None and inputs.filled  # the projections (x U)^2 are stored
+    part = "all" if outputs is None else "labels" if known else "inputs"
     for index, (x, t, y, w) in enumerate(objective.chunks(features, teacher_logits, labels, weights, chunk_size,
                                                           device, part=part)):
         heads = _heads(theta, x, t, kd, outputs, index)
         along_outputs = _curvature_in_basis(heads.p, heads.q, output_basis, kd)  # (m, C)
-        along_inputs = single_matmul(x, input_basis) ** 2  # (m, d+1)
+        if known:
+            along_inputs = inputs.squared[index]  # (m, d+1) float32
+        else:
+            along_inputs = single_matmul(x, input_basis) ** 2  # (m, d+1)
+            if inputs is not None:
+                inputs.squared[index] = along_inputs
         eigenvalues += single_matmul(objective.weighted(along_outputs, w).T, along_inputs)
+    if inputs is not None:
+        inputs.filled = True
     return output_basis, input_basis, sharding.total(eigenvalues)
 
 

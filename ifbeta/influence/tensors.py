@@ -71,7 +71,7 @@ def send(array, device: torch.device, dtype=SINGLE) -> torch.Tensor:
     return host
 
 
-PARTS = ("all", "inputs", "targets")
+PARTS = ("all", "inputs", "targets", "labels")
 
 
 def chunks(features, teacher_logits, labels, weights, chunk_size, device=None, *, part: str = "all"):
@@ -79,7 +79,8 @@ def chunks(features, teacher_logits, labels, weights, chunk_size, device=None, *
     over this rank's shard of the rows under torchrun (sharding.rows; all of them in one process).
 
     part: "all"; "inputs" reads no teacher logits (t is None); "targets" reads no features (x is None),
-    for passes that take the proxy's outputs from an outputs.OutputStore.
+    for passes that take the proxy's outputs from an outputs.OutputStore; "labels" reads neither (x and t
+    None: y and w only, for a pass whose per-row values are all stored).
     Raises ValueError for a label outside [0, C): indexing would otherwise read label -1 as class C - 1."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; use one of {', '.join(PARTS)}")
@@ -89,10 +90,10 @@ def chunks(features, teacher_logits, labels, weights, chunk_size, device=None, *
     for start in range(first, last, chunk_size):
         stop = min(last, start + chunk_size)
         x = t = None
-        if part != "targets":
+        if part in ("all", "inputs"):
             phi = send(features[start:stop], device)
             x = torch.cat([phi, torch.ones((stop - start, 1), dtype=SINGLE, device=device)], dim=1)  # (m, d+1)
-        if part != "inputs":
+        if part in ("all", "targets"):
             t = send(teacher_logits[start:stop], device, DOUBLE)
         y_host = labels[start:stop].astype(np.int64)
         if t is not None and len(y_host) and (y_host.min() < 0 or y_host.max() >= t.shape[1]):
