@@ -203,18 +203,38 @@ def _at_tolerance(iterates: list, tolerance: float) -> dict:
     return next((item for item in iterates if item["relative"] <= tolerance), iterates[-1])
 
 
-def report(data: dict) -> list[str]:
-    folds = data["folds"]
-    rows = folds[0]["rows"]
-    # seconds per row of every kind of pass, pooled over the folds and the scoring
+def _pooled(data: dict) -> dict:
+    """Every kind of pass of a run, pooled over the folds and the scoring: {kind: {passes, rows, seconds}}."""
     pooled = {}
-    for record in folds:
+    for record in data["folds"]:
         last = record["iterates"][-1]
         for tally in (last["passes"], last["score_passes"], record["loss_passes"]):
             for kind, entry in tally.items():
                 slot = pooled.setdefault(kind, {"passes": 0, "rows": 0, "seconds": 0.0})
                 for key in slot:
                     slot[key] += entry[key]
+    return pooled
+
+
+def _projection_rates(data: dict, per_row: dict) -> tuple[dict, dict | None]:
+    """Seconds per row for the projection: this run's, or those of the run named by ``per_row_from`` (a
+    run at full d and C, when this one is a scale model), with that run's (n, d, c)."""
+    source = data.get("per_row_from")
+    if not source:
+        return per_row, None
+    other = json.loads((ROOT / source).read_text() if not Path(source).is_absolute() else Path(source).read_text())
+    rates = _per_row(_pooled(other))
+    missing = sorted(set(per_row) - set(rates))
+    if missing:
+        raise SystemExit(f"--per-row-from {source}: no passes of kind {', '.join(missing)} to take seconds from")
+    return rates, {"path": source, "n": other["n"], "d": other["d"], "c": other["c"],
+                   "prepare_per_row": other["prepare_seconds"] / other["n"]}
+
+
+def report(data: dict) -> list[str]:
+    folds = data["folds"]
+    rows = folds[0]["rows"]
+    pooled = _pooled(data)  # seconds per row of every kind of pass, pooled over the folds and the scoring
     per_row = _per_row(pooled)
     lines = ["# The proxy fit's tolerance against the scores, and a converged ImageNet-sized `ekfac` run", "",
              f"Problem: the synthetic teacher-like pool of `influence_large.py` at N = {data['n']:,}, d = {data['d']}, "
@@ -278,14 +298,21 @@ def report(data: dict) -> list[str]:
               "|---|---|---|---|"]
     for kind, entry in sorted(pooled.items()):
         lines.append(f"| {kind} | {entry['passes']} | {1000 * per_row[kind]:.3f} | {FULL_FOLD * per_row[kind]:.0f} |")
-    lines += ["", _projection(data, per_row, chosen or reached), ""]
+    rates, source = _projection_rates(data, per_row)
+    if source is not None:
+        lines += ["", f"This run is a scale model: the projection below counts its passes at the seconds per row "
+                  f"measured by `{source['path']}` (N = {source['n']:,}, d = {source['d']}, C = {source['c']}), "
+                  "not at its own."]
+    prepare = data["prepare_seconds"] / data["n"] if source is None else source["prepare_per_row"]
+    lines += ["", _projection(data, rates, chosen or reached, prepare), ""]
     return lines
 
 
-def _projection(data: dict, per_row: dict, tolerance: float) -> str:
+def _projection(data: dict, per_row: dict, tolerance: float, prepare_per_row: float) -> str:
     """Seconds of a full-size converged run: every pass this run made for a fit stopping at ``tolerance`` and
-    for its scores, at the measured seconds per row, on full-size folds."""
-    total, count = data["prepare_seconds"] * FULL_ROWS / data["n"], 0
+    for its scores, at ``per_row`` seconds per row of each kind, on full-size folds, plus the pool's
+    standardising at ``prepare_per_row``."""
+    total, count = prepare_per_row * FULL_ROWS, 0
     for record in data["folds"]:
         item = _at_tolerance(record["iterates"], tolerance)
         for tally in (item["passes"], record["iterates"][-1]["score_passes"], record["loss_passes"]):
@@ -293,7 +320,7 @@ def _projection(data: dict, per_row: dict, tolerance: float) -> str:
                 total += entry["passes"] * FULL_FOLD * per_row[kind]
                 count += entry["passes"]
     folds = len(data["folds"])
-    fitted = total - data["prepare_seconds"] * FULL_ROWS / data["n"]
+    fitted = total - prepare_per_row * FULL_ROWS
     total += fitted * (2 - folds) / folds  # an unmeasured fold costs what the measured ones cost
     return (f"Projection to N = {FULL_ROWS:,} (2 folds of {FULL_FOLD:,}) at tolerance {tolerance:g}: the {count} "
             f"passes of {'the two folds' if folds == 2 else 'the measured fold, counted twice'} at the measured "
@@ -316,6 +343,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULT), help="the report (.md); the raw records go beside it (.json)")
     parser.add_argument("--json", default=None, help="the raw records (default: --out with .json)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the stored .json")
+    parser.add_argument("--per-row-from", default=None,
+                        help="a scale model's projection: count this run's passes at the seconds per row of another "
+                             "run's .json (e.g. benchmarks/results/fit-tolerance.json, at full d and C)")
     args = parser.parse_args()
     out = Path(args.out)
     args.json = args.json or str(out.with_suffix(".json"))
@@ -323,6 +353,9 @@ def main() -> None:
         data = json.loads(Path(args.json).read_text())
     else:
         data = measure(args)
+    if args.per_row_from:
+        data["per_row_from"] = args.per_row_from
+    if not args.report_only or args.per_row_from:
         _save(args, data)
     lines = report(data)
     notes = out.read_text().split(NOTES, 1) if out.is_file() else []
