@@ -216,13 +216,21 @@ def _pooled(data: dict) -> dict:
     return pooled
 
 
+def _source_path(source: str) -> Path:
+    """--per-row-from's file: from here, else from the repository; a one-line exit when it is missing."""
+    path = Path(source) if Path(source).is_file() else ROOT / source
+    if not path.is_file():
+        raise SystemExit(f"--per-row-from {source}: no such file (a .json written by this benchmark)")
+    return path
+
+
 def _projection_rates(data: dict, per_row: dict) -> tuple[dict, dict | None]:
     """Seconds per row for the projection: this run's, or those of the run named by ``per_row_from`` (a
     run at full d and C, when this one is a scale model), with that run's (n, d, c)."""
     source = data.get("per_row_from")
     if not source:
         return per_row, None
-    other = json.loads((ROOT / source).read_text() if not Path(source).is_absolute() else Path(source).read_text())
+    other = json.loads(_source_path(source).read_text())
     rates = _per_row(_pooled(other))
     missing = sorted(set(per_row) - set(rates))
     if missing:
@@ -349,15 +357,18 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     args.json = args.json or str(out.with_suffix(".json"))
+    if args.per_row_from:
+        _source_path(args.per_row_from)  # refused before a measurement of many minutes
     if args.report_only:
         data = json.loads(Path(args.json).read_text())
     else:
         data = measure(args)
+        _save(args, data)
     if args.per_row_from:
         data["per_row_from"] = args.per_row_from
-    if not args.report_only or args.per_row_from:
+    lines = report(data)  # before saving the source, so a failed report leaves the .json as it was
+    if args.per_row_from:
         _save(args, data)
-    lines = report(data)
     notes = out.read_text().split(NOTES, 1) if out.is_file() else []
     if len(notes) == 2:  # keep the hand-written reading of the results
         lines.append(NOTES + notes[1].rstrip("\n"))

@@ -41,8 +41,9 @@ from ifbeta.influence.tensors import DOUBLE, SINGLE, as_tensor, device_of, singl
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SOLVERS", "cholesky_factor", "cholesky_preconditioner", "conjugate_gradient", "ekfac_factors",
-           "ekfac_preconditioner", "input_factor", "InputTerms", "newton_removal_scores", "solve_cg", "solve_direct", "solve_ekfac"]
+__all__ = ["SOLVERS", "InputTerms", "cholesky_factor", "cholesky_preconditioner", "conjugate_gradient",
+           "ekfac_factors", "ekfac_preconditioner", "input_factor", "newton_removal_scores", "solve_cg", "solve_direct",
+           "solve_ekfac"]
 
 
 def conjugate_gradient(apply, rhs, *, tolerance: float = 1e-10, max_iterations: int | None = None,
