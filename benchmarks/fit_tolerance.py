@@ -16,8 +16,9 @@ its scores are compared with the reference fit's (Spearman, the share of the sam
 Every pass over the rows is counted and timed by the function that made it (tensors.chunks is wrapped),
 which gives seconds per pass per row; the full-size projection multiplies each kind's pass count by
 its measured seconds per row and by the rows of a full-size fold (640,000 of 1,280,000). A pass that reads
-only the features or only the teacher's logits (the stored-output passes of proxy.fit) counts as one pass
-of its own kind, at its own seconds per row.
+only the features, only the teacher's logits or neither (the stored-output passes of proxy.fit, the EKFAC
+rebuilds that take everything from stored values) counts as one pass of its own kind, at its own seconds
+per row.
 
 Usage: python benchmarks/fit_tolerance.py [--n 50000] [--threads 2]
        (writes benchmarks/results/fit-tolerance.md and the raw records beside it as fit-tolerance.json)
@@ -248,8 +249,7 @@ def report(data: dict) -> list[str]:
              f"Problem: the synthetic teacher-like pool of `influence_large.py` at N = {data['n']:,}, d = {data['d']}, "
              f"C = {data['c']} ({data['c'] * (data['d'] + 1):,} parameters), float16 on disk, 2 stratified folds of "
              f"{rows:,} rows, mu = {data['mu']:.4g} (1 per 1000 samples), teacher-head start, Newton-CG with the "
-             f"EKFAC preconditioner, `ekfac` scores, every pass streamed from disk (caches off, "
-             "as at full size). "
+             f"EKFAC preconditioner, `ekfac` scores, every pass streamed from disk (caches off, as at full size). "
              f"torch with {data['threads']} threads on {os.cpu_count()} cores. The reference is the fit to relative "
              f"||grad|| <= {data['reference']:g}, or the last iterate within `--fit-seconds`. Measured {time.strftime('%Y-%m-%d')}. Reproduce: "
              "`python benchmarks/fit_tolerance.py`.", ""]
