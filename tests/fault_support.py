@@ -50,7 +50,9 @@ def start_command(command: list[str], **options) -> subprocess.Popen:
 
 def kill_9_when(victim: subprocess.Popen, ready, *, every: float = 0.02, timeout: float = 300, watch=None) -> None:
     """Poll until ``ready()`` holds (calling ``watch()`` at every poll), then SIGKILL the victim's process group.
-    Fails when the victim exits first, so the fault is always injected at the state ``ready`` describes."""
+    Fails when the victim exits first, so the fault is always injected at the state ``ready`` describes: a run
+    that has finished by the time ``ready()`` is seen is reported as such, not as a kill that left output.
+    ``every`` must be well below the time the victim spends in the ready state."""
     deadline = time.time() + timeout
     try:
         while not ready():
@@ -62,6 +64,8 @@ def kill_9_when(victim: subprocess.Popen, ready, *, every: float = 0.02, timeout
     finally:
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
+    assert victim.returncode == -signal.SIGKILL, \
+        f"the run had exited ({victim.returncode}) by the time it was seen ready: poll more often or give it more work"
 
 
 def read_json(path: Path) -> dict | None:
