@@ -54,11 +54,14 @@ def test_kill_9_during_train_teacher_then_resume_equals_an_uninterrupted_run(tmp
     assert not Path(f"{killed_out}.resume").exists() and not Path(f"{reference_out}.resume").exists()
 
 
+def _visible(kind_dir: Path) -> set[str]:
+    """Names a listing of the store shows (hidden temporaries excluded)."""
+    return {d.name for d in kind_dir.iterdir() if not d.name.startswith(".")} if kind_dir.is_dir() else set()
+
+
 def _complete_keys(kind_dir: Path) -> set[str]:
     """Store keys whose directory is marked finished (config.json present); temporary directories excluded."""
-    if not kind_dir.is_dir():
-        return set()
-    return {d.name for d in kind_dir.iterdir() if not d.name.startswith(".") and (d / "config.json").is_file()}
+    return {key for key in _visible(kind_dir) if (kind_dir / key / "config.json").is_file()}
 
 
 def _extracting_after_a_finished_split(kind_dir: Path) -> bool:
@@ -68,11 +71,6 @@ def _extracting_after_a_finished_split(kind_dir: Path) -> bool:
     return bool(finished) and bool(locked - finished)
 
 
-def _visible(kind_dir: Path) -> set[str]:
-    """Names a listing of the store shows (hidden temporaries excluded)."""
-    return {d.name for d in kind_dir.iterdir() if not d.name.startswith(".")} if kind_dir.is_dir() else set()
-
-
 def _assert_only_complete_artefacts_are_visible(store: Store, kind: str, verified: set[str]) -> None:
     """Every visible entry of ``kind`` is a finished, loadable artefact whose arrays match its recorded size.
 
@@ -80,8 +78,8 @@ def _assert_only_complete_artefacts_are_visible(store: Store, kind: str, verifie
     compared with the views after it (a second listing may hold an artefact finished in between)."""
     kind_dir = store.root / kind
     visible = _visible(kind_dir)
-    unfinished = {key for key in visible if not (kind_dir / key / "config.json").is_file()}
-    assert not unfinished, "a directory without config.json is visible in the store"
+    assert all((kind_dir / key / "config.json").is_file() for key in visible), \
+        "a directory without config.json is visible in the store"
     listed = {key for key, _ in store.entries(kind)}
     assert visible <= listed <= _visible(kind_dir)
     for key in visible - verified:
